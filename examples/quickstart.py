@@ -1,0 +1,34 @@
+"""Quickstart: import an int8 MobileNetV2, look at its TOSA, run it, and check it against LiteRT.
+
+Run from the repository root:  .venv/bin/python examples/quickstart.py
+"""
+
+from pathlib import Path
+import time
+
+import numpy as np
+
+import tosaic
+from tosaic.validate import validate
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+MODEL = DATA / "arch_mobilenet_v2_1.0_224.tflite"
+
+graph = tosaic.import_tflite(MODEL)
+print(f"{MODEL.name}: {len(graph.ops)} TOSA ops; the first lines of its MLIR:")
+print("\n".join(str(graph).splitlines()[:8]))
+
+model = tosaic.compile(MODEL, target="interp")
+print("inputs: ", ", ".join(str(i) for i in model.inputs))
+print("outputs:", ", ".join(str(o) for o in model.outputs))
+
+io = np.load(DATA / "arch_mobilenet_v2_1.0_224.io.npz")
+start = time.perf_counter()
+(logits,) = model.run([io["in_0"]])
+elapsed = time.perf_counter() - start
+same = np.array_equal(logits, io["ref_0"])
+print(f"TOSA interpreter: {elapsed * 1000:.0f} ms; equal to the stored LiteRT reference output: {same}")
+
+report = validate(MODEL, seed=1)
+for output in report.outputs:
+    print(f"on new random inputs vs LiteRT BUILTIN_REF: {output.elements} elements, {output.differing} differ")

@@ -1,0 +1,37 @@
+"""tosaic: a TOSA-centred compiler for quantized TFLite models.
+
+    graph = tosaic.import_tflite("model.tflite")     # TOSA graph; str(graph) is MLIR text
+    model = tosaic.compile("model.tflite")            # CompiledModel, target "interp" by default
+    outputs = model.run([x])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tosaic.importers.tflite.importer import LegalizationError, UnsupportedModelError, import_tflite
+from tosaic.importers.tflite.reader import TFLiteFormatError
+from tosaic.ir import Graph
+from tosaic.runtime import CompiledModel, TensorInfo
+from tosaic.tosa.mlir import MlirParseError, parse_mlir
+
+__all__ = ["compile", "import_tflite", "parse_mlir", "CompiledModel", "TensorInfo", "Graph",
+           "TFLiteFormatError", "UnsupportedModelError", "LegalizationError", "MlirParseError"]
+
+
+def load_graph(source) -> Graph:
+    """A TOSA graph from a Graph, a .tflite file, or a .mlir file holding TOSA (pretty or generic form)."""
+    if isinstance(source, Graph):
+        return source
+    path = Path(source)
+    if path.suffix == ".mlir":
+        if not path.is_file():
+            raise FileNotFoundError(f"no such MLIR file: {path}")
+        return parse_mlir(path.read_text())
+    return import_tflite(path)
+
+
+def compile(source, target: str = "interp") -> CompiledModel:
+    """Compile a .tflite/.mlir path or a TOSA Graph for `target`."""
+    return CompiledModel(load_graph(source), target)
+

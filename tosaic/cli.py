@@ -1,0 +1,126 @@
+"""The `tosaic` command: import, run and validate models.
+
+Exit codes: 0 success (for `validate`: every output bit-exact), 1 `validate` found differences,
+2 an error (bad file, unsupported op, wrong inputs), with one message naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EXIT_MISMATCH, EXIT_ERROR = 1, 2
+
+
+def _load_inputs(path: str | None, model) -> list[np.ndarray] | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such inputs file: {path}")
+    with np.load(path) as data:
+        names = list(data.keys())
+        by_position = [f"in_{i}" for i in range(len(model.inputs))]
+        if all(n in names for n in by_position):
+            return [data[n] for n in by_position]
+        if all(i.name in names for i in model.inputs):
+            return [data[i.name] for i in model.inputs]
+        raise ValueError(f"{path} must hold arrays named {by_position} or {[i.name for i in model.inputs]}; "
+                         f"it holds {names}")
+
+
+def cmd_import(args) -> int:
+    import tosaic
+    from tosaic.tosa.mlir import print_graph
+
+    text = print_graph(tosaic.load_graph(args.model), generic=args.generic, elide_constants=args.elide)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_run(args) -> int:
+    import tosaic
+    from tosaic.validate import random_inputs
+
+    model = tosaic.compile(args.model, target=args.target)
+    inputs = _load_inputs(args.inputs, model)
+    if inputs is None:
+        inputs = random_inputs(model, args.seed)
+    outputs = model.run(inputs)
+    if args.output:
+        np.savez(args.output, **{f"out_{i}": o for i, o in enumerate(outputs)})
+        print(f"wrote {len(outputs)} outputs to {args.output}")
+    else:
+        for info, out in zip(model.outputs, outputs):
+            print(f"{info.name}: {out.dtype}{list(out.shape)}")
+            print(np.array2string(out, threshold=64))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    import tosaic
+    from tosaic.validate import validate
+
+    inputs = _load_inputs(args.inputs, tosaic.compile(args.model, target=args.target)) if args.inputs else None
+    report = validate(args.model, inputs, target=args.target, per_layer=args.per_layer, seed=args.seed)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"{report.model} (target {report.target}) vs LiteRT BUILTIN_REF")
+        for o in report.outputs:
+            status = "bit-exact" if o.exact else f"{o.differing} differ, max |diff| {o.max_difference:g}"
+            print(f"  {o.name}: {o.elements} elements, {status}")
+        if args.per_layer:
+            d = report.first_divergence
+            if d is None:
+                print(f"  per layer: all {report.layers_compared} compared tensors bit-exact")
+            else:
+                print(f"  first differing tensor: '{d['tensor']}' from {d['op']}: "
+                      f"{d['differing']}/{d['elements']} differ, max |diff| {d['max_difference']:g}")
+    return 0 if report.exact else EXIT_MISMATCH
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tosaic", description="A TOSA-centred compiler for quantized TFLite models")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import", help="print a model's TOSA as MLIR text")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--generic", action="store_true", help="MLIR generic op form (accepted across LLVM versions)")
+    p.add_argument("--elide", action="store_true", help="elide large constants (the text no longer parses)")
+    p.set_defaults(fn=cmd_import)
+
+    for name, fn, help_text in (("run", cmd_run, "run a model on inputs from an .npz file"),
+                                ("validate", cmd_validate, "compare with LiteRT's reference kernels")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("model")
+        p.add_argument("--inputs", help=".npz with in_0, in_1, ... or arrays named like the model inputs")
+        p.add_argument("--target", default="interp")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random inputs used when --inputs is absent")
+        p.set_defaults(fn=fn)
+        if name == "run":
+            p.add_argument("-o", "--output", help="write outputs to this .npz (out_0, out_1, ...)")
+        else:
+            p.add_argument("--json", action="store_true", help="print the report as JSON")
+            p.add_argument("--per-layer", action="store_true", help="name the first TFLite tensor that differs")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (OSError, ValueError, RuntimeError, NotImplementedError) as error:
+        print(f"tosaic: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

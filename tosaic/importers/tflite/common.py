@@ -1,0 +1,86 @@
+"""Quantization helpers every legalization shares: scales, fused activations, and window padding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tosaic.importers.tflite.reader import TFLTensor
+from tosaic.ir import Value, integer_range
+
+ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
+DTYPE_RANGE = {"int8": integer_range("i8"), "int16": integer_range("i16"), "uint8": (0, 255)}
+
+
+def scale_zp(t: TFLTensor) -> tuple[float, int]:
+    """A per-tensor quantized tensor's (scale, zero point); scale is the stored float32, widened exactly."""
+    if not t.quantized or t.scale.size != 1:
+        raise ValueError(f"tensor {t.describe()} is not per-tensor quantized")
+    return float(t.scale[0]), int(t.zero_point[0])
+
+
+def tflite_round(x) -> int:
+    """std::round / TfLiteRound: nearest integer, halves away from zero, exact for any float."""
+    magnitude = abs(float(x))
+    whole = np.floor(magnitude)
+    rounded = whole + 1 if magnitude - whole >= 0.5 else whole
+    return int(rounded if x >= 0 else -rounded)
+
+
+def quantize_value(t: TFLTensor, real: float) -> int:
+    """TFLite's `Quantize(f)` in CalculateActivationRangeQuantized: zp + round(f / scale) in float32."""
+    scale, zp = scale_zp(t)
+    return zp + tflite_round(np.float32(real) / np.float32(scale))
+
+
+def activation_range(ctx, t: TFLTensor, fused: int) -> tuple[int, int]:
+    """TFLite CalculateActivationRangeQuantized for the output tensor `t` and a fused activation code."""
+    low, high = DTYPE_RANGE[t.dtype]
+    name = ACTIVATIONS.get(fused)
+    if name == "NONE":
+        return low, high
+    if name == "RELU":
+        return max(low, quantize_value(t, 0.0)), high
+    if name == "RELU6":
+        return max(low, quantize_value(t, 0.0)), min(high, quantize_value(t, 6.0))
+    if name == "RELU_N1_TO_1":
+        return max(low, quantize_value(t, -1.0)), min(high, quantize_value(t, 1.0))
+    raise ctx.error(f"fused activation {name or fused} is not supported on quantized tensors")
+
+
+def clamp_to_activation(ctx, value: Value, t: TFLTensor, fused: int) -> Value:
+    """CLAMP to the fused activation's range, or nothing when that range is the whole type."""
+    low, high = activation_range(ctx, t, fused)
+    if (low, high) == DTYPE_RANGE[t.dtype]:
+        return value
+    return ctx.builder.clamp(value, low, high)
+
+
+def same_or_valid_padding(padding: int, in_size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TFLite ComputePaddingWithOffset: (before, after) for SAME (0) or VALID (1) padding."""
+    effective = (kernel - 1) * dilation + 1
+    if padding == 1:
+        return 0, 0
+    out = (in_size + stride - 1) // stride
+    total = max((out - 1) * stride + effective - in_size, 0)
+    return total // 2, total - total // 2
+
+
+def fit_windows(ctx, x: Value, kernel, stride, dilation, pads):
+    """Make (input, pads) satisfy TOSA's exact-division rule for a windowed op over NHWC dims 1 and 2.
+
+    TFLite drops the trailing rows/columns that no window reaches; TOSA requires the padded span to divide
+    by the stride exactly. Those rows are never read, so we trim them: first from the trailing padding,
+    then by slicing the input.
+    """
+    pads = list(pads)
+    shape = list(x.type.shape)
+    for axis, (k, s, d) in enumerate(zip(kernel, stride, dilation)):
+        size = shape[axis + 1]
+        remainder = (size - 1 + pads[2 * axis] + pads[2 * axis + 1] - (k - 1) * d) % s
+        trimmed_pad = min(remainder, pads[2 * axis + 1])
+        pads[2 * axis + 1] -= trimmed_pad
+        shape[axis + 1] = size - (remainder - trimmed_pad)
+    if tuple(shape) != x.type.shape:
+        b = ctx.builder
+        x = b.op("tosa.slice", [x, b.shape([0] * len(shape)), b.shape(shape)])
+    return x, tuple(pads)

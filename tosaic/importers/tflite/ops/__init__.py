@@ -1,0 +1,12 @@
+"""One legalization per TFLite builtin op, grouped by kind; importing this package registers them all."""
+
+from tosaic.importers.tflite.ops import (  # noqa: F401
+    activations,
+    conv,
+    elementwise,
+    pooling,
+    quantize,
+    reduce,
+    shape,
+    softmax,
+)

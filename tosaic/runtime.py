@@ -1,0 +1,85 @@
+"""CompiledModel: the object users run. Checks inputs against the model's signature, runs the target.
+
+`target="interp"` runs the TOSA reference interpreter; compiled targets plug in here with the same API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tosaic.ir import Graph, TensorType
+from tosaic.tosa.interpreter import interpret
+
+TARGETS = ("interp",)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output as the user sees it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: tuple[float, ...] | None = None
+    zero_point: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        quant = f" scale={self.scale[0]:.6g} zero_point={self.zero_point[0]}" if self.scale else ""
+        return f"{self.name}: {self.dtype}{list(self.shape)}{quant}"
+
+
+def _tensor_info(graph: Graph, name: str, t: TensorType) -> TensorInfo:
+    info = graph.io_info.get(name, {})
+    dtype = np.dtype(info.get("dtype", t.numpy_dtype))
+    scale = tuple(info["scale"]) if "scale" in info else None
+    zero_point = tuple(info["zero_point"]) if "zero_point" in info else None
+    return TensorInfo(name, t.shape, dtype, scale, zero_point)
+
+
+class CompiledModel:
+    """A TOSA graph bound to a target. `run(inputs)` returns the outputs as numpy arrays."""
+
+    def __init__(self, graph: Graph, target: str = "interp"):
+        if target not in TARGETS:
+            raise ValueError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
+        self.graph = graph
+        self.target = target
+        self.inputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.input_names, graph.inputs)]
+        self.outputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.output_names, graph.outputs)]
+
+    def _arrays(self, inputs) -> list[np.ndarray]:
+        if isinstance(inputs, dict):
+            unknown = sorted(set(inputs) - {i.name for i in self.inputs})
+            if unknown:
+                raise ValueError(f"unknown input names {unknown}; the model's inputs are "
+                                 f"{[i.name for i in self.inputs]}")
+            missing = [i.name for i in self.inputs if i.name not in inputs]
+            if missing:
+                raise ValueError(f"missing inputs {missing}")
+            inputs = [inputs[i.name] for i in self.inputs]
+        elif isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        inputs = list(inputs)
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
+        arrays = []
+        for info, value, array in zip(self.inputs, self.graph.inputs, inputs):
+            array = np.asarray(array)
+            if array.dtype != info.dtype:
+                raise ValueError(f"input '{info.name}' must be {info.dtype}, got {array.dtype}")
+            if array.shape != info.shape:
+                raise ValueError(f"input '{info.name}' must have shape {list(info.shape)}, got {list(array.shape)}")
+            arrays.append(np.ascontiguousarray(array).view(value.type.numpy_dtype))
+        return arrays
+
+    def run(self, inputs) -> list[np.ndarray]:
+        """Run on a list of arrays in input order, one array, or a dict by input name."""
+        outputs = interpret(self.graph, self._arrays(inputs))
+        return [np.ascontiguousarray(out).view(info.dtype) for out, info in zip(outputs, self.outputs)]
+
+    def run_all(self, inputs) -> dict[str, np.ndarray]:
+        """Run and return every value that is a tensor of the source model, by that tensor's name."""
+        _, env = interpret(self.graph, self._arrays(inputs), keep_all=True)
+        return {name: env[value] for value, name in self.graph.source_names.items() if value in env}

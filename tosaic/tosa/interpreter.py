@@ -1,0 +1,494 @@
+"""Reference interpreter for the TOSA dialect: numpy, bit-exact to the TOSA 1.0 spec pseudocode.
+
+One implementation per op, registered by name. Integer tensors are computed in int64 and narrowed at the
+op's result type exactly where the spec saturates (apply_clip) or wraps. Convolutions and matmuls use
+float64 matrix products, which are exact here: every operand is below 2^17 in magnitude after zero-point
+subtraction and every partial sum stays far below 2^53, so BLAS speed costs no bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tosaic.ir import Graph, Operation, TensorType, integer_range
+from tosaic.quant import apply_scale_16, apply_scale_32, reciprocal_scale
+
+IMPLEMENTATIONS = {}
+
+
+class TosaRuntimeError(RuntimeError):
+    """An op met values the spec forbids (a REQUIRE failed) while running."""
+
+
+def impl(*names):
+    def register(fn):
+        for name in names:
+            IMPLEMENTATIONS[name] = fn
+        return fn
+
+    return register
+
+
+def saturate(values: np.ndarray, dtype: str, unsigned: bool = False) -> np.ndarray:
+    low, high = integer_range(dtype)
+    if unsigned:
+        low, high = 0, high - low
+    return np.clip(values, low, high)
+
+
+def narrow(values: np.ndarray, t: TensorType) -> np.ndarray:
+    """Store int64 results in the result type's storage, wrapping like two's complement hardware."""
+    if t.dtype == "i48":
+        values = ((values + (1 << 47)) & ((1 << 48) - 1)) - (1 << 47)
+    return values.astype(t.numpy_dtype)
+
+
+def wide(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.int64) if array.dtype.kind in "iub" else array
+
+
+def zp(array: np.ndarray) -> int:
+    return int(array.reshape(-1)[0])
+
+
+# -------------------------------------------------------------------------------------------- data
+
+
+@impl("tosa.const")
+def _const(op, args):
+    return op.attrs["values"]
+
+
+@impl("tosa.const_shape")
+def _const_shape(op, args):
+    return tuple(op.attrs["values"])
+
+
+@impl("tosa.identity")
+def _identity(op, args):
+    return args[0]
+
+
+@impl("tosa.reshape")
+def _reshape(op, args):
+    return args[0].reshape(op.result.type.shape)
+
+
+@impl("tosa.transpose")
+def _transpose(op, args):
+    return np.ascontiguousarray(np.transpose(args[0], op.attrs["perms"]))
+
+
+@impl("tosa.pad")
+def _pad(op, args):
+    x, padding, pad_const = args
+    widths = [(padding[2 * i], padding[2 * i + 1]) for i in range(x.ndim)]
+    return np.pad(x, widths, constant_values=pad_const.reshape(-1)[0])
+
+
+@impl("tosa.slice")
+def _slice(op, args):
+    x, start, size = args
+    return np.ascontiguousarray(x[tuple(slice(s, s + n) for s, n in zip(start, size))])
+
+
+@impl("tosa.tile")
+def _tile(op, args):
+    return np.tile(args[0], args[1])
+
+
+@impl("tosa.concat")
+def _concat(op, args):
+    return np.concatenate(args, axis=op.attrs["axis"])
+
+
+@impl("tosa.gather")
+def _gather(op, args):
+    values, indices = args
+    k = values.shape[1]
+    if indices.size and (indices.min() < 0 or indices.max() >= k):
+        raise TosaRuntimeError(f"gather index outside [0, {k})")
+    return np.take_along_axis(values, indices[:, :, None].astype(np.int64), axis=1)
+
+
+@impl("tosa.cast")
+def _cast(op, args):
+    x, out = args[0], op.result.type
+    if out.dtype == "i1":
+        return x != 0
+    if x.dtype.kind == "f" and out.dtype != "f32" and out.dtype != "f16":
+        # Float to integer: round to nearest, ties to even, then saturate (TOSA CAST).
+        rounded = np.rint(x.astype(np.float64))
+        return saturate(rounded, out.dtype).astype(out.numpy_dtype)
+    if out.dtype in ("f32", "f16"):
+        return x.astype(out.numpy_dtype)
+    return narrow(wide(x), out)
+
+
+# ------------------------------------------------------------------------------------ quantization
+
+
+@impl("tosa.rescale")
+def _rescale(op, args):
+    x, multiplier, shift, input_zp, output_zp = args
+    attrs, out = op.attrs, op.result.type
+    in_dtype = op.operands[0].type.dtype
+    value = wide(x)
+    if attrs["input_unsigned"]:
+        value = value & ((1 << (8 * x.dtype.itemsize)) - 1)
+        in_zp = zp(input_zp) & ((1 << (8 * x.dtype.itemsize)) - 1)
+    else:
+        in_zp = zp(input_zp)
+    out_zp = zp(output_zp)
+    if attrs["output_unsigned"]:
+        out_zp &= (1 << (8 * out.numpy_dtype.itemsize)) - 1
+    value = value - in_zp
+    if in_dtype == "i48":
+        value = ((value + (1 << 47)) & ((1 << 48) - 1)) - (1 << 47)
+    multiplier = wide(multiplier)
+    shift = wide(shift)
+    if attrs["per_channel"]:
+        shape = (1,) * (x.ndim - 1) + (-1,)
+        multiplier, shift = multiplier.reshape(shape), shift.reshape(shape)
+    else:
+        multiplier, shift = multiplier[0], shift[0]
+    try:
+        if attrs["scale32"]:
+            result = apply_scale_32(value, multiplier, shift, attrs["rounding_mode"] == "DOUBLE_ROUND")
+        else:
+            result = apply_scale_16(value, multiplier, shift)
+    except ValueError as error:
+        raise TosaRuntimeError(f"rescale ({op.loc or 'tosa.rescale'}): {error}") from None
+    result = saturate(result + out_zp, out.dtype, attrs["output_unsigned"])
+    if attrs["output_unsigned"]:
+        # An unsigned result is stored in the signless tensor type bit for bit.
+        low, high = integer_range(out.dtype)
+        result = np.where(result > high, result - (high - low + 1), result)
+    return result.astype(out.numpy_dtype)
+
+
+@impl("tosa.table")
+def _table(op, args):
+    x, table = wide(args[0]), wide(args[1])
+    if op.operands[0].type.dtype == "i8":
+        return table[x + 128].astype(np.int8)
+    index = (x + 32768) >> 7
+    fraction = x & 0x7F
+    base, following = table[index], table[np.minimum(index + 1, 512)]
+    return ((base << 7) + (following - base) * fraction).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- convolution, matmul
+
+
+def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer matrix product through float64 BLAS; exact while partial sums stay below 2^53."""
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[-1]
+    if bound >= 2.0**53:
+        return np.matmul(a.astype(object), b.astype(object)).astype(np.int64)
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+
+
+def _padded(x: np.ndarray, pad, fill) -> np.ndarray:
+    return np.pad(x, ((0, 0), (pad[0], pad[1]), (pad[2], pad[3]), (0, 0)), constant_values=fill)
+
+
+def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """[N, OH, OW, C, KH, KW] view of the dilated, strided windows of a padded NHWC tensor."""
+    kh, kw = kernel
+    span_h, span_w = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
+    view = sliding_window_view(xp, (span_h, span_w), axis=(1, 2))
+    view = view[:, ::stride[0], ::stride[1], :, ::dilation[0], ::dilation[1]]
+    return view[:, :out_hw[0], :out_hw[1]]
+
+
+def _finish_accumulator(acc: np.ndarray, bias: np.ndarray, out: TensorType) -> np.ndarray:
+    return narrow(acc + wide(bias), out)
+
+
+@impl("tosa.conv2d")
+def _conv2d(op, args):
+    x, w, bias, input_zp, weight_zp = args
+    out = op.result.type
+    pad, stride, dilation = op.attrs["pad"], op.attrs["stride"], op.attrs["dilation"]
+    # Padding with the input zero point makes every padded tap contribute exactly 0 after subtraction.
+    xp = _padded(wide(x), pad, zp(input_zp)) - zp(input_zp)
+    oc, kh, kw, ic = w.shape
+    windows = _windows(xp, (kh, kw), stride, dilation, out.shape[1:3])
+    n, oh, ow = out.shape[:3]
+    patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * ic)
+    weights = (wide(w) - zp(weight_zp)).reshape(oc, kh * kw * ic).T
+    acc = _exact_matmul(patches, weights).reshape(n, oh, ow, oc)
+    return _finish_accumulator(acc, bias, out)
+
+
+@impl("tosa.depthwise_conv2d")
+def _depthwise_conv2d(op, args):
+    x, w, bias, input_zp, weight_zp = args
+    out = op.result.type
+    pad, stride, dilation = op.attrs["pad"], op.attrs["stride"], op.attrs["dilation"]
+    kh, kw, c, m = w.shape
+    xp = _padded(wide(x), pad, zp(input_zp)) - zp(input_zp)
+    weights = (wide(w) - zp(weight_zp)).reshape(kh, kw, c * m)
+    n, oh, ow = out.shape[:3]
+    acc = np.zeros((n, oh, ow, c * m), dtype=np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dilation[0], kx * dilation[1]
+            tap = xp[:, y0:y0 + (oh - 1) * stride[0] + 1:stride[0], x0:x0 + (ow - 1) * stride[1] + 1:stride[1]]
+            acc += np.repeat(tap, m, axis=3) * weights[ky, kx]
+    return _finish_accumulator(acc, bias, out)
+
+
+@impl("tosa.transpose_conv2d")
+def _transpose_conv2d(op, args):
+    x, w, bias, input_zp, weight_zp = args
+    out = op.result.type
+    out_pad, stride = op.attrs["out_pad"], op.attrs["stride"]
+    oc, kh, kw, ic = w.shape
+    n, ih, iw, _ = x.shape
+    xv = wide(x) - zp(input_zp)
+    wv = wide(w) - zp(weight_zp)
+    # Every input pixel scatters a KHxKW patch; accumulate on a canvas holding all of them, then crop.
+    full_h, full_w = (ih - 1) * stride[0] + kh, (iw - 1) * stride[1] + kw
+    canvas = np.zeros((n, full_h, full_w, oc), dtype=np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            contrib = _exact_matmul(xv.reshape(-1, ic), wv[:, ky, kx, :].T).reshape(n, ih, iw, oc)
+            canvas[:, ky:ky + (ih - 1) * stride[0] + 1:stride[0], kx:kx + (iw - 1) * stride[1] + 1:stride[1]] += contrib
+    top, bottom, left, right = out_pad
+    # Negative out_pad crops the full result; positive out_pad adds rows that only the bias reaches.
+    result = np.zeros((n, out.shape[1], out.shape[2], oc), dtype=np.int64)
+    src_y0, dst_y0 = max(-top, 0), max(top, 0)
+    src_x0, dst_x0 = max(-left, 0), max(left, 0)
+    rows = min(full_h - src_y0, out.shape[1] - dst_y0)
+    cols = min(full_w - src_x0, out.shape[2] - dst_x0)
+    result[:, dst_y0:dst_y0 + rows, dst_x0:dst_x0 + cols] = canvas[:, src_y0:src_y0 + rows, src_x0:src_x0 + cols]
+    return _finish_accumulator(result, bias, out)
+
+
+@impl("tosa.matmul")
+def _matmul(op, args):
+    a, b, a_zp, b_zp = args
+    acc = _exact_matmul(wide(a) - zp(a_zp), wide(b) - zp(b_zp))
+    return narrow(acc, op.result.type)
+
+
+# ----------------------------------------------------------------------------------------- pooling
+
+
+@impl("tosa.avg_pool2d")
+def _avg_pool2d(op, args):
+    x, input_zp, output_zp = args
+    out = op.result.type
+    kernel, stride, pad = op.attrs["kernel"], op.attrs["stride"], op.attrs["pad"]
+    values = _padded(wide(x) - zp(input_zp), pad, 0)
+    inside = _padded(np.ones((1,) + x.shape[1:3] + (1,), dtype=np.int64), pad, 0)
+    acc = _windows(values, kernel, stride, (1, 1), out.shape[1:3]).sum(axis=(-2, -1))
+    count = _windows(inside, kernel, stride, (1, 1), out.shape[1:3]).sum(axis=(-2, -1))
+    multipliers, shifts = np.vectorize(reciprocal_scale, otypes=[np.int64, np.int64])(count)
+    scaled = apply_scale_32(acc, multipliers, shifts, False)
+    return saturate(scaled + zp(output_zp), out.dtype).astype(out.numpy_dtype)
+
+
+@impl("tosa.max_pool2d")
+def _max_pool2d(op, args):
+    x = args[0]
+    out = op.result.type
+    kernel, stride, pad = op.attrs["kernel"], op.attrs["stride"], op.attrs["pad"]
+    lowest = integer_range(out.dtype)[0] if out.dtype.startswith("i") else -np.inf
+    values = _padded(x, pad, lowest)
+    return _windows(values, kernel, stride, (1, 1), out.shape[1:3]).max(axis=(-2, -1)).astype(out.numpy_dtype)
+
+
+# ------------------------------------------------------------------------------------- elementwise
+
+
+@impl("tosa.clamp")
+def _clamp(op, args):
+    return np.clip(args[0], op.attrs["min_val"], op.attrs["max_val"]).astype(args[0].dtype)
+
+
+def _binary(fn):
+    def run(op, args):
+        return narrow(fn(wide(args[0]), wide(args[1])), op.result.type)
+
+    return run
+
+
+for _name, _fn in {
+    "tosa.add": np.add, "tosa.sub": np.subtract, "tosa.maximum": np.maximum, "tosa.minimum": np.minimum,
+    "tosa.bitwise_and": np.bitwise_and, "tosa.bitwise_or": np.bitwise_or, "tosa.bitwise_xor": np.bitwise_xor,
+    "tosa.logical_and": np.logical_and, "tosa.logical_or": np.logical_or, "tosa.logical_xor": np.logical_xor,
+    "tosa.equal": np.equal, "tosa.greater": np.greater, "tosa.greater_equal": np.greater_equal,
+}.items():
+    impl(_name)(_binary(_fn))
+
+
+def _check_shift_amount(shift: np.ndarray, bits: int, what: str):
+    if shift.size and (shift.min() < 0 or shift.max() >= bits):
+        raise TosaRuntimeError(f"{what}: shift amount outside [0, {bits})")
+
+
+@impl("tosa.logical_left_shift")
+def _logical_left_shift(op, args):
+    bits = 8 * args[0].dtype.itemsize
+    _check_shift_amount(args[1], bits, "logical_left_shift")
+    return narrow(wide(args[0]) << wide(args[1]), op.result.type)
+
+
+@impl("tosa.logical_right_shift")
+def _logical_right_shift(op, args):
+    bits = 8 * args[0].dtype.itemsize
+    _check_shift_amount(args[1], bits, "logical_right_shift")
+    unsigned = wide(args[0]) & ((1 << bits) - 1)
+    return narrow(unsigned >> wide(args[1]), op.result.type)
+
+
+@impl("tosa.arithmetic_right_shift")
+def _arithmetic_right_shift(op, args):
+    a, b = wide(args[0]), wide(args[1])
+    _check_shift_amount(b, 8 * args[0].dtype.itemsize, "arithmetic_right_shift")
+    result = a >> b
+    if op.attrs["round"]:
+        # Round half up: add the last bit shifted out (TOSA ARITHMETIC_RIGHT_SHIFT, round = true).
+        result = result + np.where(b > 0, (a >> np.maximum(b - 1, 0)) & 1, 0)
+    return narrow(result, op.result.type)
+
+
+@impl("tosa.intdiv")
+def _intdiv(op, args):
+    a, b = wide(args[0]), wide(args[1])
+    if (b == 0).any():
+        raise TosaRuntimeError("intdiv by zero")
+    quotient = np.abs(a) // np.abs(b) * np.sign(a) * np.sign(b)
+    return narrow(quotient, op.result.type)
+
+
+@impl("tosa.mul")
+def _mul(op, args):
+    a, b, shift = args
+    shift = zp(shift)
+    product = wide(a) * wide(b)
+    if op.operands[0].type.dtype == "i32" and shift > 0:
+        product = (product + (1 << (shift - 1))) >> shift
+        low, high = integer_range("i32")
+        if product.size and (product.min() < low or product.max() > high):
+            raise TosaRuntimeError(f"mul ({op.loc or 'tosa.mul'}): shifted product outside int32")
+    if op.result.type.dtype.startswith("f"):
+        return (a * b).astype(op.result.type.numpy_dtype)
+    return narrow(product, op.result.type)
+
+
+@impl("tosa.select")
+def _select(op, args):
+    return np.where(args[0], args[1], args[2]).astype(op.result.type.numpy_dtype)
+
+
+@impl("tosa.abs")
+def _abs(op, args):
+    return narrow(np.abs(wide(args[0])), op.result.type)
+
+
+@impl("tosa.negate")
+def _negate(op, args):
+    x, input_zp, output_zp = args
+    out = op.result.type
+    if out.dtype.startswith("f"):
+        return -x
+    value = -(wide(x) - zp(input_zp)) + zp(output_zp)
+    return saturate(value, out.dtype).astype(out.numpy_dtype) if out.dtype != "i32" else narrow(value, out)
+
+
+@impl("tosa.clz")
+def _clz(op, args):
+    unsigned = wide(args[0]) & 0xFFFFFFFF
+    bits = np.zeros(unsigned.shape, dtype=np.int64)
+    remaining = unsigned.copy()
+    while remaining.any():
+        bits += remaining > 0
+        remaining >>= 1
+    return (32 - bits).astype(np.int32)
+
+
+@impl("tosa.bitwise_not")
+def _bitwise_not(op, args):
+    return np.invert(args[0])
+
+
+@impl("tosa.logical_not")
+def _logical_not(op, args):
+    return np.logical_not(args[0])
+
+
+for _name, _fn in {
+    "tosa.exp": np.exp, "tosa.log": np.log, "tosa.reciprocal": np.reciprocal, "tosa.tanh": np.tanh,
+    "tosa.floor": np.floor, "tosa.ceil": np.ceil, "tosa.sin": np.sin, "tosa.cos": np.cos,
+}.items():
+    impl(_name)(lambda op, args, fn=_fn: fn(args[0]).astype(args[0].dtype))
+
+
+@impl("tosa.rsqrt")
+def _rsqrt(op, args):
+    return (1 / np.sqrt(args[0])).astype(args[0].dtype)
+
+
+@impl("tosa.sigmoid")
+def _sigmoid(op, args):
+    return (1 / (1 + np.exp(-args[0]))).astype(args[0].dtype)
+
+
+# -------------------------------------------------------------------------------------- reductions
+
+
+def _reduce(fn):
+    def run(op, args):
+        return narrow(fn(wide(args[0]), axis=op.attrs["axis"], keepdims=True), op.result.type)
+
+    return run
+
+
+for _name, _fn in {
+    "tosa.reduce_sum": np.sum, "tosa.reduce_max": np.max, "tosa.reduce_min": np.min,
+    "tosa.reduce_product": np.prod, "tosa.reduce_all": np.all, "tosa.reduce_any": np.any,
+}.items():
+    impl(_name)(_reduce(_fn))
+
+
+@impl("tosa.argmax")
+def _argmax(op, args):
+    return np.argmax(args[0], axis=op.attrs["axis"]).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+def run_op(op: Operation, args: list) -> np.ndarray:
+    fn = IMPLEMENTATIONS.get(op.name)
+    if fn is None:
+        raise NotImplementedError(f"the TOSA interpreter has no implementation of {op.name}")
+    return fn(op, args)
+
+
+def interpret(graph: Graph, inputs, keep_all: bool = False):
+    """Run `graph` on numpy `inputs` (in graph input order). Returns the outputs, and with `keep_all` also
+    a dict from every value to its array (for per-layer comparison)."""
+    env = dict(zip(graph.inputs, inputs))
+    last_use = {}
+    if not keep_all:
+        for position, op in enumerate(graph.ops):
+            for operand in op.operands:
+                last_use[operand] = position
+        for value in graph.outputs:
+            last_use[value] = len(graph.ops)
+    for position, op in enumerate(graph.ops):
+        (value,) = op.results
+        env[value] = run_op(op, [env[v] for v in op.operands])
+        if not keep_all:
+            for operand in op.operands:
+                if last_use.get(operand) == position and operand.owner is not None \
+                        and operand.owner.name not in ("tosa.const", "tosa.const_shape"):
+                    del env[operand]
+    outputs = [env[v] for v in graph.outputs]
+    return (outputs, env) if keep_all else outputs
