@@ -42,9 +42,10 @@ if [[ "$(installed_version || true)" == "$TOSA_TOOLS_VERSION" ]] && [[ -x "$VENV
     echo "tosa-tools $TOSA_TOOLS_VERSION already installed in $VENV"
 else
     PY="$(pick_python)"
-    if [[ ! -x "$VENV/bin/python" ]]; then
+    if ! "$VENV/bin/python" -c 'pass' >/dev/null 2>&1; then
+        # missing or broken (e.g. its base interpreter went away): (re)create it
         echo "creating venv $VENV with $PY ($("$PY" --version 2>&1))"
-        "$PY" -m venv "$VENV"
+        "$PY" -m venv --clear "$VENV"
     fi
     echo "installing tosa-tools==$TOSA_TOOLS_VERSION into $VENV"
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --quiet "tosa-tools==$TOSA_TOOLS_VERSION"
@@ -53,6 +54,7 @@ fi
 # Smoke test: tosa-opt runs and the reference model Python binding imports.
 "$VENV/bin/tosa-opt" --version >/dev/null
 "$VENV/bin/python" -c 'import tosa_reference_model' >/dev/null
+SP="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 cat <<EOF
 tosa-tools $TOSA_TOOLS_VERSION ready in $VENV
@@ -63,4 +65,10 @@ tosa-tools $TOSA_TOOLS_VERSION ready in $VENV
   tosa_verif_conformance_generator : $VENV/bin/tosa_verif_conformance_generator
   tosa_verif_run_tests         : $VENV/bin/tosa_verif_run_tests
   tosa_verify                  : $VENV/bin/tosa_verify
+  (the tosa_verif_* tools need \$VENV/bin on PATH and these explicit paths:)
+  --ref-model-path    $SP/bin/tosa_reference_model
+  --generate-lib-path $SP/tosa_reference_model/libtosa_reference_generate_lib.so
+  --verify-path       $SP/bin/tosa_verify
+  --schema-path       $SP/bin/tosa.fbs
+  --flatc-path        $SP/bin/flatc
 EOF

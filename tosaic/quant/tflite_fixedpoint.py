@@ -370,8 +370,8 @@ def exp_on_negative_values(a, integer_bits: int):
     ``a <= 0`` as Q0.31 (``a == 0`` gives INT32_MAX). ``a mod 1/4`` goes through the Taylor
     expansion; each set bit of the remainder multiplies by a constant ``exp(-2**k)``; inputs below
     -32 give 0 when ``integer_bits > 5``."""
-    if not 0 <= integer_bits <= 30:
-        raise ValueError(f"integer_bits must be in [0, 30], got {integer_bits}")
+    if not 0 <= integer_bits <= 29:  # ConstantPOT<-2> (1/4) must be representable
+        raise ValueError(f"integer_bits must be in [0, 29], got {integer_bits}")
     scalar = is_scalar(a)
     v = _q0(a)
     fractional_bits = 31 - integer_bits

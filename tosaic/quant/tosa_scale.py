@@ -67,13 +67,14 @@ def apply_scale_32(value, multiplier, shift, double_round: bool = False):
     check_range("multiplier", m, 0, INT32_MAX)
     _check_shift(s)
     check_range("value", v, INT32_MIN, INT32_MAX)
-    v, m, s = np.broadcast_arrays(v, m, s)
     limit = np.left_shift(1, s - 1)
-    if np.any((v < -limit) | (v >= limit)):
-        i = np.flatnonzero((v < -limit) | (v >= limit))[0]
+    outside = (v < -limit) | (v >= limit)
+    if outside.any():
+        v_b, s_b, bad = np.broadcast_arrays(v, s, outside)
+        i = np.flatnonzero(bad)[0]
         raise ValueError(
-            f"value={int(v.flat[i])} violates -(1 << (shift-1)) <= value < 1 << (shift-1) "
-            f"for shift={int(s.flat[i])}"
+            f"value={int(v_b.flat[i])} violates -(1 << (shift-1)) <= value < 1 << (shift-1) "
+            f"for shift={int(s_b.flat[i])}"
         )
     rnd = limit
     if double_round:

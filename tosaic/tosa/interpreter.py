@@ -98,6 +98,11 @@ def _tile(op, args):
     return np.tile(args[0], args[1])
 
 
+@impl("tosa.reverse")
+def _reverse(op, args):
+    return np.ascontiguousarray(np.flip(args[0], axis=op.attrs["axis"]))
+
+
 @impl("tosa.concat")
 def _concat(op, args):
     return np.concatenate(args, axis=op.attrs["axis"])
@@ -287,7 +292,7 @@ def _avg_pool2d(op, args):
     inside = _padded(np.ones((1,) + x.shape[1:3] + (1,), dtype=np.int64), pad, 0)
     acc = _windows(values, kernel, stride, (1, 1), out.shape[1:3]).sum(axis=(-2, -1))
     count = _windows(inside, kernel, stride, (1, 1), out.shape[1:3]).sum(axis=(-2, -1))
-    multipliers, shifts = np.vectorize(reciprocal_scale, otypes=[np.int64, np.int64])(count)
+    multipliers, shifts = reciprocal_scale(count)
     scaled = apply_scale_32(acc, multipliers, shifts, False)
     return saturate(scaled + zp(output_zp), out.dtype).astype(out.numpy_dtype)
 

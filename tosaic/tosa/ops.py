@@ -181,6 +181,13 @@ def _tile(operands, attrs, dtype=None):
     return [t.with_shape([d * m for d, m in zip(t.shape, multiples)])]
 
 
+@op("tosa.reverse", operands=("input1",), attrs={"axis": "int32"})
+def _reverse(operands, attrs, dtype=None):
+    t = tensor(operands[0])
+    check(0 <= attrs["axis"] < t.rank, f"reverse axis {attrs['axis']} out of range for rank {t.rank}")
+    return [t]
+
+
 @op("tosa.concat", operands=("input1",), attrs={"axis": "int32"}, variadic=True)
 def _concat(operands, attrs, dtype=None):
     types = [tensor(v) for v in operands]

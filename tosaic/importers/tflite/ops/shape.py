@@ -1,9 +1,44 @@
-"""Data movement: RESHAPE, SQUEEZE, TRANSPOSE, CONCATENATION, PAD, PADV2, STRIDED_SLICE.
+"""Data movement: RESHAPE, SQUEEZE, TRANSPOSE, CONCATENATION, PAD, PADV2, STRIDED_SLICE; and ARG_MAX.
 
-None of these change values, so every int8 and int16 tensor moves bit for bit.
+None of these change values, so every int8 and int16 tensor moves bit for bit (LiteRT's kernels copy
+elements by their size in bits, without requantizing). Their index arguments (perm, paddings, begin/end/
+strides, axis) must be constants: TOSA shapes are static.
 """
 
+from __future__ import annotations
+
+import numpy as np
+
+from tosaic.importers.tflite.common import clamp_to_activation
 from tosaic.importers.tflite.registry import legalize
+
+MOVE_TYPES = ("int8", "int16", "int32", "float32")
+TOSA_ZERO = {"int8": ("i8", 0), "int16": ("i16", 0), "int32": ("i32", 0), "float32": ("f32", 0.0)}
+
+
+def constant_ints(ctx, position: int, what: str) -> list[int]:
+    """The values of the op's constant integer input `position` (flattened)."""
+    t = ctx.input(position)
+    if t is None or t.data is None:
+        raise ctx.error(f"{what} must be a constant tensor (tosaic needs static shapes)")
+    if t.data.dtype.kind not in "iu":
+        raise ctx.error(f"{what} must be an integer tensor, got {t.describe()}")
+    return [int(v) for v in t.data.reshape(-1)]
+
+
+def normalized_axis(ctx, axis: int, rank: int, what: str) -> int:
+    if not -rank <= axis < rank:
+        raise ctx.error(f"{what} {axis} is out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
+def same_quantization(a, b) -> bool:
+    """TF_LITE_ENSURE_EQ on `params.scale` (float32) and `params.zero_point` of two tensors."""
+    def params(t):
+        if not t.quantized:
+            return 0.0, 0
+        return float(t.scale[0]), int(t.zero_point[0])
+    return params(a) == params(b)
 
 
 @legalize("RESHAPE", types=("int8", "int16", "int32", "float32"))
@@ -16,3 +51,263 @@ def reshape(ctx, op):
 def squeeze(ctx, op):
     """SQUEEZE: a reshape to the output's static shape."""
     ctx.set_output(ctx.builder.reshape(ctx.value(ctx.input(0)), ctx.output().shape))
+
+
+@legalize("TRANSPOSE", types=MOVE_TYPES)
+def transpose(ctx, op):
+    """transpose.cc + reference_ops::Transpose: `perm` entries may be negative (`perm += rank`)."""
+    x = ctx.input(0)
+    rank = len(x.shape)
+    perms = [normalized_axis(ctx, p, rank, "TRANSPOSE perm entry") for p in constant_ints(ctx, 1, "TRANSPOSE perm")]
+    if sorted(perms) != list(range(rank)):
+        raise ctx.error(f"TRANSPOSE perm {perms} is not a permutation of {rank} axes")
+    ctx.set_output(ctx.builder.transpose(ctx.value(x), perms))
+
+
+@legalize("CONCATENATION", types=MOVE_TYPES)
+def concatenation(ctx, op):
+    """concatenation.cc + reference_ops::Concatenation: a copy along `axis` (negative: `axis += rank`).
+
+    int8 inputs must share the output's scale and zero point (Prepare rejects anything else: the int8
+    kernel never requantizes). LiteRT 2.3.0 also rejects a fused activation; tosaic applies it as the
+    schema defines it, a CLAMP to the activation's quantized range.
+    """
+    out = ctx.output()
+    inputs = [ctx.input(i) for i in range(len(op.inputs))]
+    rank = len(inputs[0].shape)
+    if rank == 0:
+        raise ctx.error("CONCATENATION of scalars is not supported")
+    axis = normalized_axis(ctx, int(op.options.get("axis", 0)), rank, "CONCATENATION axis")
+    if out.dtype == "int8":
+        for t in inputs:
+            if not same_quantization(t, out):
+                raise ctx.error(f"int8 input {t.describe()} is quantized differently from the output "
+                                f"{out.describe()} (LiteRT's int8 CONCATENATION never rescales and rejects this)")
+    b = ctx.builder
+    result = b.op("tosa.concat", [ctx.value(t) for t in inputs], {"axis": axis})
+    fused = int(op.options.get("fused_activation_function", 0))
+    if fused:
+        if not out.quantized:
+            raise ctx.error(f"fused activation {fused} on a {out.dtype} CONCATENATION is not supported")
+        result = clamp_to_activation(ctx, result, out, fused)
+    ctx.set_output(result)
+
+
+def _pad(ctx, op, constant_position: int | None):
+    """pad.cc Eval + Pad: paddings [rank, 2] >= 0; the pad value is the output zero point for a quantized
+    tensor, 0 otherwise, or the PADV2 constant (which must share the output's quantization)."""
+    x, out = ctx.input(0), ctx.output()
+    rank = len(x.shape)
+    paddings = constant_ints(ctx, 1, f"{op.opcode} paddings")
+    if len(paddings) != 2 * rank or min(paddings, default=0) < 0:
+        raise ctx.error(f"{op.opcode} paddings {paddings} must be {rank} non-negative [before, after] pairs")
+    dtype, pad_value = TOSA_ZERO[out.dtype]
+    constant = ctx.input(constant_position) if constant_position is not None else None
+    if constant is not None:
+        if constant.data is None or constant.data.size != 1:
+            raise ctx.error(f"PADV2 constant_values {constant.describe()} must be a constant with one element")
+        if out.quantized and not same_quantization(constant, out):
+            raise ctx.error(f"PADV2 constant_values {constant.describe()} must have the output's quantization "
+                            f"{out.describe()} (LiteRT rejects the model)")
+        pad_value = constant.data.reshape(-1)[0].item()
+    elif out.quantized:
+        pad_value = int(out.zero_point[0])
+    b = ctx.builder
+    ctx.set_output(b.op("tosa.pad", [ctx.value(x), b.shape(paddings), b.scalar(pad_value, dtype)]))
+
+
+@legalize("PAD", types=MOVE_TYPES)
+def pad(ctx, op):
+    """pad.cc (PAD): the pad value is the output zero point (0 for unquantized tensors)."""
+    _pad(ctx, op, None)
+
+
+@legalize("PADV2", types=MOVE_TYPES)
+def padv2(ctx, op):
+    """pad.cc (PADV2): the pad value is the constant_values scalar, bit for bit."""
+    _pad(ctx, op, 2)
+
+
+# --------------------------------------------------------------------------------------- STRIDED_SLICE
+
+
+def _bit(mask: int, i: int) -> bool:
+    return bool((mask >> i) & 1) if 0 <= i < 32 else False
+
+
+def strided_slice_params(ctx, input_shape, begin, end, strides, options):
+    """strided_slice.cc BuildStridedSliceParams: expand ellipsis_mask and new_axis_mask into an effective
+    input shape (new axes of size 1) with per-axis begin/end/stride and begin/end/shrink masks."""
+    ellipsis_mask = int(options.get("ellipsis_mask", 0))
+    new_axis_mask = int(options.get("new_axis_mask", 0))
+    begin_count = len(begin)
+    input_dims = len(input_shape)
+    num_add_axis = sum(1 for i in range(begin_count) if not _bit(ellipsis_mask, i) and _bit(new_axis_mask, i))
+    effective_dims = input_dims + num_add_axis
+
+    effective_ellipsis, effective_new_axis = set(), set()
+    ellipsis_start, expanded_ellipsis = effective_dims, 0
+    i = 0
+    while i < effective_dims:
+        if _bit(ellipsis_mask, i):
+            ellipsis_start = i
+            ellipsis_end = max(i + 1, min(i + 1 + num_add_axis + input_dims - begin_count, effective_dims))
+            expanded_ellipsis = ellipsis_end - ellipsis_start - 1
+            effective_ellipsis.update(range(i, ellipsis_end))
+            i = ellipsis_end
+            continue
+        if _bit(new_axis_mask, i - expanded_ellipsis):
+            effective_new_axis.add(i)
+        i += 1
+
+    axes = []  # (size, start, stop, stride, begin_mask, end_mask, shrink)
+    added_ellipsis = added_axes = 0
+
+    def input_dim(i):
+        if not 0 <= i - added_axes < input_dims:
+            raise ctx.error(f"STRIDED_SLICE masks address axis {i - added_axes} of a rank-{input_dims} input")
+        return input_shape[i - added_axes]
+
+    for i in range(effective_dims):
+        if i in effective_ellipsis:
+            added_ellipsis = max(0, i - ellipsis_start)
+            axes.append((input_dim(i), 0, 0, 1, True, True, False))
+        elif i in effective_new_axis:
+            axes.append((1, 0, 1, 1, False, False, False))
+            added_axes += 1
+        elif i >= begin_count + expanded_ellipsis:
+            axes.append((input_dim(i), 0, 0, 1, True, True, False))
+        else:
+            k = i - added_ellipsis
+            axes.append((input_dim(i), begin[k], end[k], strides[k], _bit(options.get("begin_mask", 0), k),
+                         _bit(options.get("end_mask", 0), k), _bit(options.get("shrink_axis_mask", 0), k)))
+    return axes
+
+
+def _clamp(v, lo, hi):
+    return hi if v > hi else lo if v < lo else v
+
+
+def start_for_axis(size, start, stride, begin_mask):
+    """reference_ops::StartForAxis (DynamicStridedSliceParams)."""
+    if start < 0:
+        start += size
+    start = _clamp(start, 0, size) if stride > 0 else _clamp(start, -1, size - 1)
+    if begin_mask:
+        start = 0 if stride > 0 else size - 1
+    return start
+
+
+def end_for_axis(size, start, stop, stride, end_mask, shrink, offset):
+    """reference_ops::EndForAxis (DynamicStridedSliceParams)."""
+    if shrink:
+        return start if start >= size else start + 1
+    end = stop + start if offset else stop
+    if end < 0:
+        end += size
+    end = _clamp(end, 0, size) if stride > 0 else _clamp(end, -1, size - 1)
+    if end_mask:
+        end = size if stride > 0 else -1
+    return end
+
+
+def _resize_dim(begin, end, stride, offset, stop):
+    """strided_slice.cc ResizeOutputTensor: the output size LiteRT allocates for a non-shrunk axis."""
+    dim = stop if offset else end - begin
+    if (dim < 0) != (stride < 0):
+        return 0
+    if stride < 0:
+        return int((dim + 1) / stride) + 1  # C++ division truncates toward zero
+    return 0 if dim == 0 else (dim - 1) // stride + 1
+
+
+@legalize("STRIDED_SLICE", types=MOVE_TYPES)
+def strided_slice(ctx, op):
+    """strided_slice.cc + reference_ops::StridedSlice (DynamicStridedSliceParams).
+
+    Every axis keeps the indices `range(start, end, stride)` of StartForAxis/EndForAxis. In TOSA: one
+    SLICE keeps the ascending span of each axis; an axis with step k > 1 is padded to a multiple of k,
+    reshaped to [n, k] and sliced at [:, 0]; an axis with a negative stride is taken ascending and then
+    REVERSEd; the last RESHAPE drops the shrunk axes.
+    """
+    x, out = ctx.input(0), ctx.output()
+    begin = constant_ints(ctx, 1, "STRIDED_SLICE begin")
+    end = constant_ints(ctx, 2, "STRIDED_SLICE end")
+    strides = constant_ints(ctx, 3, "STRIDED_SLICE strides")
+    if not len(begin) == len(end) == len(strides) or len(begin) > 31:
+        raise ctx.error(f"STRIDED_SLICE begin/end/strides have {len(begin)}/{len(end)}/{len(strides)} "
+                        f"entries (LiteRT needs equal counts, at most 31)")
+    offset = bool(op.options.get("offset", False))
+    axes = strided_slice_params(ctx, tuple(x.shape), begin, end, strides, op.options)
+
+    kept = []  # per effective axis: (ascending start, count, step, reversed)
+    out_shape = []
+    for axis, (size, start, stop, stride, begin_mask, end_mask, shrink) in enumerate(axes):
+        if stride == 0:
+            raise ctx.error("STRIDED_SLICE stride value has to be non-zero")
+        first = start_for_axis(size, start, stride, begin_mask)
+        last = end_for_axis(size, first, stop, stride, end_mask, shrink, offset)
+        indices = range(first, last, stride)
+        if shrink and len(indices) != 1:
+            # EndForAxis gives `start` for an index past the axis, and a negative stride never enters the
+            # loop: LiteRT then writes nothing and its output is uninitialized memory.
+            raise ctx.error(f"STRIDED_SLICE shrinks axis {axis} with begin {start} and stride {stride}, for which "
+                            f"LiteRT writes no element (its output is uninitialized memory)")
+        if len(indices) == 0:
+            raise ctx.error(f"STRIDED_SLICE keeps no element of axis {axis} (begin {start}, end {stop}, stride "
+                            f"{stride}): empty tensors have no TOSA form")
+        if not shrink:
+            if _resize_dim(first, last, stride, offset, stop) != len(indices):
+                raise ctx.error(f"STRIDED_SLICE with offset allocates a different size than it writes on axis "
+                                f"{axis}")
+            out_shape.append(len(indices))
+        step = abs(stride) if len(indices) > 1 else 1
+        kept.append((min(indices[0], indices[-1]), len(indices), step, stride < 0 and len(indices) > 1))
+
+    b = ctx.builder
+    value = b.reshape(ctx.value(x), [a[0] for a in axes])
+    sizes = [a[0] for a in axes]
+    # One SLICE: each axis from its first kept index, as far as n * step or the end of the axis.
+    spans = [min(n * step, size - lo) for (lo, n, step, _), size in zip(kept, sizes)]
+    if any(lo != 0 for lo, *_ in kept) or spans != sizes:
+        value = b.op("tosa.slice", [value, b.shape([k[0] for k in kept]), b.shape(spans)])
+    if any(step > 1 for _, _, step, _ in kept):
+        padding = []
+        for (lo, n, step, _), span in zip(kept, spans):
+            padding += [0, n * step - span]
+        if any(padding):
+            dtype, zero = TOSA_ZERO[out.dtype]
+            value = b.op("tosa.pad", [value, b.shape(padding), b.scalar(zero, dtype)])
+        split, starts, picked = [], [], []
+        for lo, n, step, _ in kept:
+            split += [n, step] if step > 1 else [n]
+            starts += [0, 0] if step > 1 else [0]
+            picked += [n, 1] if step > 1 else [n]
+        value = b.reshape(value, split)
+        value = b.op("tosa.slice", [value, b.shape(starts), b.shape(picked)])
+        value = b.reshape(value, [n for _, n, _, _ in kept])
+    for axis, (_, _, _, reverse) in enumerate(kept):
+        if reverse:
+            value = b.op("tosa.reverse", [value], {"axis": axis})
+    if tuple(out_shape) != tuple(out.shape):
+        raise ctx.error(f"STRIDED_SLICE computes shape {out_shape}, the model says {list(out.shape)}")
+    ctx.set_output(b.reshape(value, out_shape))
+
+
+# ---------------------------------------------------------------------------------------------- ARG_MAX
+
+
+@legalize("ARG_MAX", types=("int8->int32", "int8->int64"))
+def arg_max(ctx, op):
+    """arg_min_max.cc + ArgMinMax: the first index of the largest value along `axis` (negative: += rank).
+
+    TOSA ARGMAX returns the first maximal index as i32; an int64 output (output_type INT64) is its CAST.
+    """
+    x, out = ctx.input(0), ctx.output()
+    axis_values = constant_ints(ctx, 1, "ARG_MAX axis")
+    if len(axis_values) != 1:
+        raise ctx.error(f"ARG_MAX axis must hold one value, got {axis_values}")
+    axis = normalized_axis(ctx, axis_values[0], len(x.shape), "ARG_MAX axis")
+    b = ctx.builder
+    index = b.op("tosa.argmax", [ctx.value(x)], {"axis": axis})
+    ctx.set_output(b.cast(index, "i64") if out.dtype == "int64" else index)

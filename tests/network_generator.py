@@ -1,0 +1,948 @@
+"""Random, realistically quantized int8 TFLite networks for end-to-end tests (no TensorFlow).
+
+    model_bytes = random_network(seed=3, kind="mobilenet_v2")
+
+Kinds (``KINDS``):
+
+- ``"mobilenet_v2"``: conv stem (stride 2, RELU6), inverted residual blocks (1x1 expand conv RELU6,
+  3x3 depthwise stride 1/2 RELU6, sometimes dilated, 1x1 linear projection, residual ADD when the
+  shapes allow), optional 1x1 head conv, MEAN over H,W or a whole-map AVERAGE_POOL_2D + RESHAPE,
+  FULLY_CONNECTED, SOFTMAX.
+- ``"mobilenet_v1"``: conv stem, depthwise + pointwise RELU6 pairs, AVERAGE_POOL_2D, then RESHAPE +
+  FULLY_CONNECTED or a 1x1 conv classifier + RESHAPE, SOFTMAX.
+- ``"kws"``: a DS-CNN keyword spotter on a 49x10x1 input (non-square conv stem, depthwise-separable
+  RELU blocks, AVERAGE_POOL_2D, FULLY_CONNECTED on the 4-D pooled map, SOFTMAX).
+- ``"mixed"``: a conv stem followed by a random subset of blocks in random order exercising
+  MAX_POOL_2D, CONCATENATION (branches sharing quantization), MUL, SUB, ADD, MAXIMUM/MINIMUM, PAD,
+  TRANSPOSE, STRIDED_SLICE, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, PRELU, QUANTIZE (int8->int8),
+  MEAN keep_dims (squeeze-excite), AVERAGE_POOL_2D, then a classifier head (and sometimes a second
+  output).
+
+Quantization follows TFLite's post-training converter: the float network (dequantized weights) is
+simulated with numpy on a calibration batch of random inputs drawn like the test inputs; every
+activation gets an asymmetric int8 scale/zero point from its observed [min, max] (widened to hold 0),
+and the simulation continues on the fake-quantized values. Weights are symmetric int8 per output
+channel (zero point 0), biases int32 with scale in_scale * w_scale[c]. LiteRT's constraints are kept:
+SOFTMAX and LOGISTIC outputs use scale 1/256 zero point -128, TANH 1/128 and 0, CONCATENATION,
+MAXIMUM/MINIMUM, pools, PAD, RESHAPE, TRANSPOSE and STRIDED_SLICE keep their input's quantization.
+
+``build_network`` returns a ``Network`` (builder, op list, tensor names) and ``single_op_model``
+cuts one op out of a network as a one-op model, for minimal reproductions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tflite_builder import ModelBuilder, conv_output_size
+
+__all__ = [
+    "KINDS",
+    "OPS_BY_KIND",
+    "Network",
+    "random_network",
+    "build_network",
+    "single_op_model",
+]
+
+KINDS = ("mobilenet_v2", "mobilenet_v1", "kws", "mixed")
+
+# Ops each kind is meant to exercise (over a handful of seeds; a single seed may miss optional ones).
+OPS_BY_KIND = {
+    "mobilenet_v2": {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "AVERAGE_POOL_2D", "RESHAPE",
+                     "FULLY_CONNECTED", "SOFTMAX"},
+    "mobilenet_v1": {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE",
+                     "FULLY_CONNECTED", "SOFTMAX"},
+    "kws": {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"},
+    "mixed": {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "CONCATENATION", "MUL", "SUB", "ADD",
+              "MAXIMUM", "MINIMUM", "PAD", "TRANSPOSE", "STRIDED_SLICE", "LOGISTIC", "TANH",
+              "HARD_SWISH", "LEAKY_RELU", "PRELU", "QUANTIZE", "MEAN", "AVERAGE_POOL_2D",
+              "FULLY_CONNECTED", "SOFTMAX"},
+}
+
+_CALIB = 12        # calibration batch
+_MAX_C = 48        # channel cap
+
+
+# ------------------------------------------------------------------------------------ quantization
+def _qparams(lo: float, hi: float) -> tuple[float, int]:
+    """Asymmetric int8 parameters for the real range [lo, hi] as TFLite's converter picks them
+    (range widened to hold 0, zero point nudged to an integer in [-128, 127])."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo < 1e-6:
+        hi = lo + 1e-6
+    scale = float(np.float32((hi - lo) / 255.0))
+    zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+    return scale, zp
+
+
+def _quant(v: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    return np.clip(np.round(v / scale) + zp, -128, 127)
+
+
+def _fake(v: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    return (_quant(v, scale, zp) - zp) * scale
+
+
+def _quant_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 along ``axis``: (int8 data, scales, dequantized float)."""
+    red = tuple(i for i in range(w.ndim) if i != axis)
+    amax = np.max(np.abs(w), axis=red)
+    scale = np.maximum(amax, 1e-8) / 127.0
+    scale = scale.astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    s = scale.astype(np.float64).reshape(shape)
+    q = np.clip(np.round(w / s), -127, 127).astype(np.int8)
+    return q, scale, q.astype(np.float64) * s
+
+
+def _quant_per_tensor_sym(w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    scale = float(np.float32(max(float(np.max(np.abs(w))), 1e-8) / 127.0))
+    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    return q, scale, q.astype(np.float64) * scale
+
+
+# ------------------------------------------------------------------------------- float reference ops
+def _same_pads(in_size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int, int]:
+    out = conv_output_size(in_size, k, s, d, padding)
+    if padding == "SAME":
+        eff = (k - 1) * d + 1
+        total = max((out - 1) * s + eff - in_size, 0)
+        return out, total // 2, total - total // 2
+    return out, 0, 0
+
+
+def _windows(x: np.ndarray, kh, kw, sh, sw, dh, dw, padding, pad_value=0.0):
+    """Yield (ky, kx, slice of shape [B, OH, OW, C]) over the kernel taps (NHWC, TFLite padding)."""
+    b, h, w, c = x.shape
+    oh, pt, pb = _same_pads(h, kh, sh, dh, padding)
+    ow, pl, pr = _same_pads(w, kw, sw, dw, padding)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dh, kx * dw
+            yield ky, kx, xp[:, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw, :]
+
+
+def _conv_f(x, w, b, stride, padding, dilation):
+    """x [B,H,W,C], w [OC,KH,KW,C] -> [B,OH,OW,OC]."""
+    oc, kh, kw, _ = w.shape
+    out = None
+    for ky, kx, xs in _windows(x, kh, kw, stride[0], stride[1], dilation[0], dilation[1], padding):
+        part = xs @ w[:, ky, kx, :].T
+        out = part if out is None else out + part
+    return out + (0 if b is None else b)
+
+
+def _dwconv_f(x, w, b, stride, padding, dilation, mult):
+    """w [1,KH,KW,C*M]."""
+    _, kh, kw, _ = w.shape
+    out = None
+    for ky, kx, xs in _windows(x, kh, kw, stride[0], stride[1], dilation[0], dilation[1], padding):
+        part = np.repeat(xs, mult, axis=-1) * w[0, ky, kx, :]
+        out = part if out is None else out + part
+    return out + (0 if b is None else b)
+
+
+def _pool_f(x, kind, fh, fw, sh, sw, padding):
+    if kind == "max":
+        out = None
+        for _, _, xs in _windows(x, fh, fw, sh, sw, 1, 1, padding, pad_value=-np.inf):
+            out = xs if out is None else np.maximum(out, xs)
+        return out
+    total = count = None
+    ones = np.ones(x.shape[:3] + (1,))
+    for (_, _, xs), (_, _, os_) in zip(_windows(x, fh, fw, sh, sw, 1, 1, padding),
+                                       _windows(ones, fh, fw, sh, sw, 1, 1, padding)):
+        total = xs if total is None else total + xs
+        count = os_ if count is None else count + os_
+    return total / count
+
+
+# ------------------------------------------------------------------------------------------ network
+@dataclass
+class Network:
+    """A generated network: the builder it was made with and a summary."""
+
+    kind: str
+    seed: int
+    builder: ModelBuilder
+    model: bytes
+    large: bool = False
+
+    @property
+    def op_names(self) -> list[str]:
+        return [op.opname for op in self.builder.ops]
+
+    @property
+    def op_counts(self) -> Counter:
+        return Counter(self.op_names)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k} x{v}" for k, v in sorted(self.op_counts.items()))
+        return f"{self.kind} seed {self.seed}: {len(self.builder.ops)} ops ({counts})"
+
+    def producer(self, tensor_name: str) -> int | None:
+        """Index of the op producing the tensor of that name."""
+        for i, op in enumerate(self.builder.ops):
+            if any(self.builder.tensors[o].name == tensor_name for o in op.outputs):
+                return i
+        return None
+
+    def describe_op(self, op_index: int) -> str:
+        op = self.builder.ops[op_index]
+        b = self.builder
+
+        def t(i):
+            if i < 0:
+                return "-"
+            s = b.tensors[i]
+            q = ""
+            if s.scale is not None:
+                q = (f" s={s.scale[0]:.6g} zp={int(s.zero_point[0])}" if s.scale.size == 1
+                     else f" per-channel[{s.scale.size}] dim {s.quant_dim}")
+            kind = "const " if s.is_const else ""
+            extra = f"={s.data.reshape(-1).tolist()}" if s.is_const and s.dtype == np.int32 and s.data.size <= 8 else ""
+            return f"{kind}{s.name}:{s.dtype.name}{s.shape}{q}{extra}"
+
+        opts = {k: v for k, v in op.options.items()}
+        return (f"#{op_index} {op.opname} v{op.version} {opts} inputs [{'; '.join(t(i) for i in op.inputs)}]"
+                f" -> [{'; '.join(t(o) for o in op.outputs)}]")
+
+
+class _Pending:
+    """An op whose output quantization is still open (for groups sharing one scale)."""
+
+    def __init__(self, vals: np.ndarray, shape: list[int], name: str, emit: Callable[[int], None]):
+        self.vals, self.shape, self.name, self.emit = vals, shape, name, emit
+
+
+class _Net:
+    def __init__(self, rng: np.random.Generator, description: str):
+        self.rng = rng
+        self.b = ModelBuilder(description=description)
+        self.v: dict[int, np.ndarray] = {}     # tensor -> calibration values, shape (CALIB, *shape)
+        self._names: Counter = Counter()
+
+    # --------------------------------------------------------------------------------- bookkeeping
+    def name(self, base: str) -> str:
+        self._names[base] += 1
+        n = self._names[base]
+        return base if n == 1 else f"{base}_{n}"
+
+    def shape(self, t: int) -> list[int]:
+        return list(self.b.tensors[t].shape)
+
+    def q(self, t: int) -> tuple[float, int]:
+        s = self.b.tensors[t]
+        return float(s.scale[0]), int(s.zero_point[0])
+
+    def input(self, shape: Sequence[int], scale: float, zp: int, name: str = "input") -> int:
+        t = self.b.tensor(list(shape), np.int8, scale=scale, zero_point=zp, name=self.name(name))
+        ints = self.rng.integers(-128, 128, size=(_CALIB, *shape))
+        self.v[t] = (ints - zp) * float(np.float32(scale))
+        return t
+
+    def _finish(self, vals, shape, name, emit, q):
+        """Create the output tensor (quantization from ``q`` or calibrated) and emit the op."""
+        if q == "defer":
+            return _Pending(vals, list(shape), name, emit)
+        if q is None:
+            q = _qparams(vals.min(), vals.max())
+        scale, zp = q
+        t = self.b.tensor(list(shape), np.int8, scale=scale, zero_point=zp, name=self.name(name))
+        emit(t)
+        self.v[t] = _fake(vals, float(np.float32(scale)), zp)
+        return t
+
+    def commit(self, pendings: Sequence[_Pending], q: tuple[float, int] | None = None) -> list[int]:
+        """Emit a group of pending ops sharing one quantization (their joint range unless given)."""
+        if q is None:
+            lo = min(float(p.vals.min()) for p in pendings)
+            hi = max(float(p.vals.max()) for p in pendings)
+            q = _qparams(lo, hi)
+        return [self._finish(p.vals, p.shape, p.name, p.emit, q) for p in pendings]
+
+    def _same_q(self, x: int, vals, shape, name, opname, extra_inputs=(), **options) -> int:
+        """Data-movement op: output keeps the input's quantization."""
+        scale, zp = self.q(x)
+        t = self.b.tensor(list(shape), np.int8, scale=scale, zero_point=zp, name=self.name(name))
+        self.b.op(opname, [x, *extra_inputs], [t], **options)
+        self.v[t] = vals
+        return t
+
+    def i32(self, data, name) -> int:
+        return self.b.const(np.asarray(data, dtype=np.int32), name=self.name(name))
+
+    # ------------------------------------------------------------------------------- weight layers
+    @staticmethod
+    def _act(vals, act: str):
+        if act == "RELU":
+            return np.maximum(vals, 0)
+        if act == "RELU6":
+            return np.clip(vals, 0, 6)
+        if act == "RELU_N1_TO_1":
+            return np.clip(vals, -1, 1)
+        return vals
+
+    def _fold_bn(self, pre: np.ndarray, logit_std: float | None):
+        """Per-output-channel (scale, bias) that batch-normalise the float pre-activations ``pre``
+        (last axis = channels) over the calibration batch, then apply a random gamma/beta, as a
+        trained network's folded batch norm would. Classifiers (``logit_std``) get one gamma."""
+        oc = pre.shape[-1]
+        flat = pre.reshape(-1, oc)
+        mean, std = flat.mean(axis=0), flat.std(axis=0)
+        rms = np.sqrt((flat ** 2).mean(axis=0))
+        std = np.maximum(std, 0.25 * rms)      # near-constant channels: no blow-up
+        std = np.where(std < 1e-6, 1.0, std)   # a channel that sees only padding
+        if logit_std is None:
+            gamma = np.exp(self.rng.normal(0.0, 0.35, size=oc))
+            beta = self.rng.normal(0.2, 0.6, size=oc)
+        else:
+            gamma = np.full(oc, logit_std)
+            beta = self.rng.normal(0.0, 0.4 * logit_std, size=oc)
+        scale = gamma / std
+        return scale, beta - mean * scale
+
+    def _quant_bias(self, bf, s_in: float, ws: np.ndarray):
+        b_scale = (np.float32(s_in) * ws).astype(np.float32)
+        bq = np.clip(np.round(bf / b_scale.astype(np.float64)), -(2 ** 31) + 1, 2 ** 31 - 1)
+        bq = bq.astype(np.int32)
+        return bq, bq * b_scale.astype(np.float64), b_scale
+
+    @staticmethod
+    def _triple(v):
+        return (v, v) if np.isscalar(v) else tuple(v)
+
+    def conv(self, x, oc, k=(3, 3), stride=(1, 1), padding="SAME", dilation=(1, 1), act="NONE",
+             bias=True, q=None, logit_std=None, name="conv"):
+        k, stride, dilation = self._triple(k), self._triple(stride), self._triple(dilation)
+        _, h, w, c = self.shape(x)
+        xv = self.v[x].reshape(-1, h, w, c)
+        wf = self.rng.normal(0, np.sqrt(2.0 / (k[0] * k[1] * c)), size=(oc, k[0], k[1], c))
+        scale, bf = self._fold_bn(_conv_f(xv, wf, None, stride, padding, dilation), logit_std)
+        wf *= scale[:, None, None, None]
+        wq, ws, wd = _quant_weights(wf, 0)
+        s_in, _ = self.q(x)
+        # int8 CONV_2D needs a bias (LiteRT checks has_bias); a conv without one gets zeros, as
+        # the converter writes it.
+        bq, bd, b_scale = self._quant_bias(bf if bias else np.zeros(oc), s_in, ws)
+        out = self._act(_conv_f(xv, wd, bd, stride, padding, dilation), act)
+        shape = [1, out.shape[1], out.shape[2], oc]
+        nm = self.name(name)
+
+        def emit(t):
+            wt = self.b.tensor(wq.shape, np.int8, scale=ws, zero_point=0, data=wq, quant_dim=0,
+                               name=f"{nm}/weights")
+            bt = self.b.tensor([oc], np.int32, scale=b_scale, zero_point=0, data=bq,
+                               name=f"{nm}/bias")
+            self.b.op("CONV_2D", [x, wt, bt], [t], padding=padding, stride_h=stride[0],
+                      stride_w=stride[1], dilation_h_factor=dilation[0],
+                      dilation_w_factor=dilation[1], fused_activation_function=act)
+
+        return self._finish(out.reshape(_CALIB, *shape), shape, f"{nm}/out", emit, q)
+
+    def dwconv(self, x, mult=1, k=(3, 3), stride=(1, 1), padding="SAME", dilation=(1, 1),
+               act="NONE", q=None, name="dwconv"):
+        k, stride, dilation = self._triple(k), self._triple(stride), self._triple(dilation)
+        _, h, w, c = self.shape(x)
+        oc = c * mult
+        xv = self.v[x].reshape(-1, h, w, c)
+        wf = self.rng.normal(0, np.sqrt(2.0 / (k[0] * k[1])), size=(1, k[0], k[1], oc))
+        scale, bf = self._fold_bn(_dwconv_f(xv, wf, None, stride, padding, dilation, mult), None)
+        wf *= scale[None, None, None, :]
+        wq, ws, wd = _quant_weights(wf, 3)
+        s_in, _ = self.q(x)
+        bq, bd, b_scale = self._quant_bias(bf, s_in, ws)
+        out = self._act(_dwconv_f(xv, wd, bd, stride, padding, dilation, mult), act)
+        shape = [1, out.shape[1], out.shape[2], oc]
+        nm = self.name(name)
+
+        def emit(t):
+            wt = self.b.tensor(wq.shape, np.int8, scale=ws, zero_point=0, data=wq, quant_dim=3,
+                               name=f"{nm}/weights")
+            bt = self.b.tensor([oc], np.int32, scale=b_scale, zero_point=0, data=bq,
+                               name=f"{nm}/bias")
+            self.b.op("DEPTHWISE_CONV_2D", [x, wt, bt], [t], padding=padding, stride_h=stride[0],
+                      stride_w=stride[1], dilation_h_factor=dilation[0],
+                      dilation_w_factor=dilation[1], depth_multiplier=mult,
+                      fused_activation_function=act)
+
+        return self._finish(out.reshape(_CALIB, *shape), shape, f"{nm}/out", emit, q)
+
+    def fc(self, x, units, act="NONE", bias=True, per_channel=True, keep_num_dims=False, q=None,
+           logit_std=None, name="fc"):
+        """FULLY_CONNECTED on the last axis. ``logit_std``: the outputs' spread over the
+        calibration batch (a classifier that is not absurdly confident on random inputs)."""
+        xs = self.shape(x)
+        depth = xs[-1]
+        xv = self.v[x].reshape(_CALIB, -1, depth)
+        wf = self.rng.normal(0, np.sqrt(2.0 / depth), size=(units, depth))
+        scale, bf = self._fold_bn(xv @ wf.T, logit_std)
+        wf *= scale[:, None]
+        if per_channel:
+            wq, ws, wd = _quant_weights(wf, 0)
+        else:
+            wq, s, wd = _quant_per_tensor_sym(wf)
+            ws = np.array([s], dtype=np.float32)
+        s_in, _ = self.q(x)
+        bq = bd = b_scale = None
+        if bias:
+            bq, bd, b_scale = self._quant_bias(bf, s_in, ws if per_channel else np.full(units, ws[0]))
+            if not per_channel:
+                b_scale = b_scale[:1]
+        out = self._act(xv @ wd.T + (0 if bd is None else bd), act)
+        shape = xs[:-1] + [units] if keep_num_dims else [int(np.prod(xs)) // depth, units]
+        nm = self.name(name)
+
+        def emit(t):
+            wt = self.b.tensor(wq.shape, np.int8, scale=ws, zero_point=0, data=wq, quant_dim=0,
+                               name=f"{nm}/weights")
+            bt = -1
+            if bq is not None:
+                bt = self.b.tensor([units], np.int32, scale=b_scale, zero_point=0, data=bq,
+                                   name=f"{nm}/bias")
+            opts = {"fused_activation_function": act}
+            if keep_num_dims:
+                opts["keep_num_dims"] = True
+            self.b.op("FULLY_CONNECTED", [x, wt, bt], [t], **opts)
+
+        return self._finish(out.reshape(_CALIB, *shape), shape, f"{nm}/out", emit, q)
+
+    # ------------------------------------------------------------------------ quantization-keeping
+    def pool(self, x, kind, f=(2, 2), stride=(2, 2), padding="VALID", act="NONE", name=None):
+        f = (f, f) if np.isscalar(f) else tuple(f)
+        stride = (stride, stride) if np.isscalar(stride) else tuple(stride)
+        _, h, w, c = self.shape(x)
+        out = _pool_f(self.v[x].reshape(-1, h, w, c), kind, f[0], f[1], stride[0], stride[1], padding)
+        out = self._act(out, act)
+        oh = conv_output_size(h, f[0], stride[0], 1, padding)
+        ow = conv_output_size(w, f[1], stride[1], 1, padding)
+        shape = [1, oh, ow, c]
+        s, zp = self.q(x)
+        opname = "MAX_POOL_2D" if kind == "max" else "AVERAGE_POOL_2D"
+        return self._same_q(x, _fake(out.reshape(_CALIB, *shape), s, zp), shape,
+                            name or ("maxpool" if kind == "max" else "avgpool"), opname,
+                            padding=padding, stride_h=stride[0], stride_w=stride[1],
+                            filter_height=f[0], filter_width=f[1], fused_activation_function=act)
+
+    def reshape(self, x, new_shape, with_option=False, name="reshape"):
+        vals = self.v[x].reshape(_CALIB, *new_shape)
+        opts = {"new_shape": list(new_shape)} if with_option else {}
+        return self._same_q(x, vals, new_shape, name, "RESHAPE",
+                            [self.i32(new_shape, "reshape/shape")], **opts)
+
+    def transpose(self, x, perm, name="transpose"):
+        xs = self.shape(x)
+        vals = np.transpose(self.v[x], [0] + [p + 1 for p in perm])
+        return self._same_q(x, vals, [xs[p] for p in perm], name, "TRANSPOSE",
+                            [self.i32(perm, "transpose/perm")])
+
+    def pad(self, x, pads, name="pad"):
+        s, zp = self.q(x)
+        vals = np.pad(self.v[x], [(0, 0)] + [tuple(p) for p in pads])  # pads with real 0
+        shape = [d + a + b for d, (a, b) in zip(self.shape(x), pads)]
+        return self._same_q(x, vals, shape, name, "PAD", [self.i32(pads, "pad/paddings")])
+
+    def strided_slice(self, x, begin, end, strides, begin_mask=0, end_mask=0,
+                      shrink_axis_mask=0, name="strided_slice"):
+        xs = self.shape(x)
+        slices, shape = [], []
+        for d in range(len(xs)):
+            n = xs[d]
+            st = strides[d]
+            b = None if begin_mask >> d & 1 else begin[d]
+            e = None if end_mask >> d & 1 else end[d]
+            if shrink_axis_mask >> d & 1:
+                bb = b if b is not None else 0
+                bb = bb + n if bb < 0 else bb
+                slices.append(slice(bb, bb + 1))
+                continue
+            sl = slice(b, e, st)
+            slices.append(sl)
+            shape.append(len(range(*sl.indices(n))))
+        vals = self.v[x][(slice(None), *slices)].reshape(_CALIB, *shape)
+        assert all(s > 0 for s in shape), shape
+        return self._same_q(x, vals, shape, name, "STRIDED_SLICE",
+                            [self.i32(begin, "ss/begin"), self.i32(end, "ss/end"),
+                             self.i32(strides, "ss/strides")],
+                            begin_mask=begin_mask, end_mask=end_mask,
+                            shrink_axis_mask=shrink_axis_mask)
+
+    def concat(self, xs: Sequence[int], axis: int, name="concat"):
+        s, zp = self.q(xs[0])
+        for t in xs[1:]:
+            assert self.q(t) == (s, zp)
+        ndim = len(self.shape(xs[0]))
+        vals = np.concatenate([self.v[t] for t in xs], axis=(axis % ndim) + 1)
+        shape = list(vals.shape[1:])
+        t = self.b.tensor(shape, np.int8, scale=s, zero_point=zp, name=self.name(name))
+        self.b.op("CONCATENATION", list(xs), [t], axis=axis, fused_activation_function="NONE")
+        self.v[t] = vals
+        return t
+
+    def maxmin(self, a, bt, opname, name=None):
+        assert self.q(a) == self.q(bt)
+        fn = np.maximum if opname == "MAXIMUM" else np.minimum
+        vals = fn(self.v[a], self.v[bt])
+        shape = list(vals.shape[1:])
+        return self._same_q(a, vals, shape, name or opname.lower(), opname, [bt])
+
+    # ------------------------------------------------------------------------- requantizing ops
+    def const_act(self, values: np.ndarray, q=None, name="const"):
+        """Constant int8 activation operand (e.g. of MUL/SUB/MINIMUM), quantized from its range."""
+        if q is None:
+            q = _qparams(values.min(), values.max())
+        s, zp = q
+        data = _quant(values, s, zp).astype(np.int8)
+        t = self.b.tensor(list(values.shape), np.int8, scale=s, zero_point=zp, data=data,
+                          name=self.name(name))
+        self.v[t] = np.broadcast_to((data.astype(np.float64) - zp) * float(np.float32(s)),
+                                    (_CALIB, *values.shape))
+        return t
+
+    def binary(self, opname, a, bt, act="NONE", q=None, name=None):
+        shape = list(np.broadcast_shapes(tuple(self.shape(a)), tuple(self.shape(bt))))
+        fa, fb = (self.v[t].reshape(_CALIB, *([1] * (len(shape) - len(self.shape(t)))), *self.shape(t))
+                  for t in (a, bt))
+        f = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply}[opname]
+        vals = self._act(f(fa, fb), act)
+        vals = np.broadcast_to(vals, (_CALIB, *shape))
+
+        def emit(t):
+            self.b.op(opname, [a, bt], [t], fused_activation_function=act)
+
+        return self._finish(vals, shape, name or opname.lower(), emit, q)
+
+    def unary(self, opname, x, q=None, name=None, **options):
+        v = self.v[x]
+        if opname == "LOGISTIC":
+            vals, q = 1 / (1 + np.exp(-v)), (1 / 256, -128)
+        elif opname == "TANH":
+            vals, q = np.tanh(v), (1 / 128, 0)
+        elif opname == "SOFTMAX":
+            beta = options.get("beta", 1.0)
+            e = np.exp(beta * (v - v.max(axis=-1, keepdims=True)))
+            vals, q = e / e.sum(axis=-1, keepdims=True), (1 / 256, -128)
+        elif opname == "HARD_SWISH":
+            vals = v * np.clip(v + 3, 0, 6) / 6
+        elif opname == "LEAKY_RELU":
+            vals = np.where(v >= 0, v, v * options["alpha"])
+        elif opname == "QUANTIZE":
+            vals = v
+        elif opname in ("RELU", "RELU6"):
+            vals = self._act(v, opname)
+        else:
+            raise ValueError(opname)
+        shape = self.shape(x)
+
+        def emit(t):
+            self.b.op(opname, [x], [t], **options)
+
+        return self._finish(vals, shape, name or opname.lower(), emit, q)
+
+    def prelu(self, x, name="prelu"):
+        c = self.shape(x)[-1]
+        alpha = self.rng.uniform(-0.3, 0.6, size=(1, 1, c))
+        s, zp = _qparams(alpha.min(), alpha.max())
+        aq = _quant(alpha, s, zp).astype(np.int8)
+        ad = (aq.astype(np.float64) - zp) * float(np.float32(s))
+        v = self.v[x]
+        vals = np.where(v >= 0, v, v * ad)
+        nm = self.name(name)
+
+        def emit(t):
+            at = self.b.tensor([1, 1, c], np.int8, scale=s, zero_point=zp, data=aq, name=f"{nm}/alpha")
+            self.b.op("PRELU", [x, at], [t])
+
+        return self._finish(vals, self.shape(x), f"{nm}/out", emit, None)
+
+    def mean(self, x, axes, keep_dims, q=None, name="mean"):
+        xs = self.shape(x)
+        vals = self.v[x].mean(axis=tuple(a + 1 for a in axes), keepdims=True)
+        shape = [1 if d in axes else n for d, n in enumerate(xs)] if keep_dims else \
+            [n for d, n in enumerate(xs) if d not in axes]
+        vals = vals.reshape(_CALIB, *shape)
+        nm = self.name(name)
+
+        def emit(t):
+            self.b.op("MEAN", [x, self.i32(axes, f"{nm}/axes")], [t], keep_dims=keep_dims)
+
+        return self._finish(vals, shape, f"{nm}/out", emit, q)
+
+    def requantize(self, x, name="requantize"):
+        """QUANTIZE int8 -> int8 to a different scale/zero point (as converters insert)."""
+        v = self.v[x]
+        lo, hi = float(v.min()), float(v.max())
+        span = hi - lo
+        lo2 = lo - self.rng.uniform(0, 0.5) * span
+        hi2 = hi + self.rng.uniform(-0.1, 0.5) * span
+        return self.unary("QUANTIZE", x, q=_qparams(lo2, hi2), name=name)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _choice(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _ch(rng, lo, hi):
+    return int(rng.integers(max(1, lo), min(_MAX_C, hi) + 1))
+
+
+def _input_q(rng) -> tuple[float, int]:
+    if rng.random() < 0.5:
+        return float(np.float32(1 / 127.5)), int(rng.choice([0, -1]))  # images in [-1, 1]
+    return float(np.float32(rng.uniform(0.005, 0.08))), int(rng.integers(-40, 41))
+
+
+def _spatial(rng, lo=8, hi=40):
+    h = int(rng.integers(lo, hi + 1))
+    w = h if rng.random() < 0.5 else int(rng.integers(lo, hi + 1))
+    return h, w
+
+
+def _head(net: _Net, rng, x, classes, large):
+    """Classifier: features [1, C] or [1,1,1,C] -> FULLY_CONNECTED -> SOFTMAX."""
+    logits = net.fc(x, classes, per_channel=rng.random() < 0.7, bias=rng.random() < 0.85,
+                    logit_std=float(rng.uniform(0.3, 1.0)), name="logits")
+    beta = 1.0 if rng.random() < 0.8 else float(np.float32(rng.uniform(0.5, 2.0)))
+    return net.unary("SOFTMAX", logits, beta=beta, name="softmax")
+
+
+# ------------------------------------------------------------------------------------- generators
+def _mobilenet_v2(net: _Net, rng, large: bool) -> list[int]:
+    h, w = _spatial(rng, 12 if large else 8, 40)
+    cin = int(_choice(rng, [1, 3, 3, 4]))
+    x = net.input([1, h, w, cin], *_input_q(rng))
+    c = _ch(rng, 4, 16)
+    x = net.conv(x, c, k=3, stride=2, padding="SAME", act="RELU6", name="stem")
+    nblocks = int(rng.integers(5, 11)) if large else int(rng.integers(2, 5))
+    for i in range(nblocks):
+        _, hh, ww, cin_b = net.shape(x)
+        t = 1 if i == 0 else int(_choice(rng, [2, 3, 4, 6]))
+        if rng.random() < 0.45 and i > 0:
+            cout, stride = cin_b, 1           # repeated block: residual
+        else:
+            cout = _ch(rng, 4, 48)
+            stride = 2 if min(hh, ww) >= 6 and rng.random() < 0.5 else 1
+        dil = 2 if stride == 1 and min(hh, ww) >= 6 and rng.random() < 0.2 else 1
+        inp = x
+        y = x
+        if t != 1:
+            y = net.conv(y, min(_MAX_C, cin_b * t), k=1, act="RELU6", name=f"block{i}/expand")
+        pad = "SAME" if rng.random() < 0.85 or min(hh, ww) < 5 else "VALID"
+        y = net.dwconv(y, k=3, stride=stride, padding=pad, dilation=dil, act="RELU6",
+                       name=f"block{i}/depthwise")
+        y = net.conv(y, cout, k=1, act="NONE", name=f"block{i}/project")
+        if net.shape(y) == net.shape(inp):
+            y = net.binary("ADD", inp, y, name=f"block{i}/add")
+        x = y
+    if rng.random() < 0.6:
+        x = net.conv(x, _ch(rng, 16, 48), k=1, act="RELU6", name="head_conv")
+    _, hh, ww, c = net.shape(x)
+    if rng.random() < 0.5:
+        feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
+    else:
+        feat = net.pool(x, "avg", f=(hh, ww), stride=(1, 1), padding="VALID", name="global_pool")
+        feat = net.reshape(feat, [1, c], with_option=rng.random() < 0.5)
+    return [_head(net, rng, feat, int(rng.integers(3, 21)), large)]
+
+
+def _mobilenet_v1(net: _Net, rng, large: bool) -> list[int]:
+    h, w = _spatial(rng, 12 if large else 8, 40)
+    x = net.input([1, h, w, int(_choice(rng, [1, 3]))], *_input_q(rng))
+    x = net.conv(x, _ch(rng, 4, 16), k=3, stride=2, act="RELU6", name="stem")
+    n = int(rng.integers(4, 10)) if large else int(rng.integers(2, 5))
+    for i in range(n):
+        _, hh, ww, c = net.shape(x)
+        stride = 2 if min(hh, ww) >= 4 and rng.random() < 0.4 else 1
+        mult = 2 if c * 2 <= _MAX_C and rng.random() < 0.15 else 1
+        x = net.dwconv(x, mult=mult, k=3, stride=stride, act="RELU6", name=f"block{i}/depthwise")
+        cout = min(_MAX_C, max(c, int(c * float(_choice(rng, [1, 1.5, 2])))))
+        x = net.conv(x, cout, k=1, act="RELU6", name=f"block{i}/pointwise")
+    _, hh, ww, c = net.shape(x)
+    x = net.pool(x, "avg", f=(hh, ww), stride=(2, 2), padding="VALID", name="global_pool")
+    classes = int(rng.integers(3, 33))
+    if rng.random() < 0.5:
+        x = net.reshape(x, [1, c])
+        return [_head(net, rng, x, classes, large)]
+    x = net.conv(x, classes, k=1, act="NONE", logit_std=float(rng.uniform(0.3, 1.0)),
+                 name="classifier")
+    x = net.reshape(x, [1, classes], with_option=rng.random() < 0.5)
+    return [net.unary("SOFTMAX", x, name="softmax")]
+
+
+def _kws(net: _Net, rng, large: bool) -> list[int]:
+    x = net.input([1, 49, 10, 1], float(np.float32(rng.uniform(0.02, 0.5))), int(rng.integers(-20, 21)))
+    c = _ch(rng, 8, 48)
+    kh, kw = (10, 4) if rng.random() < 0.7 else (int(rng.integers(3, 11)), int(rng.integers(2, 5)))
+    stride = (2, 2) if rng.random() < 0.7 else (2, 1)
+    x = net.conv(x, c, k=(kh, kw), stride=stride, padding="SAME", act="RELU", name="conv1")
+    n = int(rng.integers(3, 7)) if large else int(rng.integers(1, 4))
+    for i in range(n):
+        x = net.dwconv(x, k=3, act="RELU", name=f"ds{i}/depthwise")
+        x = net.conv(x, c, k=1, act="RELU", name=f"ds{i}/pointwise")
+    _, hh, ww, _ = net.shape(x)
+    x = net.pool(x, "avg", f=(hh, ww), stride=(1, 1), padding="VALID", name="avgpool")
+    logits = net.fc(x, int(_choice(rng, [12, 12, 10, 35])), bias=rng.random() < 0.6,
+                    logit_std=float(rng.uniform(0.3, 1.0)), name="fc")
+    return [net.unary("SOFTMAX", logits, name="softmax")]
+
+
+def _mixed(net: _Net, rng, large: bool) -> list[int]:
+    h, w = _spatial(rng, 10, 40 if large else 28)
+    x = net.input([1, h, w, int(_choice(rng, [1, 2, 3, 4]))], *_input_q(rng))
+    x = net.conv(x, _ch(rng, 6, 24), k=3, stride=int(_choice(rng, [1, 2])), act="RELU",
+                 name="stem")
+    outputs: list[int] = []
+
+    def hw(t):
+        return net.shape(t)[1:3]
+
+    def b_maxpool(x):
+        if min(hw(x)) < 4:
+            return x
+        f = int(_choice(rng, [2, 3]))
+        return net.pool(x, "max", f=f, stride=int(_choice(rng, [1, 2])),
+                        padding=_choice(rng, ["SAME", "VALID"]))
+
+    def b_avgpool(x):
+        if min(hw(x)) < 4:
+            return x
+        return net.pool(x, "avg", f=int(_choice(rng, [2, 3])), stride=int(_choice(rng, [1, 2])),
+                        padding=_choice(rng, ["SAME", "VALID"]))
+
+    def b_concat(x):
+        c = net.shape(x)[-1]
+        n1, n2 = _ch(rng, 2, 16), _ch(rng, 2, 16)
+        p1 = net.conv(x, n1, k=1, act="RELU", q="defer", name="inception/1x1")
+        p2 = net.conv(x, n2, k=3, act="RELU", q="defer", name="inception/3x3")
+        branches = [p1, p2]
+        if rng.random() < 0.5:
+            branches.append(net.dwconv(x, k=3, act="RELU6", q="defer", name="inception/dw"))
+        ts = net.commit(branches)
+        if rng.random() < 0.4:
+            # a pooled branch keeps its own quantization: requantize it into the shared one
+            mp = net.pool(x, "max", f=3, stride=1, padding="SAME")
+            ts.append(net.unary("QUANTIZE", mp, q=net.q(ts[0]), name="inception/pool_requant"))
+        order = list(rng.permutation(len(ts)))
+        y = net.concat([ts[i] for i in order], axis=int(_choice(rng, [3, 3, -1])))
+        if net.shape(y)[-1] > _MAX_C:
+            y = net.conv(y, _ch(rng, 8, 32), k=1, act="RELU", name="inception/reduce")
+        return y
+
+    def b_se(x):
+        # squeeze-excite: MEAN keep_dims -> 1x1 RELU -> 1x1 -> LOGISTIC -> MUL
+        c = net.shape(x)[-1]
+        s = net.mean(x, [1, 2], keep_dims=True, name="se/squeeze")
+        s = net.conv(s, max(1, c // 4), k=1, act="RELU", name="se/reduce")
+        s = net.conv(s, c, k=1, name="se/expand")
+        s = net.unary("LOGISTIC", s, name="se/gate")
+        return net.binary("MUL", x, s, name="se/scale")
+
+    def b_swish(x):
+        g = net.unary("LOGISTIC", x, name="silu/sigmoid")
+        return net.binary("MUL", x, g, name="silu/mul")
+
+    def b_hardswish(x):
+        y = net.conv(x, _ch(rng, 4, 32), k=1, name="hs/conv")
+        return net.unary("HARD_SWISH", y, name="hard_swish")
+
+    def b_tanh(x):
+        y = net.conv(x, _ch(rng, 4, 32), k=3, name="tanh/conv")
+        y = net.unary("TANH", y, name="tanh")
+        return net.conv(y, _ch(rng, 4, 32), k=1, act="RELU", name="tanh/after")
+
+    def b_leaky(x):
+        y = net.conv(x, _ch(rng, 4, 32), k=3, name="leaky/conv")
+        return net.unary("LEAKY_RELU", y, alpha=float(np.float32(rng.uniform(0.01, 0.35))),
+                         name="leaky_relu")
+
+    def b_prelu(x):
+        y = net.conv(x, _ch(rng, 4, 32), k=3, name="prelu/conv")
+        return net.prelu(y)
+
+    def b_sub(x):
+        c = net.shape(x)[-1]
+        if rng.random() < 0.5:
+            mean = net.rng.normal(0, 0.5, size=(1, 1, 1, c)) + float(net.v[x].mean())
+            return net.binary("SUB", x, net.const_act(mean, name="sub/mean"), name="sub")
+        a = net.conv(x, c, k=1, name="sub/a")
+        return net.binary("SUB", a, net.pool(x, "avg", f=3, stride=1, padding="SAME"),
+                          act=_choice(rng, ["NONE", "RELU"]), name="sub")
+
+    def b_mul(x):
+        c = net.shape(x)[-1]
+        if rng.random() < 0.5:
+            scale = net.rng.uniform(0.2, 2.0, size=(c,))
+            return net.binary("MUL", x, net.const_act(scale, name="mul/gamma"), name="mul")
+        a = net.conv(x, c, k=1, act="RELU6", name="mul/a")
+        return net.binary("MUL", a, x, name="mul")
+
+    def b_add(x):
+        c = net.shape(x)[-1]
+        y = net.conv(x, c, k=3, act="RELU", name="res/conv")
+        return net.binary("ADD", x, y, act=_choice(rng, ["NONE", "RELU", "RELU6"]), name="res/add")
+
+    def b_maxmin(x):
+        c = net.shape(x)[-1]
+        op = _choice(rng, ["MAXIMUM", "MINIMUM"])
+        if rng.random() < 0.5:
+            a, b = net.commit([net.conv(x, c, k=1, q="defer", name=f"{op.lower()}/a"),
+                               net.dwconv(x, k=3, q="defer", name=f"{op.lower()}/b")])
+            y = net.maxmin(a, b, op)
+        else:
+            v = net.v[x]
+            thr = np.full((1, 1, 1, 1) if rng.random() < 0.5 else (1, 1, 1, c),
+                          float(np.quantile(v, 0.9 if op == "MINIMUM" else 0.1)))
+            thr += rng.normal(0, float(v.std()) * 0.1, size=thr.shape)
+            other = net.const_act(thr, q=net.q(x), name=f"{op.lower()}/bound")
+            y = net.maxmin(x, other, op) if rng.random() < 0.5 else net.maxmin(other, x, op)
+        return y
+
+    def b_pad(x):
+        pads = [[0, 0], [int(rng.integers(0, 3)), int(rng.integers(0, 3))],
+                [int(rng.integers(0, 3)), int(rng.integers(0, 3))], [0, 0]]
+        if rng.random() < 0.25:
+            pads[3] = [int(rng.integers(0, 3)), int(rng.integers(0, 3))]
+        y = net.pad(x, pads)
+        return net.conv(y, _ch(rng, 4, 32), k=3 if min(hw(y)) >= 3 else 1, padding="VALID",
+                        act="RELU", stride=int(_choice(rng, [1, 2])) if min(hw(y)) >= 6 else 1,
+                        name="pad/conv")
+
+    def b_transpose(x):
+        perm = [0] + [int(p) + 1 for p in rng.permutation(3)]
+        if perm == [0, 1, 2, 3]:
+            perm = [0, 2, 1, 3]
+        y = net.transpose(x, perm)
+        if max(net.shape(y)) > _MAX_C or rng.random() < 0.5:
+            y = net.transpose(y, list(np.argsort(perm)))
+        else:
+            y = net.conv(y, _ch(rng, 4, 32), k=1, act="RELU", name="transposed/conv")
+        return y
+
+    def b_slice(x):
+        _, hh, ww, c = net.shape(x)
+        begin, end, strides = [0, 0, 0, 0], [1, hh, ww, c], [1, 1, 1, 1]
+        bm = em = 0
+        for d, n in ((1, hh), (2, ww)):
+            if n < 3:
+                continue
+            b = int(rng.integers(0, n // 3 + 1))
+            e = int(rng.integers(b + max(1, n // 2), n + 1))
+            if e < n and rng.random() < 0.4:
+                e -= n                         # negative end index, same position
+            begin[d], end[d] = b, e
+            strides[d] = int(_choice(rng, [1, 1, 2]))
+        if c >= 4 and rng.random() < 0.3:
+            begin[3], end[3] = int(rng.integers(0, c // 2)), c
+        if rng.random() < 0.4:
+            bm |= 1
+        if rng.random() < 0.3:
+            em |= 1 << 3
+        return net.strided_slice(x, begin, end, strides, begin_mask=bm, end_mask=em)
+
+    def b_requant(x):
+        return net.requantize(x)
+
+    def b_dw(x):
+        stride = 2 if min(hw(x)) >= 6 and rng.random() < 0.5 else 1
+        dil = 2 if stride == 1 and min(hw(x)) >= 6 and rng.random() < 0.5 else 1
+        mult = int(_choice(rng, [1, 1, 2])) if net.shape(x)[-1] * 2 <= _MAX_C else 1
+        k = int(_choice(rng, [3, 5]))
+        valid_ok = min(hw(x)) >= (k - 1) * dil + 2
+        return net.dwconv(x, mult=mult, k=k, stride=stride, dilation=dil,
+                          padding=_choice(rng, ["SAME", "SAME", "VALID"]) if valid_ok else "SAME",
+                          act=_choice(rng, ["RELU6", "NONE"]), name="dw")
+
+    def b_conv(x):
+        stride = 2 if min(hw(x)) >= 6 and rng.random() < 0.5 else 1
+        dil = 2 if stride == 1 and min(hw(x)) >= 7 and rng.random() < 0.4 else 1
+        k = int(_choice(rng, [1, 3, 3, 5]))
+        valid_ok = min(hw(x)) >= (k - 1) * dil + 2
+        return net.conv(x, _ch(rng, 4, 48), k=k, stride=stride,
+                        dilation=dil, act=_choice(rng, ["RELU", "RELU6", "NONE", "RELU_N1_TO_1"]),
+                        padding=_choice(rng, ["SAME", "VALID"]) if valid_ok else "SAME",
+                        bias=rng.random() < 0.85, name="conv")
+
+    blocks = {
+        "maxpool": b_maxpool, "avgpool": b_avgpool, "concat": b_concat, "se": b_se, "swish": b_swish,
+        "hardswish": b_hardswish, "tanh": b_tanh, "leaky": b_leaky, "prelu": b_prelu, "sub": b_sub,
+        "mul": b_mul, "add": b_add, "maxmin": b_maxmin, "pad": b_pad, "transpose": b_transpose,
+        "slice": b_slice, "requant": b_requant, "dw": b_dw, "conv": b_conv,
+    }
+    names = list(blocks)
+    keep = rng.random(len(names)) < (0.8 if large else 0.5)
+    chosen = [n for n, k in zip(names, keep) if k]
+    if large:
+        chosen += [_choice(rng, names) for _ in range(int(rng.integers(2, 8)))]
+    order = [chosen[i] for i in rng.permutation(len(chosen))]
+    for bname in order:
+        x = blocks[bname](x)
+        if min(hw(x)) > 20 and rng.random() < 0.3:
+            x = net.pool(x, "max", f=2, stride=2, padding="VALID")
+        if large and rng.random() < 0.15 and not outputs:
+            # a second, dense output (as in detection-style heads)
+            outputs.append(net.conv(x, _ch(rng, 1, 8), k=1, name="aux_head"))
+    c = net.shape(x)[-1]
+    if rng.random() < 0.5:
+        feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
+    else:
+        _, hh, ww, _ = net.shape(x)
+        feat = net.pool(x, "avg", f=(hh, ww), stride=(1, 1), padding="VALID", name="global_pool")
+        feat = net.reshape(feat, [1, c])
+    head = _head(net, rng, feat, int(rng.integers(3, 17)), large)
+    return [head] + outputs
+
+
+_GENERATORS = {"mobilenet_v2": _mobilenet_v2, "mobilenet_v1": _mobilenet_v1, "kws": _kws,
+               "mixed": _mixed}
+
+
+def build_network(seed: int, kind: str, *, large: bool = False) -> Network:
+    """Generate a network; deterministic in (seed, kind, large)."""
+    if kind not in _GENERATORS:
+        raise ValueError(f"unknown network kind {kind!r}; one of {KINDS}")
+    salt = KINDS.index(kind) * 1_000_003 + (7 if large else 0)
+    rng = np.random.default_rng([int(seed), salt])
+    net = _Net(rng, f"tosaic tests/network_generator {kind} seed {seed}{' large' if large else ''}")
+    outs = _GENERATORS[kind](net, rng, large)
+    net.b.outputs(outs)
+    return Network(kind, seed, net.b, net.b.build(), large)
+
+
+def random_network(seed: int, kind: str, *, large: bool = False) -> bytes:
+    """An int8 TFLite flatbuffer of the given kind (see the module docstring)."""
+    return build_network(seed, kind, large=large).model
+
+
+def single_op_model(net: Network, op_index: int, *, const_inputs: dict[int, np.ndarray] | None = None
+                    ) -> tuple[bytes, list[int]]:
+    """One op of ``net`` as a model of its own, tensors and options unchanged. Its non-constant
+    inputs become model inputs (unless given in ``const_inputs`` by original tensor index). Returns
+    the model and the original indices of its inputs, in order."""
+    src = net.builder
+    op = src.ops[op_index]
+    b = ModelBuilder(description=f"single op #{op_index} {op.opname} of {net.kind} seed {net.seed}")
+    remap: dict[int, int] = {}
+    graph_inputs: list[int] = []
+    for i in list(op.inputs) + list(op.outputs):
+        if i < 0 or i in remap:
+            continue
+        s = src.tensors[i]
+        data = s.data
+        if const_inputs and i in const_inputs:
+            data = const_inputs[i]
+        remap[i] = b.tensor(s.shape, s.dtype, scale=s.scale, zero_point=s.zero_point, data=data,
+                            name=s.name, quant_dim=s.quant_dim if s.scale is not None and s.scale.size > 1 else None)
+        if data is None and i in op.inputs:
+            graph_inputs.append(i)
+    b.op(op.opname, [remap.get(i, -1) if i >= 0 else -1 for i in op.inputs],
+         [remap[o] for o in op.outputs], version=op.version, **op.options)
+    b.inputs([remap[i] for i in graph_inputs]).outputs([remap[o] for o in op.outputs])
+    return b.build(), graph_inputs
