@@ -64,7 +64,8 @@ OPS_BY_KIND = {
               "FULLY_CONNECTED", "SOFTMAX"},
 }
 
-_CALIB = 12        # calibration batch
+_CALIB = 16        # calibration batch
+_MARGIN = 0.08     # calibrated ranges are widened by this fraction of their span (unseen inputs)
 _MAX_C = 48        # channel cap
 
 
@@ -78,6 +79,18 @@ def _qparams(lo: float, hi: float) -> tuple[float, int]:
     scale = float(np.float32((hi - lo) / 255.0))
     zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
     return scale, zp
+
+
+def _calibrated(lo: float, hi: float) -> tuple[float, int]:
+    """Quantization of an activation observed over [lo, hi] on the calibration batch: the range is
+    widened a little (a larger representative data set would have seen more), except at 0, where
+    ReLU-like activations stop."""
+    span = hi - lo
+    if lo < 0:
+        lo -= _MARGIN * span
+    if hi > 0:
+        hi += _MARGIN * span
+    return _qparams(lo, hi)
 
 
 def _quant(v: np.ndarray, scale: float, zp: int) -> np.ndarray:
@@ -253,7 +266,7 @@ class _Net:
         if q == "defer":
             return _Pending(vals, list(shape), name, emit)
         if q is None:
-            q = _qparams(vals.min(), vals.max())
+            q = _calibrated(float(vals.min()), float(vals.max()))
         scale, zp = q
         t = self.b.tensor(list(shape), np.int8, scale=scale, zero_point=zp, name=self.name(name))
         emit(t)
@@ -265,7 +278,7 @@ class _Net:
         if q is None:
             lo = min(float(p.vals.min()) for p in pendings)
             hi = max(float(p.vals.max()) for p in pendings)
-            q = _qparams(lo, hi)
+            q = _calibrated(lo, hi)
         return [self._finish(p.vals, p.shape, p.name, p.emit, q) for p in pendings]
 
     def _same_q(self, x: int, vals, shape, name, opname, extra_inputs=(), **options) -> int:
@@ -298,7 +311,7 @@ class _Net:
         flat = pre.reshape(-1, oc)
         mean, std = flat.mean(axis=0), flat.std(axis=0)
         rms = np.sqrt((flat ** 2).mean(axis=0))
-        std = np.maximum(std, 0.25 * rms)      # near-constant channels: no blow-up
+        std = np.maximum(std, (0.25 if logit_std is None else 0.5) * rms)  # no blow-up
         std = np.where(std < 1e-6, 1.0, std)   # a channel that sees only padding
         if logit_std is None:
             gamma = np.exp(self.rng.normal(0.0, 0.35, size=oc))

@@ -192,7 +192,7 @@ def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[-1]
     if bound >= 2.0**53:
         return np.matmul(a.astype(object), b.astype(object)).astype(np.int64)
-    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return np.matmul(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).astype(np.int64)
 
 
 def _padded(x: np.ndarray, pad, fill) -> np.ndarray:
@@ -212,19 +212,28 @@ def _finish_accumulator(acc: np.ndarray, bias: np.ndarray, out: TensorType) -> n
     return narrow(acc + wide(bias), out)
 
 
+def _taps(xp: np.ndarray, kernel, stride, dilation, out_hw):
+    """Each kernel tap's strided [N, OH, OW, C] view of a padded NHWC tensor, in (ky, kx) order."""
+    oh, ow = out_hw
+    for ky in range(kernel[0]):
+        for kx in range(kernel[1]):
+            y0, x0 = ky * dilation[0], kx * dilation[1]
+            yield xp[:, y0:y0 + (oh - 1) * stride[0] + 1:stride[0], x0:x0 + (ow - 1) * stride[1] + 1:stride[1]]
+
+
 @impl("tosa.conv2d")
 def _conv2d(op, args):
     x, w, bias, input_zp, weight_zp = args
     out = op.result.type
     pad, stride, dilation = op.attrs["pad"], op.attrs["stride"], op.attrs["dilation"]
-    # Padding with the input zero point makes every padded tap contribute exactly 0 after subtraction.
-    xp = _padded(wide(x), pad, zp(input_zp)) - zp(input_zp)
+    # Subtracting the zero point before padding with 0 makes every padded tap contribute exactly 0.
+    xp = _padded(x.astype(np.float64) - zp(input_zp), pad, 0.0)
     oc, kh, kw, ic = w.shape
-    windows = _windows(xp, (kh, kw), stride, dilation, out.shape[1:3])
     n, oh, ow = out.shape[:3]
-    patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * ic)
-    weights = (wide(w) - zp(weight_zp)).reshape(oc, kh * kw * ic).T
-    acc = _exact_matmul(patches, weights).reshape(n, oh, ow, oc)
+    taps = list(_taps(xp, (kh, kw), stride, dilation, (oh, ow)))
+    patches = taps[0] if len(taps) == 1 else np.concatenate(taps, axis=3)
+    weights = (w.astype(np.float64) - zp(weight_zp)).reshape(oc, kh * kw * ic).T
+    acc = _exact_matmul(patches.reshape(n * oh * ow, kh * kw * ic), weights).reshape(n, oh, ow, oc)
     return _finish_accumulator(acc, bias, out)
 
 
@@ -234,15 +243,14 @@ def _depthwise_conv2d(op, args):
     out = op.result.type
     pad, stride, dilation = op.attrs["pad"], op.attrs["stride"], op.attrs["dilation"]
     kh, kw, c, m = w.shape
-    xp = _padded(wide(x), pad, zp(input_zp)) - zp(input_zp)
-    weights = (wide(w) - zp(weight_zp)).reshape(kh, kw, c * m)
+    xp = _padded(wide(x) - zp(input_zp), pad, 0)
+    if m > 1:
+        xp = np.repeat(xp, m, axis=3)
+    weights = (wide(w) - zp(weight_zp)).reshape(kh * kw, c * m)
     n, oh, ow = out.shape[:3]
     acc = np.zeros((n, oh, ow, c * m), dtype=np.int64)
-    for ky in range(kh):
-        for kx in range(kw):
-            y0, x0 = ky * dilation[0], kx * dilation[1]
-            tap = xp[:, y0:y0 + (oh - 1) * stride[0] + 1:stride[0], x0:x0 + (ow - 1) * stride[1] + 1:stride[1]]
-            acc += np.repeat(tap, m, axis=3) * weights[ky, kx]
+    for tap, weight in zip(_taps(xp, (kh, kw), stride, dilation, (oh, ow)), weights):
+        acc += tap * weight
     return _finish_accumulator(acc, bias, out)
 
 

@@ -63,7 +63,9 @@ def _add_or_sub(ctx, op, tosa_op: str):
     for value, scale, zp, which in ((x, s1, zp1, "input 1"), (y, s2, zp2, "input 2")):
         m, shift = quantized_multiplier_smaller_than_one(ctx, scale / twice_max_input_scale, f"{name} {which}")
         low, high = int8_range(zp)
-        scaled.append(rescale_exact(ctx, value, m, shift - LEFT_SHIFT, (low, high), zp, 0, "i32",
+        shifted = rescale_exact(ctx, value, 1 << 30, 30 - LEFT_SHIFT, (low, high), zp, 0, "i32",
+                                f"{name} {which} << {LEFT_SHIFT}")
+        scaled.append(rescale_exact(ctx, shifted, m, shift, (low << LEFT_SHIFT, high << LEFT_SHIFT), 0, 0, "i32",
                                     f"{name} {which} multiplier"))
     # A multiplier below 1 never grows a value, so the sum or difference stays within 2 * 255 * 2^20 < 2^29.
     raw = ctx.builder.op(tosa_op, scaled)
@@ -96,7 +98,7 @@ def mul(ctx, op):
     a, b, x, y = _operands(ctx)
     out = ctx.output()
     (s1, zp1), (s2, zp2), (so, zpo) = per_tensor(ctx, a), per_tensor(ctx, b), per_tensor(ctx, out)
-    real = s1 * s2 / so
+    real = float(np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so))
     product = ctx.builder.mul_shift(widen(ctx, x, zp1), widen(ctx, y, zp2), 0)
     result = requantize(ctx, product, real, product_range(int8_range(zp1), int8_range(zp2)), 0, zpo, "i8",
                         "MUL output multiplier")

@@ -226,9 +226,9 @@ def strided_slice(ctx, op):
     """strided_slice.cc + reference_ops::StridedSlice (DynamicStridedSliceParams).
 
     Every axis keeps the indices `range(start, end, stride)` of StartForAxis/EndForAxis. In TOSA: one
-    SLICE keeps the ascending span of each axis; an axis with step k > 1 is padded to a multiple of k,
-    reshaped to [n, k] and sliced at [:, 0]; an axis with a negative stride is taken ascending and then
-    REVERSEd; the last RESHAPE drops the shrunk axes.
+    SLICE takes, per axis, a window of n * k elements (k = |stride|); a RESHAPE splits each strided axis
+    into [n, k] and a second SLICE keeps one element of every group of k; an axis with a negative stride
+    is taken ascending and then REVERSEd; the last RESHAPE drops the shrunk axes.
     """
     x, out = ctx.input(0), ctx.output()
     begin = constant_ints(ctx, 1, "STRIDED_SLICE begin")
@@ -265,26 +265,35 @@ def strided_slice(ctx, op):
         kept.append((min(indices[0], indices[-1]), len(indices), step, stride < 0 and len(indices) > 1))
 
     b = ctx.builder
-    value = b.reshape(ctx.value(x), [a[0] for a in axes])
     sizes = [a[0] for a in axes]
-    # One SLICE: each axis from its first kept index, as far as n * step or the end of the axis.
-    spans = [min(n * step, size - lo) for (lo, n, step, _), size in zip(kept, sizes)]
-    if any(lo != 0 for lo, *_ in kept) or spans != sizes:
-        value = b.op("tosa.slice", [value, b.shape([k[0] for k in kept]), b.shape(spans)])
+    value = b.reshape(ctx.value(x), sizes)
+    # Per axis, a window of n * step elements holding the kept ones at phase `phase` of each group of
+    # `step`: it starts `phase` before the first kept index so that it fits in the axis; only when the axis
+    # is too short on both sides is the window padded at its end.
+    starts, spans, pads, phases = [], [], [], []
+    for (lo, n, step, _), size in zip(kept, sizes):
+        phase = max(0, lo + n * step - size) if step > 1 else 0
+        if phase > lo:
+            phase = 0
+        start = lo - phase
+        span = min(n * step, size - start)
+        starts.append(start)
+        spans.append(span)
+        pads += [0, n * step - span]
+        phases.append(phase)
+    if any(starts) or spans != sizes:
+        value = b.op("tosa.slice", [value, b.shape(starts), b.shape(spans)])
     if any(step > 1 for _, _, step, _ in kept):
-        padding = []
-        for (lo, n, step, _), span in zip(kept, spans):
-            padding += [0, n * step - span]
-        if any(padding):
+        if any(pads):
             dtype, zero = TOSA_ZERO[out.dtype]
-            value = b.op("tosa.pad", [value, b.shape(padding), b.scalar(zero, dtype)])
-        split, starts, picked = [], [], []
-        for lo, n, step, _ in kept:
+            value = b.op("tosa.pad", [value, b.shape(pads), b.scalar(zero, dtype)])
+        split, picked_at, picked = [], [], []
+        for (lo, n, step, _), phase in zip(kept, phases):
             split += [n, step] if step > 1 else [n]
-            starts += [0, 0] if step > 1 else [0]
+            picked_at += [0, phase] if step > 1 else [0]
             picked += [n, 1] if step > 1 else [n]
         value = b.reshape(value, split)
-        value = b.op("tosa.slice", [value, b.shape(starts), b.shape(picked)])
+        value = b.op("tosa.slice", [value, b.shape(picked_at), b.shape(picked)])
         value = b.reshape(value, [n for _, n, _, _ in kept])
     for axis, (_, _, _, reverse) in enumerate(kept):
         if reverse:

@@ -1,0 +1,70 @@
+"""Every model in tests/data: bit-exact with its stored LiteRT BUILTIN_REF outputs, or refused up front.
+
+The `.io.npz` files hold `in_*` inputs and `ref_*` outputs of LiteRT's reference kernels, recorded when the
+models were made (see tests/data/README.md); `test_models_against_live_litert` re-runs LiteRT here.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tosaic
+from litert_ref import run_reference
+
+DATA = Path(__file__).parent / "data"
+ALL_MODELS = sorted(p.stem for p in DATA.glob("*.tflite"))
+
+
+def io_arrays(name: str):
+    with np.load(DATA / f"{name}.io.npz") as io:
+        inputs = [io[f"in_{i}"] for i in range(sum(k.startswith("in_") for k in io))]
+        refs = [io[f"ref_{i}"] for i in range(sum(k.startswith("ref_") for k in io))]
+    return inputs, refs
+
+
+def importable(name: str) -> bool:
+    try:
+        tosaic.import_tflite(DATA / f"{name}.tflite")
+    except tosaic.UnsupportedModelError:
+        return False
+    return True
+
+
+SUPPORTED = [name for name in ALL_MODELS if importable(name)]
+REFUSED = [name for name in ALL_MODELS if name not in SUPPORTED]
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_bit_exact_with_stored_reference(name):
+    inputs, refs = io_arrays(name)
+    if not refs:
+        pytest.skip(f"{name} has no ref_* outputs: LiteRT's reference resolver cannot run it")
+    outputs = tosaic.compile(DATA / f"{name}.tflite").run(inputs)
+    for i, (ours, ref) in enumerate(zip(outputs, refs)):
+        assert ours.dtype == ref.dtype and ours.shape == ref.shape
+        differing = int((ours != ref).sum())
+        assert differing == 0, f"{name} output {i}: {differing}/{ref.size} elements differ"
+
+
+@pytest.mark.parametrize("name", [n for n in SUPPORTED if n.startswith("op_")][::4])
+def test_models_against_live_litert(name):
+    """The same comparison against LiteRT run now, on fresh random inputs (a sample of the op models)."""
+    model = tosaic.compile(DATA / f"{name}.tflite")
+    rng = np.random.default_rng(7)
+    inputs = [rng.integers(np.iinfo(i.dtype).min, np.iinfo(i.dtype).max, size=i.shape, endpoint=True,
+                           dtype=i.dtype) if i.dtype.kind in "iu" else rng.uniform(-1, 1, i.shape).astype(i.dtype)
+              for i in model.inputs]
+    for ours, ref in zip(model.run(inputs), run_reference(DATA / f"{name}.tflite", inputs)):
+        assert np.array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_unsupported_models_refused_with_op_list(name):
+    with pytest.raises(tosaic.UnsupportedModelError) as info:
+        tosaic.import_tflite(DATA / f"{name}.tflite")
+    assert "uses ops tosaic does not support" in str(info.value)
+
+
+def test_whole_networks_supported():
+    assert {"arch_mobilenet_v2_1.0_224", "arch_mobilenet_v1_0.25_128", "arch_ds_cnn_kws_49x10"} <= set(SUPPORTED)
