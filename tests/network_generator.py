@@ -74,8 +74,8 @@ def _qparams(lo: float, hi: float) -> tuple[float, int]:
     """Asymmetric int8 parameters for the real range [lo, hi] as TFLite's converter picks them
     (range widened to hold 0, zero point nudged to an integer in [-128, 127])."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo < 1e-6:
-        hi = lo + 1e-6
+    if hi - lo < 1e-2:          # a (near-)constant tensor: keep the scale sane
+        hi = lo + 1e-2
     scale = float(np.float32((hi - lo) / 255.0))
     zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
     return scale, zp
@@ -782,12 +782,12 @@ def _mixed(net: _Net, rng, large: bool) -> list[int]:
 
     def b_sub(x):
         c = net.shape(x)[-1]
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 or min(hw(x)) < 3:
             mean = net.rng.normal(0, 0.5, size=(1, 1, 1, c)) + float(net.v[x].mean())
             return net.binary("SUB", x, net.const_act(mean, name="sub/mean"), name="sub")
-        a = net.conv(x, c, k=1, name="sub/a")
-        return net.binary("SUB", a, net.pool(x, "avg", f=3, stride=1, padding="SAME"),
-                          act=_choice(rng, ["NONE", "RELU"]), name="sub")
+        a = net.conv(x, c, k=1, name="sub/a")            # local contrast: a - avgpool(a)
+        return net.binary("SUB", a, net.pool(a, "avg", f=3, stride=1, padding="SAME"),
+                          act=_choice(rng, ["NONE", "NONE", "RELU"]), name="sub")
 
     def b_mul(x):
         c = net.shape(x)[-1]
@@ -863,6 +863,35 @@ def _mixed(net: _Net, rng, large: bool) -> list[int]:
     def b_requant(x):
         return net.requantize(x)
 
+    def b_tokens(x):
+        # transformer-style token MLP: [1,H,W,C] -> [1,HW,C] -> FC per token -> back
+        _, hh, ww, c = net.shape(x)
+        t = net.reshape(x, [1, hh * ww, c], name="tokens")
+        t = net.fc(t, _ch(rng, 4, 32), keep_num_dims=True, act=_choice(rng, ["RELU", "NONE"]),
+                   per_channel=rng.random() < 0.7, name="token_mlp")
+        if rng.random() < 0.6 and hh * ww <= 196:
+            # MLP-Mixer token mixing: FC across the tokens of each channel
+            t = net.transpose(t, [0, 2, 1], name="tokens_t")      # [1, D, HW]
+            t = net.fc(t, hh * ww, keep_num_dims=True, name="token_mixing")
+            t = net.transpose(t, [0, 2, 1], name="tokens_tt")
+        return net.reshape(t, [1, hh, ww, net.shape(t)[-1]], name="untokens")
+
+    def b_spatial_concat(x):
+        # two branches stacked along H or W (as in feature-pyramid style merges)
+        c = net.shape(x)[-1]
+        axis = int(_choice(rng, [1, 2]))
+        a, b = net.commit([net.conv(x, c, k=1, act="RELU6", q="defer", name="stack/a"),
+                           net.conv(x, c, k=3, act="RELU6", q="defer", name="stack/b")])
+        y = net.concat([a, b], axis=axis, name="stack")
+        return net.pool(y, "max", f=(2, 1) if axis == 1 else (1, 2), stride=(2, 1) if axis == 1 else (1, 2),
+                        padding="VALID", name="stack_pool")
+
+    def b_bias_add(x):
+        c = net.shape(x)[-1]
+        shift = net.rng.normal(0, float(net.v[x].std()) + 1e-3, size=(c,))
+        return net.binary("ADD", x, net.const_act(shift, name="add/shift"),
+                          act=_choice(rng, ["NONE", "RELU"]), name="add_const")
+
     def b_dw(x):
         stride = 2 if min(hw(x)) >= 6 and rng.random() < 0.5 else 1
         dil = 2 if stride == 1 and min(hw(x)) >= 6 and rng.random() < 0.5 else 1
@@ -887,7 +916,8 @@ def _mixed(net: _Net, rng, large: bool) -> list[int]:
         "maxpool": b_maxpool, "avgpool": b_avgpool, "concat": b_concat, "se": b_se, "swish": b_swish,
         "hardswish": b_hardswish, "tanh": b_tanh, "leaky": b_leaky, "prelu": b_prelu, "sub": b_sub,
         "mul": b_mul, "add": b_add, "maxmin": b_maxmin, "pad": b_pad, "transpose": b_transpose,
-        "slice": b_slice, "requant": b_requant, "dw": b_dw, "conv": b_conv,
+        "slice": b_slice, "requant": b_requant, "dw": b_dw, "conv": b_conv, "tokens": b_tokens,
+        "spatial_concat": b_spatial_concat, "bias_add": b_bias_add,
     }
     names = list(blocks)
     keep = rng.random(len(names)) < (0.8 if large else 0.5)

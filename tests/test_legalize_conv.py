@@ -135,6 +135,18 @@ def test_conv2d_matches_reference(model, seed):
     assert_bit_exact(model, random_inputs(model, seed=seed))
 
 
+@pytest.mark.parametrize("in_zp", [0, -7, 100])
+def test_conv2d_ties_follow_multiply_by_quantized_multiplier(in_zp):
+    """1x1 filters of +-1 and +-3 over every int8 value, per-channel effective scales that are short dyadics
+    (exponent above and below 0): many accumulators land exactly on rounding ties of the double rounding."""
+    tie_scales = [0.5, 0.25, 0.75, 1.5, 3.0, 2.0 ** -7, 3 * 2.0 ** -6, 2.0 ** -12]
+    weights = np.array([1, -1, 3, -3, 1, -1, 3, -3]).reshape(8, 1, 1, 1)
+    b = ModelBuilder()
+    x = b.tensor([1, 16, 16, 1], np.int8, scale=0.5, zero_point=in_zp, name="x")
+    b.conv2d(x, weights, tie_scales, np.array([0, 1, -1, 5, 0, -3, 2, 0]), 0.5, -5)
+    assert_bit_exact(b.build(), [np.arange(-128, 128, dtype=np.int8).reshape(1, 16, 16, 1)])
+
+
 # ------------------------------------------------------------------------------- DEPTHWISE_CONV_2D
 
 
@@ -228,6 +240,20 @@ def fc_models(draw):
 @given(model=fc_models(), seed=seeds)
 def test_fully_connected_matches_reference(model, seed):
     assert_bit_exact(model, random_inputs(model, seed=seed))
+
+
+def test_fully_connected_runtime_weights():
+    """Weights fed as a graph input: the accumulator range is then bounded by the int8 extremes."""
+    rng = np.random.default_rng(3)
+    b = ModelBuilder()
+    x = b.tensor([5, 16], np.int8, scale=0.05, zero_point=3, name="x")
+    w = b.tensor([4, 16], np.int8, scale=0.01, zero_point=0, name="w")
+    bias = b.tensor([4], np.int32, scale=0.0005, zero_point=0, data=rng.integers(-500, 500, 4))
+    y = b.tensor([5, 4], np.int8, scale=0.2, zero_point=2)
+    b.op("FULLY_CONNECTED", [x, w, bias], [y], fused_activation_function="RELU6")
+    model = b.build()
+    for seed in range(3):
+        assert_bit_exact(model, random_inputs(model, seed=seed))
 
 
 # Effective scales s_in * s_w / s_out that put many accumulators on exact rounding ties.
@@ -423,3 +449,18 @@ def test_mean_multiplier_folds_the_count_like_the_kernel():
     # A tiny ratio limits the shift to 31 + exponent.
     # QuantizeMultiplier(2^-25) = (2^30, -24); count 2^20: shift = min(20, 32, 31 - 24) = 7.
     assert mean_multiplier(2.0**-25, 1.0, 1 << 20) == ((1 << 37) >> 20, -31)
+
+
+# ------------------------------------------------------------------------------------ whole networks
+
+# These also need ADD and SOFTMAX (ops/elementwise.py, ops/softmax.py) and RESHAPE.
+NETWORKS = ["arch_mobilenet_v2_1.0_224", "arch_mobilenet_v1_0.25_128", "arch_ds_cnn_kws_49x10"]
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_network_matches_reference(name):
+    io = np.load(f"{DATA}/{name}.io.npz")
+    inputs = [io[f"in_{i}"] for i in range(sum(k.startswith("in_") for k in io.files))]
+    outputs = tosaic.compile(f"{DATA}/{name}.tflite").run(inputs)
+    for i, got in enumerate(outputs):
+        assert np.array_equal(got, io[f"ref_{i}"]), name

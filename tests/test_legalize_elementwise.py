@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from litert_ref import run_reference
 from tflite_builder import ModelBuilder
@@ -109,7 +109,7 @@ ACTIVATIONS = st.sampled_from(["NONE", "NONE", "RELU", "RELU6", "RELU_N1_TO_1"])
 MIN_OUTPUT_SCALE = 6.0 / 2.0**31
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(op=st.sampled_from(["ADD", "SUB"]), sa=scales, sb=scales, out_ratio=ratio(-6.0, 12.0),
        za=zero_points, zb=zero_points, zo=zero_points, act=ACTIVATIONS, swap=st.booleans())
 def test_add_sub_all_value_pairs(op, sa, sb, out_ratio, za, zb, zo, act, swap):
@@ -123,7 +123,7 @@ def test_add_sub_all_value_pairs(op, sa, sb, out_ratio, za, zb, zo, act, swap):
     assert_bit_exact(model, [a, b])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(sa=scales, sb=scales, real=ratio(-20.0, 13.0), za=zero_points, zb=zero_points, zo=zero_points,
        act=ACTIVATIONS)
 def test_mul_all_value_pairs(sa, sb, real, za, zb, zo, act):
@@ -151,7 +151,7 @@ def broadcast_shapes(draw, max_rank=5):
     return shapes
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(op=st.sampled_from(["ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM"]), shapes=broadcast_shapes(),
        const=st.sampled_from([None, 0, 1]), qa=st.tuples(scales, zero_points), qb=st.tuples(scales, zero_points),
        out_ratio=ratio(-4.0, 4.0), zo=zero_points, act=ACTIVATIONS, seed=seeds)
@@ -193,7 +193,9 @@ def test_add_refuses_output_multiplier_of_one_or_more():
 
 
 def test_sub_refuses_output_multiplier_above_one():
-    # SUB's Prepare accepts it but the int8 kernel then right-shifts by a negative amount (undefined behaviour).
+    # SUB's Prepare accepts it but the int8 kernel then calls RoundingDivideByPOT with a negative exponent
+    # (undefined behaviour). Seen with LiteRT 2.3.0 at s_o = 1e-6: equal inputs give 1 instead of the zero point,
+    # and any positive difference gives 1 where 127 is due.
     model = binary_model("SUB", [4], [4], (1.0, 0), (1.0, 0), (1e-7, 0))
     with pytest.raises(LegalizationError, match="must lie in"):
         tosaic.import_tflite(model)
@@ -224,7 +226,7 @@ def prelu_model(x_shape, alpha_shape, qx, qa, qo, alpha_data=None) -> bytes:
     return b.build()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(sx=scales, sa=scales, out_ratio=ratio(-10.0, 6.0), zx=zero_points, za=zero_points, zo=zero_points)
 def test_prelu_all_value_pairs(sx, sa, out_ratio, zx, za, zo):
     # x[i, j] = i - 128 meets alpha[j] = j - 128: every (input, alpha) pair. Multiplier 2 is
@@ -245,7 +247,7 @@ def prelu_shapes(draw):
     return x_shape, alpha_shape
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(shapes=prelu_shapes(), qx=st.tuples(scales, zero_points), qa=st.tuples(scales, zero_points),
        out_ratio=ratio(-4.0, 4.0), zo=zero_points, const_alpha=st.booleans(), seed=seeds)
 def test_prelu_shapes_and_constant_alpha(shapes, qx, qa, out_ratio, zo, const_alpha, seed):
@@ -262,7 +264,7 @@ def test_prelu_shapes_and_constant_alpha(shapes, qx, qa, out_ratio, zo, const_al
 # --------------------------------------------------------------------------------- unary activations
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(op=st.sampled_from(["RELU", "RELU6"]), si=scales, real=ratio(-14.0, 14.0), zi=zero_points,
        zo=zero_points)
 def test_relu_relu6_all_values(op, si, real, zi, zo):
@@ -271,7 +273,7 @@ def test_relu_relu6_all_values(op, si, real, zi, zo):
     assert_bit_exact(unary_model(op, (si, zi), (so, zo)), [ALL_INT8.reshape(2, 128)])
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(si=scales, real=ratio(-10.0, 8.0), zi=zero_points, zo=zero_points,
        alpha=st.one_of(st.floats(min_value=-2.0, max_value=2.0, width=32), st.sampled_from([0.0, 0.1, 0.2, 0.5, 1.0])))
 def test_leaky_relu_all_values(si, real, zi, zo, alpha):
@@ -280,14 +282,14 @@ def test_leaky_relu_all_values(si, real, zi, zo, alpha):
     assert_bit_exact(unary_model("LEAKY_RELU", (si, zi), (so, zo), alpha=alpha), [ALL_INT8.reshape(2, 128)])
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(si=st.one_of(scales, st.floats(min_value=1e-3, max_value=0.2)), zi=zero_points, zo=zero_points)
 def test_logistic_all_values(si, zi, zo):
     # SigmoidPrepare requires the output scale 1/256 (any zero point runs on the reference kernel).
     assert_bit_exact(unary_model("LOGISTIC", (si, zi), (1 / 256, zo)), [ALL_INT8.reshape(2, 128)])
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(si=st.one_of(scales, st.floats(min_value=1e-3, max_value=0.2)), so=st.one_of(scales, st.just(1 / 128)),
        zi=zero_points, zo=zero_points)
 def test_tanh_all_values(si, so, zi, zo):
@@ -295,7 +297,7 @@ def test_tanh_all_values(si, so, zi, zo):
     assert_bit_exact(unary_model("TANH", (si, zi), (so, zo)), [ALL_INT8.reshape(2, 128)])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(si=scales, real=ratio(-6.0, 7.0), zi=zero_points, zo=zero_points)
 def test_hard_swish_all_values(si, real, zi, zo):
     # HardSwishPrepare requires s_i / (128 s_o) to quantize with exponent <= 0: real = s_i / s_o <= 2^7.
@@ -313,7 +315,7 @@ def test_logistic_refuses_other_output_scales():
 # ------------------------------------------------------------------------------------------ QUANTIZE
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=80, deadline=None)
 @given(si=scales, real=ratio(-14.0, 14.0), zi=zero_points, zo=zero_points)
 def test_quantize_int8_to_int8_all_values(si, real, zi, zo):
     so = f32(si / real)
@@ -364,3 +366,24 @@ def test_mul_multiplier_is_computed_in_float32(sa, sb, za, zb, so, zo, qa, qb, r
     (out,) = run_reference(model, [a, b])
     assert out[qa + 128, qb + 128] == reference != double
     assert_bit_exact(model, [a, b])
+
+
+# RELU's Prepare divides the scales in float32, QUANTIZE's in double: at these parameters the two kernels give
+# different bits for the same q (found by a sweep of 200000 parameter sets, 13 of which differ anywhere).
+UNARY_DIVISION_WITNESSES = [  # scale_in, zp_in, scale_out, zp_out, q, float32 ratio result, double ratio result
+    (1.4751439094543457, -21, 0.20552566647529602, 124, -52, -98, -99),
+    (0.005094506312161684, 121, 0.002074409741908312, 101, 87, 18, 17),
+    (0.055662717670202255, -110, 0.12042206525802612, 42, 29, 106, 107),
+]
+
+
+@pytest.mark.parametrize("si,zi,so,zo,q,single,double", UNARY_DIVISION_WITNESSES)
+def test_quantize_divides_in_double_and_relu_in_float32(si, zi, so, zo, q, single, double):
+    x = ALL_INT8.reshape(2, 128)
+    quantize = unary_model("QUANTIZE", (si, zi), (so, zo))
+    assert run_reference(quantize, [x])[0].reshape(-1)[q + 128] == double
+    assert_bit_exact(quantize, [x])
+    relu = unary_model("RELU", (si, zi), (so, zo))
+    expected = max(single, zo)
+    assert run_reference(relu, [x])[0].reshape(-1)[q + 128] == expected
+    assert_bit_exact(relu, [x])

@@ -76,11 +76,12 @@ def _check_not_degenerate(net: Network, inputs: list[np.ndarray]) -> None:
     for op in b.ops:
         for t in op.outputs:
             v, spec = values[t], b.tensors[t]
-            if v.dtype != np.int8 or v.size < 32:
-                continue
+            if v.dtype != np.int8 or v.size < 32 or op.opname in ("SOFTMAX", "PAD"):
+                continue  # softmax over many classes fills few 1/256 steps (outputs are checked
+                # above); a padded small map is mostly padding
             distinct = len(np.unique(v))
             top = np.bincount(v.ravel().astype(np.int64) + 128).max() / v.size
-            assert distinct >= 8 and top < 0.9, (
+            assert distinct >= (8 if v.size >= 64 else 4) and top < 0.9, (
                 f"{net.summary()}: {op.opname} output '{spec.name}' {spec.shape} is degenerate: "
                 f"{distinct} distinct values, {top:.0%} at the commonest")
 

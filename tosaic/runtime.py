@@ -71,13 +71,14 @@ class CompiledModel:
                 raise ValueError(f"input '{info.name}' must be {info.dtype}, got {array.dtype}")
             if array.shape != info.shape:
                 raise ValueError(f"input '{info.name}' must have shape {list(info.shape)}, got {list(array.shape)}")
-            arrays.append(np.ascontiguousarray(array).view(value.type.numpy_dtype))
+            arrays.append(np.array(array, copy=True).view(value.type.numpy_dtype))
         return arrays
 
     def run(self, inputs) -> list[np.ndarray]:
         """Run on a list of arrays in input order, one array, or a dict by input name."""
         outputs = interpret(self.graph, self._arrays(inputs))
-        return [np.ascontiguousarray(out).view(info.dtype) for out, info in zip(outputs, self.outputs)]
+        # np.ascontiguousarray would turn a rank-0 result into shape (1,); copying keeps the rank.
+        return [np.array(out, copy=True).view(info.dtype) for out, info in zip(outputs, self.outputs)]
 
     def run_all(self, inputs) -> dict[str, np.ndarray]:
         """Run and return every value that is a tensor of the source model, by that tensor's name."""

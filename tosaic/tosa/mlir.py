@@ -153,7 +153,7 @@ class _Printer:
                 continue
             else:
                 raise ValueError(f"{op.name} ({op.loc}) lacks attribute {key}")
-            if not self.generic and key in opdef.defaults and _same(value, opdef.defaults[key]):
+            if not self.generic and key in opdef.defaults and value == opdef.defaults[key]:
                 continue
             attrs.append(f"{key} = {self.attribute(op, kind, value)}")
         operands = ", ".join(self.names[v] for v in op.operands)
@@ -204,10 +204,6 @@ def _names(names, values) -> list:
 
 def _name_attr(name, default: str) -> str:
     return "" if name is None or name == default else f"tosa.tensor_name = {_string(name)}"
-
-
-def _same(a, b) -> bool:
-    return type(a) is type(b) and a == b or (isinstance(a, (bool, str)) and a == b)
 
 
 def _function_type(inputs, outputs) -> str:
@@ -727,6 +723,8 @@ class _Parser:
             else:
                 op.operand_types = []
             return op
+        if name not in OPS:
+            raise self.error(f"unknown op '{name}' (not a TOSA 1.0 op this compiler declares)", token)
         # TOSA's custom form: operands, optional attribute dict, `:` and a function type.
         op = _ParsedOp(name, token)
         if self.peek().kind == "value":
@@ -1205,7 +1203,7 @@ class _GraphBuilder:
             ops = self._single_block(modules[0]).ops
         for op in ops:
             if op.name not in ("func.func",):
-                raise self.error(f"expected func.func at module level, found {op.name}", op.token)
+                raise self.error(f"only func.func is supported at module level, found {op.name}", op.token)
         if not ops:
             raise MlirParseError("the text holds no func.func")
         funcs = {self._attr(op, "sym_name"): op for op in ops}

@@ -272,7 +272,9 @@ def exact_float_requant(scales, zero_point: int, out_low: int, out_high: int, ac
         magnitude = max(-int(acc_low[c]), int(acc_high[c]))
         found = (None, None)
         # The finest grid m / 2^s whose least admissible m fits in 31 bits decides: coarser grids are subsets.
-        for shift in range(62, 1, -1):
+        # (low * 2^s >= 2^31 for s >= 31 - floor(log2(low)): start just above, to skip hopeless grids.)
+        start = 62 if low == 0 else min(62, 32 - math.floor(math.log2(low)))
+        for shift in range(start, 1, -1):
             if magnitude >= 1 << (shift - 1):
                 break  # apply_scale_32 requires |value| < 2^(shift - 1)
             unit = 1 << shift
@@ -312,7 +314,8 @@ def _accumulator_range(ctx, x, w, bias, weight_zp, channels):
         low, high = np.full(channels, -extreme), np.full(channels, extreme)
     if bias is not None:
         if bias.data is not None:
-            low, high = low + bias.data.astype(np.int64).reshape(channels), high + bias.data.astype(np.int64).reshape(channels)
+            offset = bias.data.astype(np.int64).reshape(channels)
+            low, high = low + offset, high + offset
         else:
             low, high = low + INT32_MIN, high + INT32_MAX
     return np.clip(low, INT32_MIN, INT32_MAX), np.clip(high, INT32_MIN, INT32_MAX)

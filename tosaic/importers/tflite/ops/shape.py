@@ -7,8 +7,6 @@ strides, axis) must be constants: TOSA shapes are static.
 
 from __future__ import annotations
 
-import numpy as np
-
 from tosaic.importers.tflite.common import clamp_to_activation
 from tosaic.importers.tflite.registry import legalize
 

@@ -1,0 +1,422 @@
+#!/usr/bin/env python
+"""Check tosaic's TOSA interpreter bit for bit against Arm's TOSA conformance generator and reference model.
+
+For every op that `tosaic.tosa.interpreter.IMPLEMENTATIONS` implements and that has an integer variant in
+TOSA 1.0 PRO-INT (+ EXT-INT16, EXT-DOUBLEROUND), this script
+
+1. generates positive tests with small shapes: `.tosa-venv/bin/tosa_verif_build_tests` (one subprocess per
+   op, all dtypes at once; `--tosa-version 1.0.2`, `--test-type positive`, every dimension in
+   `--tensor-dim-range 1,5`, small conv/pool limits, and a `--test-selection-config` that keeps at most
+   2*N tests per input type, so that generation stays cheap);
+2. picks a deterministic sample of N tests per (op, dtype) (sorted by a hash of the test name);
+3. turns each test.tosa into generic MLIR with `tosa-opt --tosa-deserialize ... -o test.mlir`;
+4. computes the expected outputs with `tosa_reference_model --test_desc desc.json` (ref-result-*.npy;
+   i48 comes back as int64, which is also how tosaic stores i48);
+5. parses test.mlir with `tosaic.tosa.mlir.parse_mlir`, runs `tosaic.tosa.interpreter.interpret` on the
+   input .npy files and compares every output element, dtype and shape included.
+
+Usage (from the repository root):
+
+    .venv/bin/python scripts/conformance.py [--ops conv2d,rescale,...] [--per-op N] [--out DIR] [-j 2]
+
+It prints a table (op, dtype, generated, sampled, passed, failed, parse errors, unimplemented, other tosaic
+errors, tool errors), then every failure with the first differing element and every error, and writes
+the same as report.md and results.json into --out. The exit status is 1 when any comparison failed or
+tosaic raised on any test (parse error, unimplemented feature, runtime error), 2 on bad arguments, else 0.
+Tests that the reference model itself rejects (tool errors) are reported but do not change the status.
+
+The Arm tools live in their own venv (.tosa-venv) and are only ever run as subprocesses: they install
+top-level modules (`tosa`, `tests`, ...) that must not shadow this project's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tosaic.tosa.interpreter import IMPLEMENTATIONS, interpret  # noqa: E402
+
+try:
+    from tosaic.tosa.mlir import parse_mlir  # noqa: E402
+except ImportError as _error:  # the parser is not there yet: every test becomes a parse error
+    _PARSE_IMPORT_ERROR = f"cannot import tosaic.tosa.mlir.parse_mlir: {_error}"
+
+    def parse_mlir(text):
+        raise NotImplementedError(_PARSE_IMPORT_ERROR)
+
+TOSA_BIN = REPO / ".tosa-venv" / "bin"
+GENERATOR = TOSA_BIN / "tosa_verif_build_tests"
+TOSA_OPT = TOSA_BIN / "tosa-opt"
+REFERENCE_MODEL = TOSA_BIN / "tosa_reference_model"
+
+TOSA_VERSION = "1.0.2"
+PROFILE = ["tosa-pro-int"]
+EXTENSIONS = ["tosa-ext-int16", "tosa-ext-doubleround"]
+
+# The generator's --target-dtype names and the labels used in the report. bool is PRO-INT too (logical ops,
+# reduce_all/any, select conditions, cast from bool), so it is included by default.
+DTYPES = ["int8", "int16", "int32", "int48", "bool"]
+NAME_TO_DTYPE = {"b": "bool", "i8": "int8", "i16": "int16", "i32": "int32", "i48": "int48"}
+
+# tosaic op name (without "tosa.") -> the generator's operator name, where they differ. The generator's
+# --filter matches the TOSA operator name, so templated ops (conv2d_1x1, conv2d_3x3, ...) are all "conv2d".
+GENERATOR_NAMES: dict[str, str] = {}
+
+# Implemented ops that have no PRO-INT integer variant in TOSA 1.0 (floating point only), and ops that are not
+# TOSA 1.0 PRO-INT operators at all (const_shape belongs to the 1.1 shape extension). They are not generated.
+FP_ONLY = {"ceil", "cos", "exp", "floor", "log", "reciprocal", "reduce_product", "rsqrt", "sigmoid", "sin",
+           "tanh", "erf", "pow"}
+NOT_GENERATED = {"const_shape"}
+
+# Ops whose generation is slow (many parameter permutations), started first so that -j balances.
+EXPENSIVE = ["transpose_conv2d", "depthwise_conv2d", "conv2d", "avg_pool2d", "max_pool2d", "rescale", "pad",
+             "reshape", "tile", "slice", "transpose", "mul", "cast"]
+
+STATUSES = ["pass", "fail", "parse", "unimpl", "error", "tool"]
+
+
+# ----------------------------------------------------------------------------------------- generation
+
+
+def generator_command(op: str, out_dir: Path, args) -> list[str]:
+    name = GENERATOR_NAMES.get(op, op)
+    cmd = [str(GENERATOR), "-o", str(out_dir), "--filter", f"^{re.escape(name)}$",
+           "--profile", *PROFILE, "--extension", *EXTENSIONS,
+           "--tosa-version", TOSA_VERSION, "--test-type", "positive", "--seed", str(args.seed),
+           "--target-dtype", *args.dtypes,
+           "--tensor-dim-range", args.dim_range, "--max-batch-size", "2",
+           "--max-conv-padding", "1", "--max-conv-stride", "2", "--max-conv-dilation", "2",
+           "--max-pooling-padding", "1", "--max-pooling-stride", "2", "--max-pooling-kernel", "3",
+           "--test-selection-config", str(args.selection_config)]
+    if args.target_shape:
+        cmd += ["--target-shape", *args.target_shape]
+    return cmd
+
+
+def write_selection_config(path: Path, ops, per_type: int) -> None:
+    """A test-selection config that keeps at most `per_type` (seeded, shuffled) tests per input type of each op.
+    The generator's special tests (full-range data, ...) are always kept in addition."""
+    selection = {"selection": {"default": {"permutes": ["type"], "maximum": per_type}}}
+    config = {}
+    for op in ops:
+        config[GENERATOR_NAMES.get(op, op)] = selection
+    path.write_text(json.dumps(config, indent=1))
+
+
+def test_dtype(test_name: str, op: str, test_dir: Path) -> str:
+    """The op's (first input's) element type: parsed from the generator's test name, e.g.
+    conv2d_3x3_1x4x4x2_i16xi8_acci48_... -> int16, cast_0_b_outi8 -> bool, rescale_2_i48_outi8_... -> int48."""
+    name = GENERATOR_NAMES.get(op, op)
+    rest = test_name[len(name) + 1:] if test_name.startswith(name + "_") else test_name
+    for token in rest.split("_"):
+        match = re.fullmatch(r"(b|i8|i16|i32|i48)(x\w+)?", token)
+        if match:
+            return NAME_TO_DTYPE[match.group(1)]
+    try:  # fall back on the descriptor's first generated tensor
+        desc = json.loads((test_dir / "desc.json").read_text())
+        tensors = desc["meta"]["data_gen"]["tensors"]
+        first = min(tensors.values(), key=lambda t: t.get("input_pos", 0))
+        return {"BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT48": "int48"}.get(
+            first["data_type"], first["data_type"].lower())
+    except (OSError, KeyError, ValueError):
+        return "?"
+
+
+def sample(names: list[str], n: int) -> list[str]:
+    """A deterministic sample: the n names with the smallest SHA-1 (stable across runs and machines)."""
+    return sorted(sorted(names, key=lambda s: hashlib.sha1(s.encode()).hexdigest())[:n])
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+def run_tool(cmd, timeout, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def tail(text: str, lines: int = 3) -> str:
+    kept = [line for line in text.strip().splitlines() if "Different TOSA spec" not in line]
+    return " | ".join(kept[-lines:])
+
+
+def first_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def compare(expected: np.ndarray, got) -> str | None:
+    """None when `got` equals `expected` bit for bit (shape, dtype and every element), else a description."""
+    got = np.asarray(got)
+    if got.shape != expected.shape:
+        return f"shape {got.shape} != expected {expected.shape}"
+    problems = []
+    if got.dtype != expected.dtype:
+        problems.append(f"dtype {got.dtype} != expected {expected.dtype}")
+    if expected.dtype.kind == "f" or got.dtype.kind == "f":
+        same = (expected.view(np.uint8) == got.view(np.uint8)).all() if got.dtype == expected.dtype \
+            else np.array_equal(expected, got, equal_nan=True)
+        differ = ~((expected == got) | (np.isnan(expected) & np.isnan(got))) if not same else None
+    else:
+        differ = expected.astype(np.int64) != got.astype(np.int64)
+        same = not differ.any()
+    if not same:
+        index = tuple(int(i) for i in np.argwhere(differ)[0]) if differ is not None and differ.any() else ()
+        problems.append(f"first difference at {list(index)}: expected {expected[index]!r} got {got[index]!r} "
+                        f"({int(differ.sum()) if differ is not None else '?'}/{expected.size} elements differ)")
+    return "; ".join(problems) or None
+
+
+def run_test(op: str, dtype: str, test_dir: Path) -> dict:
+    """Deserialize, run the reference model, run tosaic and compare. Returns one result record."""
+    record = {"op": op, "dtype": dtype, "test": test_dir.name, "dir": str(test_dir), "status": "pass", "detail": ""}
+    try:
+        desc = json.loads((test_dir / "desc.json").read_text())
+        mlir_path = test_dir / "test.mlir"
+        done = run_tool([str(TOSA_OPT), "-", "--tosa-deserialize",
+                         f"--tosa-deserialize-filename={test_dir / desc['tosa_file']}",
+                         "--mlir-print-op-generic", "-o", str(mlir_path)], 120, input="module {}")
+        if done.returncode != 0 or not mlir_path.exists():
+            return {**record, "status": "tool", "detail": f"tosa-opt --tosa-deserialize failed: {tail(done.stderr)}"}
+        for name in desc["ofm_file"]:
+            (test_dir / name).unlink(missing_ok=True)
+        done = run_tool([str(REFERENCE_MODEL), "--test_desc", str(test_dir / "desc.json")], 300)
+        if done.returncode != 0 or not all((test_dir / f).exists() for f in desc["ofm_file"]):
+            return {**record, "status": "tool",
+                    "detail": f"reference model rc={done.returncode}: {tail(done.stdout + done.stderr)}"}
+        expected = {name: np.load(test_dir / f) for name, f in zip(desc["ofm_name"], desc["ofm_file"])}
+        inputs_by_name = {name: np.load(test_dir / f) for name, f in zip(desc["ifm_name"], desc["ifm_file"])}
+    except subprocess.TimeoutExpired as error:
+        return {**record, "status": "tool", "detail": f"timeout: {error.cmd[0]}"}
+    except (OSError, KeyError, ValueError) as error:
+        return {**record, "status": "tool", "detail": first_line(error)}
+
+    try:
+        graph = parse_mlir(mlir_path.read_text())
+    except NotImplementedError as error:
+        return {**record, "status": "unimpl", "detail": "parse_mlir: " + first_line(error)}
+    except Exception as error:  # noqa: BLE001 - any parser exception is a parser problem to report
+        return {**record, "status": "parse", "detail": first_line(error)}
+
+    input_names = list(getattr(graph, "input_names", []) or [])
+    if len(input_names) == len(graph.inputs) and all(n in inputs_by_name for n in input_names):
+        inputs = [inputs_by_name[n] for n in input_names]
+    else:
+        inputs = [inputs_by_name[n] for n in desc["ifm_name"]]
+    try:
+        outputs = interpret(graph, inputs)
+    except NotImplementedError as error:
+        return {**record, "status": "unimpl", "detail": first_line(error)}
+    except Exception as error:  # noqa: BLE001
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        return {**record, "status": "error",
+                "detail": f"{first_line(error)} (at {Path(where.filename).name}:{where.lineno})"}
+
+    output_names = list(getattr(graph, "output_names", []) or [])
+    if not (len(output_names) == len(outputs) and all(n in expected for n in output_names)):
+        output_names = list(desc["ofm_name"])[:len(outputs)]
+    if len(outputs) != len(expected):
+        return {**record, "status": "fail", "detail": f"{len(outputs)} outputs, expected {len(expected)}"}
+    problems = []
+    for name, got in zip(output_names, outputs):
+        problem = compare(expected[name], got)
+        if problem:
+            problems.append(f"{name}: {problem}")
+    if problems:
+        return {**record, "status": "fail", "detail": "; ".join(problems)}
+    return record
+
+
+def run_op(op: str, args) -> dict:
+    """Generate, sample and run the tests of one op. Runs in a worker process."""
+    started = time.time()
+    gen_dir = Path(args.out) / "tests" / op
+    shutil.rmtree(gen_dir, ignore_errors=True)
+    gen_dir.mkdir(parents=True)
+    cmd = generator_command(op, gen_dir, args)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    result = {"op": op, "generated": {}, "records": [], "generator_error": None, "seconds": 0.0,
+              "generator_command": " ".join(cmd)}
+    try:
+        done = run_tool(cmd, 900, env=env)
+        (gen_dir / "generator.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            result["generator_error"] = f"tosa_verif_build_tests rc={done.returncode}: {tail(done.stdout + done.stderr)}"
+    except subprocess.TimeoutExpired:
+        result["generator_error"] = "tosa_verif_build_tests timed out"
+    tests = sorted(p.parent for p in gen_dir.glob("**/desc.json"))
+    by_dtype: dict[str, dict[str, Path]] = {}
+    for test_dir in tests:
+        by_dtype.setdefault(test_dtype(test_dir.name, op, test_dir), {})[test_dir.name] = test_dir
+    for dtype, named in sorted(by_dtype.items()):
+        result["generated"][dtype] = len(named)
+        for name in sample(list(named), args.per_op):
+            result["records"].append(run_test(op, dtype, named[name]))
+    result["seconds"] = time.time() - started
+    return result
+
+
+# ---------------------------------------------------------------------------------------- reporting
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    rows = []
+    for result in sorted(results, key=lambda r: r["op"]):
+        dtypes = sorted(set(result["generated"]) | {r["dtype"] for r in result["records"]},
+                        key=lambda d: (DTYPES.index(d) if d in DTYPES else 99, d))
+        if not dtypes:
+            rows.append({"op": result["op"], "dtype": "-", "generated": 0, "sampled": 0,
+                         **{s: 0 for s in STATUSES}})
+        for dtype in dtypes:
+            records = [r for r in result["records"] if r["dtype"] == dtype]
+            row = {"op": result["op"], "dtype": dtype, "generated": result["generated"].get(dtype, 0),
+                   "sampled": len(records)}
+            for status in STATUSES:
+                row[status] = sum(r["status"] == status for r in records)
+            rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = ["op", "dtype", "generated", "sampled", "passed", "failed", "parse err", "unimpl", "other err",
+              "tool err"]
+    keys = ["op", "dtype", "generated", "sampled", "pass", "fail", "parse", "unimpl", "error", "tool"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    total = {k: sum(row[k] for row in rows) for k in keys[2:]}
+    lines.append("| **total** | | " + " | ".join(f"**{total[k]}**" for k in keys[2:]) + " |")
+    return "\n".join(lines)
+
+
+def report(results: list[dict], args, seconds: float, skipped: dict[str, str]) -> str:
+    rows = summarize(results)
+    records = [r for result in results for r in result["records"]]
+    parts = [f"# tosaic conformance run\n",
+             f"TOSA {TOSA_VERSION}, {' + '.join(PROFILE + EXTENSIONS)}; dtypes {', '.join(args.dtypes)}; "
+             f"{args.per_op} tests per (op, dtype); dims in [{args.dim_range}]; seed {args.seed}; "
+             f"-j {args.jobs}; {seconds:.0f} s.\n",
+             markdown_table(rows), ""]
+    labels = {"fail": "Failures (output differs from the reference model)", "parse": "Parse errors",
+              "unimpl": "Unimplemented features", "error": "Other tosaic errors (exceptions while interpreting)",
+              "tool": "Tool errors (generator / tosa-opt / reference model; not counted against tosaic)"}
+    for status, label in labels.items():
+        chosen = [r for r in records if r["status"] == status]
+        if chosen:
+            parts.append(f"## {label}\n")
+            parts += [f"- `{r['op']}` {r['dtype']} `{r['test']}`: {r['detail']}" for r in chosen]
+            parts.append("")
+    generator_errors = [r for r in results if r["generator_error"]]
+    if generator_errors:
+        parts.append("## Generator errors\n")
+        parts += [f"- `{r['op']}`: {r['generator_error']}" for r in generator_errors]
+        parts.append("")
+    if skipped:
+        parts.append("## Implemented ops not generated\n")
+        parts += [f"- `{op}`: {why}" for op, why in sorted(skipped.items())]
+        parts.append("")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def implemented_ops() -> list[str]:
+    return sorted(name.split(".", 1)[1] for name in IMPLEMENTATIONS if name.startswith("tosa."))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", help="comma-separated op names (default: every implemented op with a PRO-INT "
+                                      "integer variant)")
+    parser.add_argument("--per-op", type=int, default=5, help="tests per (op, dtype) (default 5)")
+    parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "tosaic-conformance"),
+                        help="work and report directory (default: %(default)s); tests/<op> is recreated")
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="ops processed in parallel (default 2)")
+    parser.add_argument("--dtypes", default=",".join(DTYPES), help="generator target dtypes (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
+    parser.add_argument("--dim-range", default="1,5", help="generator --tensor-dim-range (default %(default)s)")
+    parser.add_argument("--target-shape", nargs="*", help="generator --target-shape (off by default: it "
+                                                          "fixes one shape for ops of every rank)")
+    parser.add_argument("--pool", type=int, default=0,
+                        help="tests kept per input type by the generator's selection (default 2*per-op)")
+    args = parser.parse_args(argv)
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+
+    for tool in (GENERATOR, TOSA_OPT, REFERENCE_MODEL):
+        if not tool.exists():
+            print(f"missing {tool}: run scripts/setup_tosa_tools.sh first", file=sys.stderr)
+            return 2
+
+    implemented = implemented_ops()
+    skipped = {op: "floating point only in TOSA 1.0 (no PRO-INT variant)" for op in implemented if op in FP_ONLY}
+    skipped.update({op: "not a TOSA 1.0 PRO-INT operator (shape extension)" for op in implemented
+                    if op in NOT_GENERATED})
+    if args.ops:
+        ops = [op.strip().removeprefix("tosa.") for op in args.ops.split(",") if op.strip()]
+        unknown = [op for op in ops if op not in implemented]
+        if unknown:
+            print(f"not implemented by tosaic's interpreter: {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        skipped = {op: why for op, why in skipped.items() if op in ops}
+        ops = [op for op in ops if op not in skipped]
+    else:
+        ops = [op for op in implemented if op not in skipped]
+    ops.sort(key=lambda op: (EXPENSIVE.index(op) if op in EXPENSIVE else len(EXPENSIVE), op))
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    args.out = str(out)
+    args.selection_config = out / "selection.json"
+    write_selection_config(args.selection_config, ops, args.pool or 2 * args.per_op)
+
+    started = time.time()
+    results = []
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(run_op, op, args): op for op in ops}
+        for count, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            op = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # noqa: BLE001 - a crashed worker is reported, not fatal
+                result = {"op": op, "generated": {}, "records": [], "seconds": 0.0,
+                          "generator_error": f"worker crashed: {first_line(error)}"}
+            results.append(result)
+            counts = {s: sum(r["status"] == s for r in result["records"]) for s in STATUSES}
+            summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+            print(f"[{count}/{len(ops)}] {op}: {len(result['records'])} tests ({summary or 'none'})"
+                  f"{' GENERATOR ERROR' if result['generator_error'] else ''} in {result['seconds']:.1f} s",
+                  file=sys.stderr, flush=True)
+    seconds = time.time() - started
+
+    text = report(results, args, seconds, skipped)
+    (out / "report.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(args).items()}, "seconds": seconds, "skipped": skipped,
+         "results": results}, indent=1, default=str))
+    print(text)
+    print(f"(report: {out / 'report.md'}, details: {out / 'results.json'})")
+    records = [r for result in results for r in result["records"]]
+    bad = [r for r in records if r["status"] in ("fail", "parse", "unimpl", "error")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
