@@ -85,6 +85,20 @@ FP_ONLY = {"ceil", "cos", "exp", "floor", "log", "reciprocal", "reduce_product",
            "tanh", "erf", "pow"}
 NOT_GENERATED = {"const_shape"}
 
+# TOSA 1.0 operators with a PRO-INT (+ EXT-INT16) integer variant, to report the ones tosaic does not implement.
+PRO_INT_OPS = {
+    "argmax", "avg_pool2d", "conv2d", "depthwise_conv2d", "matmul", "max_pool2d", "transpose_conv2d", "clamp",
+    "add", "arithmetic_right_shift", "bitwise_and", "bitwise_or", "bitwise_xor", "intdiv", "logical_and",
+    "logical_left_shift", "logical_right_shift", "logical_or", "logical_xor", "maximum", "minimum", "mul", "sub",
+    "table", "abs", "bitwise_not", "clz", "logical_not", "negate", "select", "equal", "greater", "greater_equal",
+    "reduce_all", "reduce_any", "reduce_max", "reduce_min", "reduce_sum", "concat", "pad", "reshape", "reverse",
+    "slice", "tile", "transpose", "gather", "scatter", "resize", "cast", "rescale", "const", "identity",
+}
+
+# When the small-dims generation gives fewer than N tests for a dtype (ops whose tests vary only by rank, e.g.
+# matmul, gather, clz), a second generator run adds tests for these shapes (each op takes those of its ranks).
+EXTRA_SHAPES = ["7", "3,2", "1,3,4", "2,5,3", "1,7,2", "3,2,6", "1,4,4,2", "2,3,3,3", "1,6,5,1"]
+
 # Ops whose generation is slow (many parameter permutations), started first so that -j balances.
 EXPENSIVE = ["transpose_conv2d", "depthwise_conv2d", "conv2d", "avg_pool2d", "max_pool2d", "rescale", "pad",
              "reshape", "tile", "slice", "transpose", "mul", "cast"]
@@ -95,7 +109,7 @@ STATUSES = ["pass", "fail", "parse", "unimpl", "error", "tool"]
 # ----------------------------------------------------------------------------------------- generation
 
 
-def generator_command(op: str, out_dir: Path, args) -> list[str]:
+def generator_command(op: str, out_dir: Path, args, target_shapes=None) -> list[str]:
     name = GENERATOR_NAMES.get(op, op)
     cmd = [str(GENERATOR), "-o", str(out_dir), "--filter", f"^{re.escape(name)}$",
            "--profile", *PROFILE, "--extension", *EXTENSIONS,
@@ -105,8 +119,8 @@ def generator_command(op: str, out_dir: Path, args) -> list[str]:
            "--max-conv-padding", "1", "--max-conv-stride", "2", "--max-conv-dilation", "2",
            "--max-pooling-padding", "1", "--max-pooling-stride", "2", "--max-pooling-kernel", "3",
            "--test-selection-config", str(args.selection_config)]
-    if args.target_shape:
-        cmd += ["--target-shape", *args.target_shape]
+    if target_shapes:
+        cmd += ["--target-shape", *target_shapes]
     return cmd
 
 
@@ -243,27 +257,45 @@ def run_test(op: str, dtype: str, test_dir: Path) -> dict:
     return record
 
 
+def generate(op: str, out_dir: Path, args, target_shapes=None) -> tuple[str, str | None]:
+    """Run the generator for one op into out_dir. Returns (command, error or None)."""
+    cmd = generator_command(op, out_dir, args, target_shapes)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    try:
+        done = run_tool(cmd, 900, env=env)
+    except subprocess.TimeoutExpired:
+        return " ".join(cmd), "tosa_verif_build_tests timed out"
+    (out_dir / "generator.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        return " ".join(cmd), f"tosa_verif_build_tests rc={done.returncode}: {tail(done.stdout + done.stderr)}"
+    return " ".join(cmd), None
+
+
+def collect(op: str, gen_dir: Path, by_dtype: dict[str, dict[str, Path]]) -> None:
+    for test_dir in sorted(p.parent for p in gen_dir.glob("**/desc.json")):
+        by_dtype.setdefault(test_dtype(test_dir.name, op, test_dir), {}).setdefault(test_dir.name, test_dir)
+
+
 def run_op(op: str, args) -> dict:
     """Generate, sample and run the tests of one op. Runs in a worker process."""
     started = time.time()
     gen_dir = Path(args.out) / "tests" / op
     shutil.rmtree(gen_dir, ignore_errors=True)
-    gen_dir.mkdir(parents=True)
-    cmd = generator_command(op, gen_dir, args)
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    (gen_dir / "main").mkdir(parents=True)
     result = {"op": op, "generated": {}, "records": [], "generator_error": None, "seconds": 0.0,
-              "generator_command": " ".join(cmd)}
-    try:
-        done = run_tool(cmd, 900, env=env)
-        (gen_dir / "generator.log").write_text(done.stdout + done.stderr)
-        if done.returncode != 0:
-            result["generator_error"] = f"tosa_verif_build_tests rc={done.returncode}: {tail(done.stdout + done.stderr)}"
-    except subprocess.TimeoutExpired:
-        result["generator_error"] = "tosa_verif_build_tests timed out"
-    tests = sorted(p.parent for p in gen_dir.glob("**/desc.json"))
+              "generator_commands": []}
+    shapes = args.target_shape or None
+    command, result["generator_error"] = generate(op, gen_dir / "main", args, shapes)
+    result["generator_commands"].append(command)
     by_dtype: dict[str, dict[str, Path]] = {}
-    for test_dir in tests:
-        by_dtype.setdefault(test_dtype(test_dir.name, op, test_dir), {})[test_dir.name] = test_dir
+    collect(op, gen_dir / "main", by_dtype)
+    if not shapes and not result["generator_error"] and any(len(t) < args.per_op for t in by_dtype.values()):
+        (gen_dir / "extra").mkdir()
+        command, error = generate(op, gen_dir / "extra", args, EXTRA_SHAPES)
+        result["generator_commands"].append(command)
+        if error:
+            result["generator_error"] = "extra shapes: " + error
+        collect(op, gen_dir / "extra", by_dtype)
     for dtype, named in sorted(by_dtype.items()):
         result["generated"][dtype] = len(named)
         for name in sample(list(named), args.per_op):
@@ -331,6 +363,11 @@ def report(results: list[dict], args, seconds: float, skipped: dict[str, str]) -
         parts.append("## Implemented ops not generated\n")
         parts += [f"- `{op}`: {why}" for op, why in sorted(skipped.items())]
         parts.append("")
+    missing = sorted(PRO_INT_OPS - set(implemented_ops()))
+    if missing:
+        parts.append("## TOSA 1.0 PRO-INT ops that tosaic's interpreter does not implement (not tested)\n")
+        parts.append(", ".join(f"`{op}`" for op in missing))
+        parts.append("")
     return "\n".join(parts)
 
 
@@ -353,8 +390,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="generator target dtypes (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
     parser.add_argument("--dim-range", default="1,5", help="generator --tensor-dim-range (default %(default)s)")
-    parser.add_argument("--target-shape", nargs="*", help="generator --target-shape (off by default: it "
-                                                          "fixes one shape for ops of every rank)")
+    parser.add_argument("--target-shape", nargs="*", help="generator --target-shape list used instead of the "
+                        "dims range (off by default: ops of every rank get small random shapes)")
     parser.add_argument("--pool", type=int, default=0,
                         help="tests kept per input type by the generator's selection (default 2*per-op)")
     args = parser.parse_args(argv)

@@ -50,7 +50,7 @@ def _invoke(interp: Interpreter, inputs: Sequence[np.ndarray]) -> None:
             raise TypeError(f"input {d['name']!r} wants {np.dtype(d['dtype'])}, got {x.dtype}")
         if tuple(d["shape"]) != x.shape:
             interp.resize_tensor_input(d["index"], list(x.shape), strict=False)
-        arrays.append(np.ascontiguousarray(x))
+        arrays.append(np.array(x, copy=True))
     interp.allocate_tensors()
     for d, x in zip(details, arrays):
         interp.set_tensor(d["index"], x)

@@ -701,7 +701,10 @@ def _kws(net: _Net, rng, large: bool) -> list[int]:
         x = net.dwconv(x, k=3, act="RELU", name=f"ds{i}/depthwise")
         x = net.conv(x, c, k=1, act="RELU", name=f"ds{i}/pointwise")
     _, hh, ww, _ = net.shape(x)
-    x = net.pool(x, "avg", f=(hh, ww), stride=(1, 1), padding="VALID", name="avgpool")
+    if rng.random() < 0.7:
+        x = net.pool(x, "avg", f=(hh, ww), stride=(1, 1), padding="VALID", name="avgpool")
+    else:
+        x = net.mean(x, [1, 2], keep_dims=True, name="global_mean")
     logits = net.fc(x, int(_choice(rng, [12, 12, 10, 35])), bias=rng.random() < 0.6,
                     logit_std=float(rng.uniform(0.3, 1.0)), name="fc")
     return [net.unary("SOFTMAX", logits, name="softmax")]
@@ -932,13 +935,18 @@ def _mixed(net: _Net, rng, large: bool) -> list[int]:
         if large and rng.random() < 0.15 and not outputs:
             # a second, dense output (as in detection-style heads)
             outputs.append(net.conv(x, _ch(rng, 1, 8), k=1, name="aux_head"))
-    c = net.shape(x)[-1]
-    if rng.random() < 0.5:
+    _, hh, ww, c = net.shape(x)
+    r = rng.random()
+    if r < 0.45:
         feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
-    else:
-        _, hh, ww, _ = net.shape(x)
+    elif r < 0.85:
         feat = net.pool(x, "avg", f=(hh, ww), stride=(1, 1), padding="VALID", name="global_pool")
         feat = net.reshape(feat, [1, c])
+    else:
+        # ViT-style: tokens, then the first ("class") token, by a shrinking STRIDED_SLICE
+        t = net.reshape(x, [1, hh * ww, c], name="head_tokens")
+        feat = net.strided_slice(t, [0, 0, 0], [1, 1, c], [1, 1, 1], shrink_axis_mask=0b010,
+                                 name="class_token")
     head = _head(net, rng, feat, int(rng.integers(3, 17)), large)
     return [head] + outputs
 

@@ -269,8 +269,14 @@ def test_prelu_shapes_and_constant_alpha(shapes, qx, qa, out_ratio, zo, const_al
        zo=zero_points)
 def test_relu_relu6_all_values(op, si, real, zi, zo):
     so = f32(si / real)
-    assume(so > 0 and np.isfinite(so))
+    assume(so > MIN_OUTPUT_SCALE and np.isfinite(so))
     assert_bit_exact(unary_model(op, (si, zi), (so, zo)), [ALL_INT8.reshape(2, 128)])
+
+
+def test_relu6_refuses_a_bound_that_overflows_int32():
+    # QuantizedReluX casts roundf(6 / s_o) to int32 unchecked; LiteRT 2.3.0 on x86 then outputs 0 everywhere.
+    with pytest.raises(LegalizationError, match="overflows int32"):
+        tosaic.import_tflite(unary_model("RELU6", (3.8e-6, 0), (1.87e-9, 0)))
 
 
 @settings(max_examples=60, deadline=None)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from test_mlir import MODELS, SAMPLE_CASES, import_or_skip, sample_graph
+from tosaic.ir import Graph
 from tosaic.tosa.interpreter import interpret
 from tosaic.tosa.mlir import parse_mlir, print_graph
 
@@ -62,10 +63,20 @@ def test_model_validates(path, tmp_path):
     check_with_tosa_opt(import_or_skip(path), tmp_path)
 
 
-@pytest.mark.parametrize("name,index", SAMPLE_CASES)
-def test_sample_validates(name, index, tmp_path):
-    graph, _ = sample_graph(name, index)
-    check_with_tosa_opt(graph, tmp_path)
+def test_sample_graphs_validate(tmp_path):
+    """All sample graphs of test_mlir.py (every declared op) side by side in one function: one tosa-opt run
+    per check instead of one per sample."""
+    combined = Graph("main")
+    for name, index in SAMPLE_CASES:
+        graph, _ = sample_graph(name, index)
+        for op in graph.ops:
+            op.loc = f"sample {name} #{index}"
+        combined.inputs += graph.inputs
+        combined.input_names += [f"{name}#{index}:{n}" for n in graph.input_names]
+        combined.ops += graph.ops
+        combined.outputs += graph.outputs
+        combined.output_names += [f"{name}#{index}:{n}" for n in graph.output_names]
+    check_with_tosa_opt(combined, tmp_path)
 
 
 # ------------------------------------------------------------------------------------- conformance

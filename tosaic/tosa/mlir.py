@@ -345,28 +345,24 @@ def _apfloat_string(v, dtype: str, precision: int, max_padding: int, truncate_ze
 
 
 def _nearest_float(text: str, dtype: str):
-    """The `dtype` float nearest to the decimal `text` (ties to even), without double rounding."""
+    """The `dtype` float nearest to the decimal `text`, ties to even, as APFloat reads it (no double
+    rounding through float64)."""
     ftype, itype = _FLOATS[dtype]
     exact = Decimal(text)
+    largest = np.finfo(ftype).max
+    below = np.nextafter(largest, ftype(0))
+    if abs(exact) >= Decimal(float(largest)) + (Decimal(float(largest)) - Decimal(float(below))) / 2:
+        return ftype(math.copysign(math.inf, exact))
     with np.errstate(over="ignore"):
-        guess = ftype(float(exact)) if abs(exact) < Decimal("1e39") else ftype(math.copysign(math.inf, exact))
-    best = None
-    with np.errstate(over="ignore"):
+        guess = ftype(float(exact))
         candidates = (np.nextafter(guess, ftype(-np.inf)), guess, np.nextafter(guess, ftype(np.inf)))
+    best = None
     for candidate in candidates:
-        if not np.isfinite(candidate):
-            continue
-        distance = abs(Decimal(float(candidate)) - exact)
-        even = int(np.array(candidate).view(itype)) % 2 == 0
-        key = (distance, not even)
-        if best is None or key < best[0]:
-            best = (key, candidate)
-    if best is None or not np.isfinite(guess):
-        largest = np.finfo(ftype).max
-        if abs(exact) >= Decimal(float(largest)) + (Decimal(float(largest)) - Decimal(float(
-                np.nextafter(largest, ftype(0))))) / 2:
-            return ftype(math.copysign(math.inf, exact))
-        return ftype(math.copysign(float(largest), exact)) if best is None else best[1]
+        if np.isfinite(candidate):
+            odd = int(np.array(candidate).view(itype)) & 1
+            key = (abs(Decimal(float(candidate)) - exact), odd)
+            if best is None or key < best[0]:
+                best = (key, candidate)
     return best[1]
 
 
