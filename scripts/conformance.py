@@ -192,7 +192,7 @@ def compare(expected: np.ndarray, got) -> str | None:
         same = not differ.any()
     if not same:
         index = tuple(int(i) for i in np.argwhere(differ)[0]) if differ is not None and differ.any() else ()
-        problems.append(f"first difference at {list(index)}: expected {expected[index]!r} got {got[index]!r} "
+        problems.append(f"first difference at {list(index)}: expected {expected[index].item()!r} got {got[index].item()!r} "
                         f"({int(differ.sum()) if differ is not None else '?'}/{expected.size} elements differ)")
     return "; ".join(problems) or None
 

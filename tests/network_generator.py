@@ -457,7 +457,6 @@ class _Net:
                             [self.i32(perm, "transpose/perm")])
 
     def pad(self, x, pads, name="pad"):
-        s, zp = self.q(x)
         vals = np.pad(self.v[x], [(0, 0)] + [tuple(p) for p in pads])  # pads with real 0
         shape = [d + a + b for d, (a, b) in zip(self.shape(x), pads)]
         return self._same_q(x, vals, shape, name, "PAD", [self.i32(pads, "pad/paddings")])

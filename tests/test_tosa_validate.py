@@ -89,7 +89,7 @@ CONFORMANCE = {
     "depthwise_conv2d_i16": ["--filter", "^depthwise_conv2d$", "--target-dtype", "int16", "--target-shape",
                              "1,4,4,2", "--max-conv-padding", "0", "--max-conv-stride", "1",
                              "--max-conv-dilation", "1", "--conv-kernel", "2,2"],
-    "rescale_i16": ["--filter", "^rescale$", "--target-dtype", "int16", "--target-shape", "1,4,3"],
+    "rescale_i32": ["--filter", "^rescale$", "--target-dtype", "int32", "--target-shape", "1,4,3"],
     "table_i16": ["--filter", "^table$", "--target-dtype", "int16", "--target-shape", "2,7"],
     "avg_pool2d_i8": ["--filter", "^avg_pool2d$", "--target-dtype", "int8", "--target-shape", "1,4,4,3",
                       "--max-pooling-kernel", "2", "--max-pooling-stride", "2", "--max-pooling-padding", "0"],
@@ -108,7 +108,7 @@ def test_conformance_graphs_parse_and_match_the_reference_model(case, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     tests = sorted(d.parent for d in tmp_path.rglob("desc.json"))
     assert tests, f"the generator wrote no tests for {case}"
-    for test in tests[:12]:
+    for test in tests[:24]:
         desc = json.loads((test / "desc.json").read_text())
         text = _deserialize(test / desc["tosa_file"], test / "test.mlir")
         graph = parse_mlir(text)

@@ -378,12 +378,12 @@ def _reads_back(text: str, v, dtype: str) -> bool:
 _TOKEN = re.compile(r"""
     (?P<ws>(?:[ \t\r\n]+|//[^\n]*)+)
   | (?P<tensor>tensor<[^<>()\[\]{}"]*>)
-  | (?P<string>"[^"\\\n]*(?:\\.[^"\\\n]*)*")
+  | (?P<string>"[^"\\\n]*(?:\\(?:[nt"\\]|[0-9a-fA-F]{2})[^"\\\n]*)*")
   | (?P<float>[0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)?)
   | (?P<int>0x[0-9a-fA-F]+|[0-9]+)
   | (?P<value>%[A-Za-z0-9_$.\-]+(?:\#[0-9]+)?)
   | (?P<block>\^[A-Za-z0-9_$.\-]+)
-  | (?P<symbol>@(?:[A-Za-z_][\w$.\-]*|"[^"\\\n]*(?:\\.[^"\\\n]*)*"))
+  | (?P<symbol>@(?:[A-Za-z_][\w$.\-]*|"[^"\\\n]*(?:\\(?:[nt"\\]|[0-9a-fA-F]{2})[^"\\\n]*)*"))
   | (?P<hash>\#[A-Za-z_][\w$.\-]*)
   | (?P<bang>![A-Za-z_][\w$.\-]*)
   | (?P<ident>[A-Za-z_][\w$.]*)
@@ -406,10 +406,18 @@ def _tokenize(text: str, error) -> list[_Token]:
         if kind == "ws":
             continue
         if kind == "bad":
+            if m.group() == '"':
+                raise error("unterminated string, or a bad escape in it (MLIR knows \\n \\t \\\" \\\\ \\XX)",
+                            m.start())
             raise error(f"unexpected character {m.group()!r}", m.start())
         append(_Token(kind, m.group(), m.start()))
     tokens.append(_Token("eof", "", len(text)))
     return tokens
+
+
+def _int(literal: str) -> int:
+    """An MLIR integer literal: decimal (leading zeros allowed) or 0x hex."""
+    return int(literal[2:], 16) if literal.startswith("0x") else int(literal)
 
 
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
@@ -652,7 +660,7 @@ class _Parser:
                 name = self.expect_kind("value", "a result name")
                 count = 1
                 if self.accept(":"):
-                    count = int(self.expect_kind("int", "a result count").text, 0)
+                    count = _int(self.expect_kind("int", "a result count").text)
                 results += [(name.text if count == 1 else f"{name.text}#{k}", name) for k in range(count)]
                 if not self.accept(","):
                     break
@@ -846,7 +854,7 @@ class _Parser:
                 return self.aliases[token.text].value
             if token.text == "!tosa.shape":
                 self.expect("<")
-                rank = int(self.expect_kind("int", "the shape's rank").text, 0)
+                rank = _int(self.expect_kind("int", "the shape's rank").text)
                 self.expect(">")
                 return ShapeType(rank)
             raise self.error(f"unsupported type {token.text}", token)
@@ -976,7 +984,7 @@ class _Parser:
             number_type = self.type()
         if token.kind == "float" or isinstance(number_type, str) and number_type.startswith(("f", "bf")):
             return _FloatAttr(("-" if negative else "") + token.text, number_type)
-        value = int(token.text, 0)
+        value = _int(token.text)
         return _IntAttr(-value if negative else value, number_type)
 
     def dense_array(self) -> _DenseArray:
@@ -993,7 +1001,7 @@ class _Parser:
                     values.append(token.text == "true")
                 else:
                     token = self.expect_kind("int", "an integer")
-                    values.append(-int(token.text, 0) if negative else int(token.text, 0))
+                    values.append(-_int(token.text) if negative else _int(token.text))
                 if not self.accept(","):
                     break
         self.expect(">", "to close array<...>")
@@ -1086,6 +1094,29 @@ class _Parser:
         return raw
 
 
+def _describe(value) -> str:
+    """An attribute value as the text it was parsed from, roughly, for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, _IntAttr):
+        return f"{value.value}" + (f" : {value.type}" if value.type else "")
+    if isinstance(value, _FloatAttr):
+        return value.text + (f" : {value.type}" if value.type else "")
+    if isinstance(value, _DenseArray):
+        return f"array<{value.dtype}: ...>"
+    if isinstance(value, _Dense):
+        return f"dense<...> : {value.type}"
+    if isinstance(value, _Ident):
+        return value.name
+    if isinstance(value, _EnumAttr):
+        return f"#tosa.{value.kind}<{value.value}>"
+    if isinstance(value, _Opaque):
+        return value.text
+    if isinstance(value, str):
+        return _string(value)
+    return str(value)
+
+
 def _symbol_name(text: str) -> str:
     body = text[1:]
     return _unescape(body) if body.startswith('"') else body
@@ -1147,7 +1178,7 @@ def _element(text: str, dtype: str):
         return _nearest_float(text, dtype)
     if text in ("true", "false") or "." in text:
         raise ValueError(f"{text} is not an integer")
-    value = int(text, 0) if not text.startswith("-") else -int(text[1:], 0)
+    value = -_int(text[1:]) if text.startswith("-") else _int(text)
     bits = _INTEGER_BITS[dtype]
     if not -(1 << (bits - 1)) <= value < (1 << bits):
         raise ValueError(f"{text} does not fit in {dtype}")
@@ -1201,7 +1232,7 @@ class _GraphBuilder:
             if op.name not in ("func.func",):
                 raise self.error(f"only func.func is supported at module level, found {op.name}", op.token)
         if not ops:
-            raise MlirParseError("the text holds no func.func")
+            raise self.error("the text holds no func.func", modules[0].token if modules else self.parser.tokens[-1])
         funcs = {self._attr(op, "sym_name"): op for op in ops}
         func = funcs.get("main")
         if func is None:
@@ -1353,8 +1384,7 @@ class _GraphBuilder:
         value, token = located.value, located.token
 
         def bad(expected: str):
-            shown = value if not isinstance(value, (np.ndarray, _Dense)) else type(value).__name__
-            return self.error(f"{op.name} attribute {key} must be {expected}, found {shown}", token)
+            return self.error(f"{op.name} attribute {key} must be {expected}, found {_describe(value)}", token)
 
         if kind in ("int32", "int64"):
             if not isinstance(value, _IntAttr) or value.type not in (None, f"i{kind[3:]}"):
@@ -1374,15 +1404,18 @@ class _GraphBuilder:
                 raise bad("an element type such as i32")
             return name
         if kind == "element":
+            # Typed by the input's element type, as tosa-opt requires (`-128 : i8`, `0.0 : f32`).
             dtype = operands[0].type.dtype if operands and isinstance(operands[0].type, TensorType) else None
-            if isinstance(value, _IntAttr):
-                if dtype is not None and dtype.startswith("f"):
-                    raise bad(f"a {dtype} value")
-                return value.value
-            if isinstance(value, _FloatAttr):
-                float_type = value.type if value.type in _FLOATS else (dtype if dtype in _FLOATS else "f32")
-                return float(_element(value.text, float_type))
-            raise bad("a typed number")
+            number = (_FloatAttr, _IntAttr) if dtype in _FLOATS else (_IntAttr,)
+            if not isinstance(value, number) or value.type not in (None, dtype):
+                raise bad(f"a number typed {dtype}")
+            if dtype in _FLOATS:
+                text = value.text if isinstance(value, _FloatAttr) else str(value.value)
+                return float(_element(text, dtype))
+            try:
+                return _element(str(value.value), dtype) if dtype else value.value
+            except ValueError as e:
+                raise bad(f"a number typed {dtype} ({e})") from None
         if kind == "dense":
             if not isinstance(value, _Dense):
                 raise bad("dense<...>")

@@ -51,15 +51,15 @@ def quantized_multiplier(ctx, real: float, what: str) -> tuple[int, int]:
 
 
 def quantized_multiplier_smaller_than_one(ctx, real: float, what: str) -> tuple[int, int]:
-    """TFLite `QuantizeMultiplierSmallerThanOneExp(real)`: LiteRT aborts (TFLITE_CHECK) unless `0 < real < 1`
-    and the rounded exponent is <= 0, so such models have no reference to reproduce."""
+    """TFLite `QuantizeMultiplierSmallerThanOneExp(real)`, defined only for `0 < real < 1` with a rounded
+    exponent <= 0. Outside that, LiteRT's ADD aborts in Prepare (TFLITE_CHECK) and its SUB shifts by a
+    negative amount (undefined behaviour; seen returning only +-1): there is no reference to reproduce."""
+    reason = "(QuantizeMultiplierSmallerThanOneExp is undefined there: LiteRT aborts or computes garbage)"
     if not 0.0 < real < 1.0:
-        raise ctx.error(f"{what}: real multiplier {real!r} must lie in (0, 1) "
-                        f"(QuantizeMultiplierSmallerThanOneExp; LiteRT aborts on this model)")
+        raise ctx.error(f"{what}: real multiplier {real!r} must lie in (0, 1) {reason}")
     multiplier, shift = quantized_multiplier(ctx, real, what)
     if shift < 31:
-        raise ctx.error(f"{what}: real multiplier {real!r} rounds up to 1.0 "
-                        f"(QuantizeMultiplierSmallerThanOneExp; LiteRT aborts on this model)")
+        raise ctx.error(f"{what}: real multiplier {real!r} rounds up to 1.0 {reason}")
     return multiplier, shift
 
 
