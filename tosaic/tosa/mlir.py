@@ -532,7 +532,7 @@ class _ParsedOp:
     result_types: list | None = None
     regions: list = field(default_factory=list)  # list of lists of _Block
     loc: object = None
-    extra: dict = field(default_factory=dict)  # func.func header: args, result attrs, symbol
+    extra: dict = field(default_factory=dict)  # pretty func.func: arg_attrs and res_attrs of its header
 
 
 # ============================================================================================ parser
@@ -776,8 +776,8 @@ class _Parser:
                 result_attrs.append({})
         if self.accept("attributes"):
             op.attrs.update(self.attr_dict())
-        body = self.region(entry_args=[(n, t, a, tok) for n, t, a, tok in args])
-        op.regions.append(body)
+        if self.at("{"):  # a declaration (external function) has no body
+            op.regions.append(self.region(entry_args=args))
         op.attrs["function_type"] = _Located(_FunctionType(tuple(a[1] for a in args), tuple(result_types)), token)
         op.extra["arg_attrs"] = [a[2] for a in args]
         op.extra["res_attrs"] = result_attrs
@@ -947,7 +947,7 @@ class _Parser:
             return {k: v.value for k, v in self.attr_dict().items()}
         if kind == "hash":
             self.next()
-            m = re.fullmatch(r"#tosa\.(rounding_mode|nan_mode|resize_mode|mode)", text)
+            m = re.fullmatch(r"#tosa\.(rounding_mode|nan_mode|resize_mode)", text)
             if m and self.at("<"):
                 self.next()
                 value = self.expect_kind("ident", "an enum case")
@@ -1260,8 +1260,8 @@ class _GraphBuilder:
         arg_attrs = func.extra.get("arg_attrs") or self._attr(func, "arg_attrs") or [{}] * len(block.args)
         res_attrs = func.extra.get("res_attrs") or self._attr(func, "res_attrs") or \
             [{}] * len(function_type.results)
-        arg_attrs = [{k: (v.value if isinstance(v, _Located) else v) for k, v in a.items()} for a in arg_attrs]
-        res_attrs = [{k: (v.value if isinstance(v, _Located) else v) for k, v in a.items()} for a in res_attrs]
+        arg_attrs = self.attribute_dicts(func, arg_attrs, len(block.args), "arg_attrs")
+        res_attrs = self.attribute_dicts(func, res_attrs, len(function_type.results), "res_attrs")
         input_names = [a.get("tosa.tensor_name", f"arg{i}") for i, a in enumerate(arg_attrs)]
         output_names = [a.get("tosa.tensor_name", f"output{i}") for i, a in enumerate(res_attrs)]
         entry = self._attr(func, "tf.entry_function")
@@ -1306,6 +1306,12 @@ class _GraphBuilder:
                              f"types {[str(t) for t in declared_results]}", ret.token)
         graph.set_outputs(outputs, [str(n) for n in output_names])
         return graph
+
+    def attribute_dicts(self, func: _ParsedOp, dicts, count: int, what: str) -> list[dict]:
+        if not isinstance(dicts, list) or len(dicts) > count or not all(isinstance(d, dict) for d in dicts):
+            raise self.error(f"func.func {what} must be a list of at most {count} dictionaries", func.token)
+        plain = [{k: (v.value if isinstance(v, _Located) else v) for k, v in d.items()} for d in dicts]
+        return plain + [{}] * (count - len(plain))
 
     def lookup(self, env, name: str, token: _Token) -> Value:
         value = env.get(name)

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tosaic.importers.tflite.fixed_point import per_tensor
 from tosaic.importers.tflite.reader import TFLTensor
 from tosaic.ir import Value, integer_range
 
 ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 DTYPE_RANGE = {"int8": integer_range("i8"), "int16": integer_range("i16"), "uint8": (0, 255)}
-
-
-def scale_zp(t: TFLTensor) -> tuple[float, int]:
-    """A per-tensor quantized tensor's (scale, zero point); scale is the stored float32, widened exactly."""
-    if not t.quantized or t.scale.size != 1:
-        raise ValueError(f"tensor {t.describe()} is not per-tensor quantized")
-    return float(t.scale[0]), int(t.zero_point[0])
 
 
 def tflite_round(x) -> int:
@@ -26,9 +20,9 @@ def tflite_round(x) -> int:
     return int(rounded if x >= 0 else -rounded)
 
 
-def quantize_value(t: TFLTensor, real: float) -> int:
+def quantize_value(ctx, t: TFLTensor, real: float) -> int:
     """TFLite's `Quantize(f)` in CalculateActivationRangeQuantized: zp + round(f / scale) in float32."""
-    scale, zp = scale_zp(t)
+    scale, zp = per_tensor(ctx, t)
     return zp + tflite_round(np.float32(real) / np.float32(scale))
 
 
@@ -39,11 +33,11 @@ def activation_range(ctx, t: TFLTensor, fused: int) -> tuple[int, int]:
     if name == "NONE":
         return low, high
     if name == "RELU":
-        return max(low, quantize_value(t, 0.0)), high
+        return max(low, quantize_value(ctx, t, 0.0)), high
     if name == "RELU6":
-        return max(low, quantize_value(t, 0.0)), min(high, quantize_value(t, 6.0))
+        return max(low, quantize_value(ctx, t, 0.0)), min(high, quantize_value(ctx, t, 6.0))
     if name == "RELU_N1_TO_1":
-        return max(low, quantize_value(t, -1.0)), min(high, quantize_value(t, 1.0))
+        return max(low, quantize_value(ctx, t, -1.0)), min(high, quantize_value(ctx, t, 1.0))
     raise ctx.error(f"fused activation {name or fused} is not supported on quantized tensors")
 
 

@@ -27,8 +27,8 @@ from tosaic.importers.tflite.common import (
     clamp_to_activation,
     fit_windows,
     same_or_valid_padding,
-    scale_zp,
 )
+from tosaic.importers.tflite.fixed_point import per_tensor
 from tosaic.importers.tflite.registry import legalize
 from tosaic.quant import quantize_multiplier_tosa
 
@@ -75,8 +75,8 @@ def _filter_scales(ctx, w, channels) -> np.ndarray:
 def _conv_multipliers(ctx, x, w, y, channels):
     """PopulateConvolutionQuantizationParams: QuantizeMultiplier(double(s_in) * double(s_w[c]) / double(s_out)),
     as TOSA (multiplier, shift) per output channel; one pair when every channel has the same."""
-    s_in, _ = scale_zp(x)
-    s_out, _ = scale_zp(y)
+    s_in, _ = per_tensor(ctx, x)
+    s_out, _ = per_tensor(ctx, y)
     real = (np.float64(s_in) * _filter_scales(ctx, w, channels).astype(np.float64)) / np.float64(s_out)
     try:
         multipliers, shifts = quantize_multiplier_tosa(real)
@@ -91,7 +91,7 @@ def _conv_multipliers(ctx, x, w, y, channels):
 def _requantize_conv(ctx, acc, x, w, y, fused):
     """MultiplyByQuantizedMultiplier (double rounding), + output zero point, fused activation clamp."""
     multipliers, shifts = _conv_multipliers(ctx, x, w, y, acc.type.shape[-1])
-    _, out_zp = scale_zp(y)
+    _, out_zp = per_tensor(ctx, y)
     out = ctx.builder.rescale(acc, multipliers, shifts, 0, out_zp, "i8", rounding="DOUBLE_ROUND")
     return clamp_to_activation(ctx, out, y, fused)
 
@@ -132,7 +132,7 @@ def conv_2d(ctx, op):
     if groups * ic_group != x.shape[3] or oc % groups:
         raise ctx.error(f"filter {w.describe()} does not fit input {x.describe()}")
     stride, dilation, pads = _window_params(op, x.shape, (kh, kw))
-    _, in_zp = scale_zp(x)
+    _, in_zp = per_tensor(ctx, x)
     xv, pads = fit_windows(ctx, ctx.value(x), (kh, kw), stride, dilation, pads)
     weights = _weights(ctx, w, lambda a: a)
     bias_value = _bias(ctx, bias, oc)
@@ -175,7 +175,7 @@ def depthwise_conv_2d(ctx, op):
         raise ctx.error(f"depthwise filter {w.describe()} does not fit input {x.describe()}")
     multiplier = oc // channels
     stride, dilation, pads = _window_params(op, x.shape, (kh, kw))
-    _, in_zp = scale_zp(x)
+    _, in_zp = per_tensor(ctx, x)
     xv, pads = fit_windows(ctx, ctx.value(x), (kh, kw), stride, dilation, pads)
     weights = _weights(ctx, w, lambda a: a.reshape(kh, kw, channels, multiplier))
     attrs = {"pad": pads, "stride": stride, "dilation": dilation, "acc_type": "i32"}
@@ -302,7 +302,7 @@ def _accumulator_range(ctx, x, w, bias, weight_zp, channels):
     """Per output channel, the least and greatest accumulator the layer can produce over all int8 inputs:
     sum_d of the extreme (w - weight_zp) * (x - input_zp), plus the bias. Runtime weights or bias make the
     bound the int8 extremes."""
-    _, in_zp = scale_zp(x)
+    _, in_zp = per_tensor(ctx, x)
     depth = w.shape[1]
     x_ends = np.array([-128 - in_zp, 127 - in_zp], dtype=np.int64)
     if w.data is not None:
@@ -350,8 +350,8 @@ def fully_connected(ctx, op):
     if not -128 <= weight_zp <= 127:
         raise ctx.error(f"filter zero point {weight_zp} is outside int8")
 
-    s_in, in_zp = scale_zp(x)
-    s_out, out_zp = scale_zp(y)
+    s_in, in_zp = per_tensor(ctx, x)
+    s_out, out_zp = per_tensor(ctx, y)
     # The kernel's double arithmetic, in the same order: double(s_in) * double(s_w) / double(s_out).
     scales = np.array([(float(s_in) * float(s)) / float(s_out) for s in _filter_scales(ctx, w, units)])
     out_low, out_high = activation_range(ctx, y, o["fused_activation_function"])

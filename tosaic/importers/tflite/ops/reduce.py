@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.importers.tflite.common import scale_zp
+from tosaic.importers.tflite.fixed_point import per_tensor
 from tosaic.importers.tflite.registry import legalize
 from tosaic.quant import count_leading_zeros32, quantize_multiplier
 
@@ -58,8 +58,8 @@ def mean(ctx, op):
     if count == 0 or int(np.prod(x.shape, dtype=np.int64)) == 0:
         raise ctx.error("MEAN of an empty tensor is not supported")
 
-    s_in, in_zp = scale_zp(x)
-    s_out, out_zp = scale_zp(y)
+    s_in, in_zp = per_tensor(ctx, x)
+    s_out, out_zp = per_tensor(ctx, y)
     multiplier, exponent = mean_multiplier(s_in, s_out, count)
     largest = count * max(abs(-128 - in_zp), abs(127 - in_zp))
     if largest > (1 << 31) - 1:
