@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import model_zoo
 import tosaic
 from litert_ref import run_reference
 
 DATA = Path(__file__).parent / "data"
-ALL_MODELS = sorted(p.stem for p in DATA.glob("*.tflite"))
 
 
 def io_arrays(name: str):
@@ -23,16 +23,8 @@ def io_arrays(name: str):
     return inputs, refs
 
 
-def importable(name: str) -> bool:
-    try:
-        tosaic.import_tflite(DATA / f"{name}.tflite")
-    except tosaic.UnsupportedModelError:
-        return False
-    return True
-
-
-SUPPORTED = [name for name in ALL_MODELS if importable(name)]
-REFUSED = [name for name in ALL_MODELS if name not in SUPPORTED]
+SUPPORTED = [path.stem for path in model_zoo.SUPPORTED]
+REFUSED = [path.stem for path in model_zoo.REFUSED]
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
@@ -40,7 +32,7 @@ def test_bit_exact_with_stored_reference(name):
     inputs, refs = io_arrays(name)
     if not refs:
         pytest.skip(f"{name} has no ref_* outputs: LiteRT's reference resolver cannot run it")
-    outputs = tosaic.compile(DATA / f"{name}.tflite").run(inputs)
+    outputs = tosaic.compile(model_zoo.graph_of(DATA / f"{name}.tflite")).run(inputs)
     for i, (ours, ref) in enumerate(zip(outputs, refs)):
         assert ours.dtype == ref.dtype and ours.shape == ref.shape
         differing = int((ours != ref).sum())

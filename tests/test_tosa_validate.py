@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_mlir import MODELS, SAMPLE_CASES, import_or_skip, sample_graph
+from model_zoo import graph_of
+from test_mlir import MODELS, SAMPLE_CASES, sample_graph
 from tosaic.ir import Graph
 from tosaic.tosa.interpreter import interpret
 from tosaic.tosa.mlir import parse_mlir, print_graph
@@ -60,7 +61,7 @@ def check_with_tosa_opt(graph, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
 def test_model_validates(path, tmp_path):
-    check_with_tosa_opt(import_or_skip(path), tmp_path)
+    check_with_tosa_opt(graph_of(path), tmp_path)
 
 
 def test_sample_graphs_validate(tmp_path):

@@ -1,6 +1,7 @@
 """MLIR text form of TOSA graphs: a printer and a parser for TOSA 1.0 as LLVM's `tosa-opt` writes it.
 
-The printer writes one function, `@main`, inside a `module`, in either of MLIR's two op forms:
+The printer writes one function (`@main`, the graph's name) inside a `module`, in either of MLIR's two op
+forms:
 
 - pretty: each TOSA op as `%3 = tosa.conv2d %arg0, %0, ... {acc_type = i32, ...} : (...) -> ...`, exactly as
   tosa-opt's own printer writes it (attributes sorted by name, default-valued attributes left out,
@@ -12,9 +13,11 @@ The printer writes one function, `@main`, inside a `module`, in either of MLIR's
 Constants follow MLIR's DenseElementsAttr printing: a splat prints one element, more than 100 elements
 print as little-endian hex bytes (`dense<"0x...">`, i48 in 6 bytes, i1 and i4 in one byte each), floats
 print as APFloat does (`1.000000e-01` when 6 digits round-trip, else 9 digits for f32 or the bit
-pattern). Graph input and output names travel as `{tosa.tensor_name = "..."}` argument and result
-attributes, the attribute tosa-opt's serializer reads with `--retain-graph-input-output-names`; an input
-named `argN` (output `outputN`) at position N prints none.
+pattern). Values are numbered %arg0.. and %0.. in program order, so the text is deterministic. With
+`locs=True` each op carries its `loc` string as `loc("...")`, which tosa-opt accepts. Graph input and
+output names travel as `{tosa.tensor_name = "..."}` argument and result attributes, the attribute
+tosa-opt's serializer reads with `--retain-graph-input-output-names`; an input named `argN` (output
+`outputN`) at position N prints none.
 
 The parser reads both forms (including tosa-opt's output, `loc(...)` annotations, `#loc` aliases and
 `dense_resource` blobs), rebuilds the graph op by op and checks every op with the declarations in
@@ -28,8 +31,8 @@ import bisect
 import math
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from decimal import Decimal
+from typing import NamedTuple
 
 import numpy as np
 
@@ -112,7 +115,8 @@ class _Printer:
             props = []
             if any(arg_attrs):
                 props.append(f"arg_attrs = [{', '.join('{' + a + '}' for a in arg_attrs)}]")
-            props.append(f"function_type = {_function_type([v.type for v in graph.inputs], [v.type for v in graph.outputs])}")
+            function_type = _function_type([v.type for v in graph.inputs], [v.type for v in graph.outputs])
+            props.append(f"function_type = {function_type}")
             if any(res_attrs):
                 props.append(f"res_attrs = [{', '.join('{' + a + '}' for a in res_attrs)}]")
             props.append(f"sym_name = {_string(graph.name)}")
@@ -1459,9 +1463,9 @@ class _GraphBuilder:
             raise self.error(f"no resource blob named {value.resource} in the file's resource section", token)
         if not blob.startswith("0x"):
             raise self.error(f"resource {value.resource} is not a hex blob", token)
-        raw = bytes.fromhex(blob[2:])[4:]  # the first 4 bytes hold the blob's alignment
         t = value.type
         try:
+            raw = bytes.fromhex(blob[2:])[4:]  # the first 4 bytes hold the blob's alignment
             flat = _from_raw(raw, t.dtype, int(np.prod(t.shape, dtype=np.int64)))
         except ValueError as e:
             raise self.error(f"resource {value.resource}: {e}", token) from None

@@ -84,9 +84,17 @@ def tensor(value: Value) -> TensorType:
     return value.type
 
 
-def zero_point_type(value: Value, dtype: str, what: str) -> None:
+def zero_point_type(value: Value, dtype: str, what: str, unsigned: bool = False) -> None:
+    """A zero point is a tensor<1xT> constant; TOSA 1.0 allows a non-zero one only for i8 (and for the
+    unsigned side of a RESCALE, where an i16 zero point of 32768 is stored as -32768)."""
     t = tensor(value)
     check(t.shape == (1,) and t.dtype == dtype, f"{what} must be tensor<1x{dtype}>, got {t}")
+    owner = value.owner
+    if dtype == "i8" or owner is None or owner.name != "tosa.const":
+        return
+    zp = int(owner.attrs["values"].reshape(-1)[0])
+    allowed = (0, -32768) if unsigned and dtype == "i16" else (0,)
+    check(zp in allowed, f"{what} must be 0 for {dtype}, got {zp}")
 
 
 def broadcast_shape(*shapes) -> tuple[int, ...]:
@@ -159,7 +167,8 @@ def _pad(operands, attrs, dtype=None):
     padding = const_shape_value(operands[1])
     check(len(padding) == 2 * t.rank and min(padding, default=0) >= 0,
           f"padding {list(padding)} must hold 2 non-negative values per dimension of {t}")
-    zero_point_type(operands[2], t.dtype, "pad_const")
+    pad_const = tensor(operands[2])
+    check(pad_const.shape == (1,) and pad_const.dtype == t.dtype, f"pad_const must be tensor<1x{t.dtype}>")
     return [t.with_shape([d + padding[2 * i] + padding[2 * i + 1] for i, d in enumerate(t.shape)])]
 
 
@@ -227,8 +236,8 @@ def _rescale(operands, attrs, dtype=None):
     check(multiplier.shape == (channels,) and multiplier.dtype == ("i32" if attrs["scale32"] else "i16"),
           f"rescale multiplier must be tensor<{channels}x{'i32' if attrs['scale32'] else 'i16'}>, got {multiplier}")
     check(shift.shape == (channels,) and shift.dtype == "i8", f"rescale shift must be tensor<{channels}xi8>")
-    zero_point_type(operands[3], t.dtype, "rescale input_zp")
-    zero_point_type(operands[4], dtype, "rescale output_zp")
+    zero_point_type(operands[3], t.dtype, "rescale input_zp", attrs["input_unsigned"])
+    zero_point_type(operands[4], dtype, "rescale output_zp", attrs["output_unsigned"])
     return [t.with_dtype(dtype)]
 
 
@@ -424,9 +433,10 @@ def _select(operands, attrs, dtype=None):
 # ---------------------------------------------------------------------------------------- reductions
 
 
-def _declare_reduce(name, attrs):
+def _declare_reduce(name, attrs, dtypes=None):
     def infer(operands, attrs, dtype=None):
         t = tensor(operands[0])
+        check(dtypes is None or t.dtype in dtypes, f"{name} is not defined for {t.dtype}")
         axis = attrs["axis"]
         check(0 <= axis < t.rank, f"{name} axis {axis} out of range for {t}")
         shape = list(t.shape)
@@ -439,7 +449,7 @@ def _declare_reduce(name, attrs):
 _declare_reduce("tosa.reduce_sum", {"axis": "int32"})
 _declare_reduce("tosa.reduce_max", {"axis": "int32", "nan_mode": "nan_mode"})
 _declare_reduce("tosa.reduce_min", {"axis": "int32", "nan_mode": "nan_mode"})
-_declare_reduce("tosa.reduce_product", {"axis": "int32"})
+_declare_reduce("tosa.reduce_product", {"axis": "int32"}, dtypes=("f32", "f16"))
 _declare_reduce("tosa.reduce_all", {"axis": "int32"})
 _declare_reduce("tosa.reduce_any", {"axis": "int32"})
 
