@@ -119,3 +119,24 @@ def test_cli_validate_reports_mismatch(monkeypatch, capsys):
     graph = tosaic.import_tflite(CONV)
     assert divergence["tensor"] == graph.output_names[0]
     assert divergence["op"].startswith("tfl.conv_2d#0")
+
+
+def test_cli_ops_lists_model_ops(capsys):
+    assert main(["ops", str(DATA / "arch_mobilenet_v2_1.0_224.tflite")]) == 0
+    out = capsys.readouterr().out
+    assert "CONV_2D" in out and "35  int8" in out and "0 unsupported" in out
+
+
+def test_cli_ops_flags_unsupported(tmp_path, capsys):
+    path = tmp_path / "unsupported.tflite"
+    path.write_bytes(unsupported_model())
+    assert main(["ops", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "SIN" in out and "NO" in out and "3 ops, 3 unsupported" in out
+
+
+def test_support_table_document_is_current(capsys):
+    """docs/SUPPORTED_OPS.md is what `tosaic ops --all --markdown` prints (regenerate it when ops change)."""
+    assert main(["ops", "--all", "--markdown"]) == 0
+    document = Path(__file__).parent.parent / "docs" / "SUPPORTED_OPS.md"
+    assert capsys.readouterr().out == document.read_text()

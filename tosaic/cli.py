@@ -1,6 +1,7 @@
 """The `tosaic` command: import, run and validate models.
 
-Exit codes: 0 success (for `validate`: every output bit-exact), 1 `validate` found differences,
+Exit codes: 0 success (for `validate`: every output bit-exact; for `ops`: every op supported),
+1 `validate` found differences or `ops` found unsupported ops,
 2 an error (bad file, unsupported op, wrong inputs), with one message naming the problem.
 """
 
@@ -86,6 +87,29 @@ def cmd_validate(args) -> int:
     return 0 if report.exact else EXIT_MISMATCH
 
 
+def cmd_ops(args) -> int:
+    from tosaic.importers.tflite.reader import read_tflite
+    from tosaic.importers.tflite.support import COLUMNS, model_ops, support_markdown, support_table
+
+    if args.all:
+        if args.markdown:
+            sys.stdout.write(support_markdown())
+            return 0
+        print(f"{'op':28} " + " ".join(f"{c:24}" for c in COLUMNS))
+        for opcode, cells in support_table():
+            print(f"{opcode:28} " + " ".join(f"{', '.join(cells[c]) or '-':24}" for c in COLUMNS))
+        return 0
+    if args.model is None:
+        raise ValueError("give a MODEL.tflite, or --all for the whole support table")
+    rows = model_ops(read_tflite(args.model))
+    print(f"{'op':28} {'version':>7} {'count':>5}  {'types':20} supported")
+    for row in rows:
+        print(f"{row.opcode:28} {row.version:>7} {row.count:>5}  {row.signature:20} {'yes' if row.supported else 'NO'}")
+    missing = sum(row.count for row in rows if not row.supported)
+    print(f"{sum(r.count for r in rows)} ops, {missing} unsupported")
+    return 0 if missing == 0 else EXIT_MISMATCH
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tosaic", description="A TOSA-centred compiler for quantized TFLite models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generic", action="store_true", help="MLIR generic op form (accepted across LLVM versions)")
     p.add_argument("--elide", action="store_true", help="elide large constants (the text no longer parses)")
     p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("ops", help="list a model's ops and whether tosaic supports them, or the support table")
+    p.add_argument("model", nargs="?")
+    p.add_argument("--all", action="store_true", help="print the support table of every op tosaic legalizes")
+    p.add_argument("--markdown", action="store_true", help="with --all: as Markdown (docs/SUPPORTED_OPS.md)")
+    p.set_defaults(fn=cmd_ops)
 
     for name, fn, help_text in (("run", cmd_run, "run a model on inputs from an .npz file"),
                                 ("validate", cmd_validate, "compare with LiteRT's reference kernels")):
