@@ -215,6 +215,25 @@ def _resize(s):
                   s.b.op("tosa.resize", operands, {"mode": "NEAREST_NEIGHBOR"}))
 
 
+def _variables(prefix):
+    """Variables (EXT-VARIABLE) with and without an initial value, read before and after a write; the
+    names differ per sample so that samples can share one module."""
+    def make(s):
+        x = s.input((2, 3), "i8")
+        f = s.input((4,), "f32")
+        initial = _random(s.rng, TensorType((2, 3), "i8"))
+        state, scratch = f"{prefix}_state", f"{prefix}/f32 scratch"
+        s.b.op_multi("tosa.variable", [], {"sym_name": state, "var_shape": (2, 3), "type": "i8",
+                                           "initial_value": initial})
+        s.b.op_multi("tosa.variable", [], {"sym_name": scratch, "var_shape": (4,), "type": "f32"})
+        old = s.b.op("tosa.variable_read", [], {"name": state}, dtype=TensorType((2, 3), "i8"))
+        s.b.op_multi("tosa.variable_write", [x], {"name": state})
+        s.b.op_multi("tosa.variable_write", [f], {"name": scratch})
+        new = s.b.op("tosa.variable_read", [], {"name": state}, dtype=TensorType((2, 3), "i8"))
+        return s.done(old, new, s.b.op("tosa.variable_read", [], {"name": scratch}, dtype=TensorType((4,), "f32")))
+    return make
+
+
 def _float_constants(s):
     values = np.array([0.1, 1.5, -0.0, 1e-7, 123456789.0, 0.01, 3.4e38, 1e-45, 1 / 3, np.inf, -np.inf,
                        65504.0, 2.0**-14, 1.0, -2.5, 7e-3], dtype=np.float32)
@@ -290,6 +309,9 @@ SAMPLES = {
     "tosa.reduce_any": [_reduce("tosa.reduce_any", "i1")],
     "tosa.argmax": [_argmax],
     "tosa.resize": [_resize],
+    "tosa.variable": [_variables("v")],
+    "tosa.variable_read": [_variables("r")],
+    "tosa.variable_write": [_variables("w")],
 }
 for _name in ("tosa.exp", "tosa.log", "tosa.reciprocal", "tosa.rsqrt", "tosa.tanh", "tosa.sigmoid", "tosa.erf",
               "tosa.floor", "tosa.ceil", "tosa.sin", "tosa.cos"):

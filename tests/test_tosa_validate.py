@@ -1,7 +1,7 @@
 """Our TOSA text checked by Arm's tools (tosa-tools in .tosa-venv, see scripts/setup_tosa_tools.sh).
 
-- every model that imports passes `tosa-opt --tosa-validate` (strict, pro_int + pro_fp with the doubleround
-  and int16 extensions), and so does every sample graph of tests/test_mlir.py;
+- every model that imports passes `tosa-opt --tosa-validate` (strict, pro_int + pro_fp with the doubleround,
+  int16 and variable extensions), and so does every sample graph of tests/test_mlir.py;
 - tosa-opt prints our pretty and generic text exactly as we do, and our parser reads tosa-opt's generic
   output back to the same graph;
 - Arm's conformance generator's graphs (flatbuffers deserialized by tosa-opt into generic MLIR) parse, and
@@ -30,7 +30,7 @@ TOSA_OPT = TOOLS / "tosa-opt"
 pytestmark = [pytest.mark.tosa_tools,
               pytest.mark.skipif(not TOSA_OPT.exists(), reason=f"{TOSA_OPT} is absent (scripts/setup_tosa_tools.sh)")]
 
-TARGET = "--tosa-attach-target=profiles=pro_int,pro_fp extensions=doubleround,int16 specification_version=1.0"
+TARGET = "--tosa-attach-target=profiles=pro_int,pro_fp extensions=doubleround,int16,variable specification_version=1.0"
 VALIDATE = "--tosa-validate=strict-op-spec-alignment"
 
 

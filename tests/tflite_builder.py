@@ -34,6 +34,7 @@ import tflite
 
 __all__ = [
     "ModelBuilder",
+    "RESOURCE",
     "TensorSpec",
     "conv_output_size",
     "builtin_code",
@@ -54,6 +55,7 @@ _DTYPE_TO_TFLITE = {
     "uint16": "UINT16",
     "uint32": "UINT32",
     "bool": "BOOL",
+    "resource": "RESOURCE",
 }
 
 _PLACEHOLDER_FOR_GREATER_OP_CODES = 127
@@ -62,7 +64,23 @@ _FILE_IDENTIFIER = b"TFL3"
 _BUFFER_ALIGNMENT = 16
 
 
+class _ResourceDType:
+    """The element type of a resource-variable handle (TFLite RESOURCE), which no numpy dtype names."""
+
+    name = "resource"
+    kind = "V"
+
+    def __repr__(self) -> str:
+        return "RESOURCE"
+
+
+# ``b.tensor([], RESOURCE)`` is a resource handle, as VAR_HANDLE makes and READ/ASSIGN_VARIABLE take.
+RESOURCE = _ResourceDType()
+
+
 def _np_dtype(dtype: Any) -> np.dtype:
+    if dtype is RESOURCE or (isinstance(dtype, str) and dtype.lower() == "resource"):
+        return RESOURCE
     dt = np.dtype(dtype)
     if dt.name not in _DTYPE_TO_TFLITE:
         raise TypeError(f"unsupported tensor dtype {dt}")
@@ -454,14 +472,54 @@ def conv_output_size(in_size: int, kernel: int, stride: int, dilation: int, padd
 
 
 class ModelBuilder:
-    """Accumulates tensors and operators of one subgraph and serialises a TFLite flatbuffer."""
+    """Accumulates tensors and operators of a subgraph and serialises a TFLite flatbuffer.
 
-    def __init__(self, description: str = "tosaic tests/tflite_builder"):
+    The builder is the model's main subgraph (index 0); :meth:`subgraph` adds more (e.g. the
+    initialization subgraph a ``CALL_ONCE`` invokes), each a ``ModelBuilder`` of its own whose tensors
+    and operators are written into the same model by the main builder's :meth:`build`.
+    """
+
+    def __init__(self, description: str = "tosaic tests/tflite_builder", name: str = "main"):
         self.description = description
+        self.name = name
         self.tensors: list[TensorSpec] = []
         self.ops: list[_OpSpec] = []
         self._inputs: list[int] | None = None
         self._outputs: list[int] | None = None
+        self.subgraphs: list[ModelBuilder] = []
+
+    def subgraph(self, name: str = "init") -> tuple[int, "ModelBuilder"]:
+        """Add a subgraph to the model; returns its index (1, 2, ...) and the builder of its tensors and
+        operators. A subgraph's inputs and outputs default to its free ends, like the main one's."""
+        sub = ModelBuilder(self.description, name)
+        self.subgraphs.append(sub)
+        return len(self.subgraphs), sub
+
+    # ------------------------------------------------------------------------- resource variables
+    def var_handle(self, shared_name: str, container: str = "", name: str | None = None) -> int:
+        """``VAR_HANDLE`` of the resource variable ``(container, shared_name)``; returns the handle
+        tensor (RESOURCE, shape []). Handles with the same names, in any subgraph, name one variable."""
+        handle = self.tensor([], RESOURCE, name=name or f"{shared_name}/handle")
+        options = {"shared_name": shared_name}
+        if container:
+            options["container"] = container
+        self.op("VAR_HANDLE", [], [handle], **options)
+        return handle
+
+    def read_variable(self, handle: int, like: int | None = None, **tensor_args: Any) -> int:
+        """``READ_VARIABLE`` into a new tensor: ``like`` an existing tensor, or made from
+        ``tensor_args`` (shape, dtype, scale, zero_point, name)."""
+        out = self.like(like, **tensor_args) if like is not None else self.tensor(**tensor_args)
+        self.op("READ_VARIABLE", [handle], [out])
+        return out
+
+    def assign_variable(self, handle: int, value: int) -> None:
+        """``ASSIGN_VARIABLE``: store ``value`` in the variable ``handle`` names."""
+        self.op("ASSIGN_VARIABLE", [handle, value], [])
+
+    def call_once(self, init_subgraph_index: int) -> None:
+        """``CALL_ONCE``: run subgraph ``init_subgraph_index`` on the first invocation only."""
+        self.op("CALL_ONCE", [], [], init_subgraph_index=init_subgraph_index)
 
     # -------------------------------------------------------------------------------------- tensors
     def tensor(self, shape: Sequence[int] | None = None, dtype: Any = None, scale: Any = None,
@@ -681,25 +739,69 @@ class ModelBuilder:
     # ---------------------------------------------------------------------------------- serialise
     def build(self) -> bytes:
         fb = flatbuffers.Builder(1024)
+        graphs = [self] + self.subgraphs
+        for g in self.subgraphs:
+            if g.subgraphs:
+                raise ValueError("subgraphs are added to the main builder, not to other subgraphs")
 
-        # Buffers: 0 is the empty sentinel, then one per constant tensor.
-        buffer_of: dict[int, int] = {}
+        # Buffers: 0 is the empty sentinel, then one per constant tensor of every subgraph.
+        buffer_of: dict[tuple[int, int], int] = {}
         buffer_offsets = []
         tflite.BufferStart(fb)
         buffer_offsets.append(tflite.BufferEnd(fb))
-        for i, t in enumerate(self.tensors):
-            if not t.is_const:
-                continue
-            raw = t.data.astype(t.data.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
-            fb.StartVector(1, len(raw), _BUFFER_ALIGNMENT)
-            fb.head = fb.head - len(raw)
-            fb.Bytes[fb.head:fb.head + len(raw)] = raw
-            data_off = fb.EndVector()
-            tflite.BufferStart(fb)
-            tflite.BufferAddData(fb, data_off)
-            buffer_offsets.append(tflite.BufferEnd(fb))
-            buffer_of[i] = len(buffer_offsets) - 1
+        for g_index, g in enumerate(graphs):
+            for i, t in enumerate(g.tensors):
+                if not t.is_const:
+                    continue
+                raw = t.data.astype(t.data.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
+                fb.StartVector(1, len(raw), _BUFFER_ALIGNMENT)
+                fb.head = fb.head - len(raw)
+                fb.Bytes[fb.head:fb.head + len(raw)] = raw
+                data_off = fb.EndVector()
+                tflite.BufferStart(fb)
+                tflite.BufferAddData(fb, data_off)
+                buffer_offsets.append(tflite.BufferEnd(fb))
+                buffer_of[(g_index, i)] = len(buffer_offsets) - 1
 
+        # Operator codes, deduplicated on (code, version) over every subgraph.
+        opcode_index: dict[tuple[int, int], int] = {}
+        for g in graphs:
+            for op in g.ops:
+                opcode_index.setdefault((op.code, op.version), len(opcode_index))
+        opcode_offsets = []
+        for code, version in opcode_index:
+            tflite.OperatorCodeStart(fb)
+            tflite.OperatorCodeAddDeprecatedBuiltinCode(fb, min(code, _PLACEHOLDER_FOR_GREATER_OP_CODES))
+            tflite.OperatorCodeAddBuiltinCode(fb, code)
+            tflite.OperatorCodeAddVersion(fb, version)
+            opcode_offsets.append(tflite.OperatorCodeEnd(fb))
+
+        def table_vector(start, offsets):
+            start(fb, len(offsets))
+            for off in reversed(offsets):
+                fb.PrependUOffsetTRelative(off)
+            return fb.EndVector()
+
+        subgraph_offsets = [g._build_subgraph(fb, g_index, buffer_of, opcode_index, table_vector)
+                            for g_index, g in enumerate(graphs)]
+
+        # Model.
+        codes_vec = table_vector(tflite.ModelStartOperatorCodesVector, opcode_offsets)
+        subgraphs_vec = table_vector(tflite.ModelStartSubgraphsVector, subgraph_offsets)
+        desc = fb.CreateString(self.description)
+        buffers_vec = table_vector(tflite.ModelStartBuffersVector, buffer_offsets)
+        tflite.ModelStart(fb)
+        tflite.ModelAddVersion(fb, _SCHEMA_VERSION)
+        tflite.ModelAddOperatorCodes(fb, codes_vec)
+        tflite.ModelAddSubgraphs(fb, subgraphs_vec)
+        tflite.ModelAddDescription(fb, desc)
+        tflite.ModelAddBuffers(fb, buffers_vec)
+        model = tflite.ModelEnd(fb)
+        fb.Finish(model, file_identifier=_FILE_IDENTIFIER)
+        return bytes(fb.Output())
+
+    def _build_subgraph(self, fb, g_index: int, buffer_of, opcode_index, table_vector) -> int:
+        """Serialise this builder's tensors and operators as one SubGraph table."""
         # Tensors.
         tensor_offsets = []
         for i, t in enumerate(self.tensors):
@@ -717,25 +819,13 @@ class ModelBuilder:
             tflite.TensorStart(fb)
             tflite.TensorAddShape(fb, shape_off)
             tflite.TensorAddType(fb, _tensor_type(t.dtype))
-            tflite.TensorAddBuffer(fb, buffer_of.get(i, 0))
+            tflite.TensorAddBuffer(fb, buffer_of.get((g_index, i), 0))
             tflite.TensorAddName(fb, name_off)
             if q_off is not None:
                 tflite.TensorAddQuantization(fb, q_off)
             if t.is_variable:
                 tflite.TensorAddIsVariable(fb, True)
             tensor_offsets.append(tflite.TensorEnd(fb))
-
-        # Operator codes, deduplicated on (code, version).
-        opcode_index: dict[tuple[int, int], int] = {}
-        for op in self.ops:
-            opcode_index.setdefault((op.code, op.version), len(opcode_index))
-        opcode_offsets = []
-        for code, version in opcode_index:
-            tflite.OperatorCodeStart(fb)
-            tflite.OperatorCodeAddDeprecatedBuiltinCode(fb, min(code, _PLACEHOLDER_FOR_GREATER_OP_CODES))
-            tflite.OperatorCodeAddBuiltinCode(fb, code)
-            tflite.OperatorCodeAddVersion(fb, version)
-            opcode_offsets.append(tflite.OperatorCodeEnd(fb))
 
         # Operators.
         op_offsets = []
@@ -759,37 +849,15 @@ class ModelBuilder:
                     tflite.OperatorAddBuiltinOptions2(fb, opt_off)
             op_offsets.append(tflite.OperatorEnd(fb))
 
-        def table_vector(start, offsets):
-            start(fb, len(offsets))
-            for off in reversed(offsets):
-                fb.PrependUOffsetTRelative(off)
-            return fb.EndVector()
-
-        # Subgraph.
         sg_tensors = table_vector(tflite.SubGraphStartTensorsVector, tensor_offsets)
         sg_inputs = fb.CreateNumpyVector(np.asarray(self.graph_inputs(), dtype=np.int32))
         sg_outputs = fb.CreateNumpyVector(np.asarray(self.graph_outputs(), dtype=np.int32))
         sg_ops = table_vector(tflite.SubGraphStartOperatorsVector, op_offsets)
-        sg_name = fb.CreateString("main")
+        sg_name = fb.CreateString(self.name)
         tflite.SubGraphStart(fb)
         tflite.SubGraphAddTensors(fb, sg_tensors)
         tflite.SubGraphAddInputs(fb, sg_inputs)
         tflite.SubGraphAddOutputs(fb, sg_outputs)
         tflite.SubGraphAddOperators(fb, sg_ops)
         tflite.SubGraphAddName(fb, sg_name)
-        subgraph = tflite.SubGraphEnd(fb)
-
-        # Model.
-        codes_vec = table_vector(tflite.ModelStartOperatorCodesVector, opcode_offsets)
-        subgraphs_vec = table_vector(tflite.ModelStartSubgraphsVector, [subgraph])
-        desc = fb.CreateString(self.description)
-        buffers_vec = table_vector(tflite.ModelStartBuffersVector, buffer_offsets)
-        tflite.ModelStart(fb)
-        tflite.ModelAddVersion(fb, _SCHEMA_VERSION)
-        tflite.ModelAddOperatorCodes(fb, codes_vec)
-        tflite.ModelAddSubgraphs(fb, subgraphs_vec)
-        tflite.ModelAddDescription(fb, desc)
-        tflite.ModelAddBuffers(fb, buffers_vec)
-        model = tflite.ModelEnd(fb)
-        fb.Finish(model, file_identifier=_FILE_IDENTIFIER)
-        return bytes(fb.Output())
+        return tflite.SubGraphEnd(fb)

@@ -98,6 +98,7 @@ def first_divergence(model: CompiledModel, model_path: str | Path, inputs: list[
     interpreter = reference_interpreter(model_path, preserve_all_tensors=True)
     run_reference(interpreter, inputs)
     by_name = {d["name"]: d for d in interpreter.get_tensor_details()}
+    model.reset()  # a fresh LiteRT interpreter: a stateful model starts from its initial state too
     ours = model.run_all(inputs)
     order = [value for op in model.graph.ops for value in op.results if value in model.graph.source_names]
     compared = 0

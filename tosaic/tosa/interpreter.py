@@ -13,6 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tosaic.ir import Graph, Operation, TensorType, integer_range
 from tosaic.quant import apply_scale_16, apply_scale_32, reciprocal_scale
+from tosaic.tosa.ops import variable_type
 
 IMPLEMENTATIONS = {}
 
@@ -474,19 +475,153 @@ def _argmax(op, args):
     return np.argmax(args[0], axis=op.attrs["axis"]).astype(np.int32)
 
 
+# ------------------------------------------------------------------------------------------- resize
+
+
+def _resize_axis(out_size: int, n: int, d: int, offset: int, in_size: int):
+    """One axis of TOSA RESIZE: (i0, i1, r) per output index, `y = o * d + offset`, `i = idiv_floor(y, n)`,
+    `r = y - i * n`, `i0 = max(i, 0)`, `i1 = min(i + 1, in_size - 1)`."""
+    position = np.arange(out_size, dtype=np.int64) * d + offset
+    index = position // n  # numpy floor division is the spec's idiv_floor
+    return np.maximum(index, 0), np.minimum(index + 1, in_size - 1), position - index * n
+
+
+@impl("tosa.resize")
+def _resize(op, args):
+    """TOSA 1.0 RESIZE (pseudocode/operators/RESIZE.tosac): integer inputs use resize_t = i16 with units
+    scale_n; bilinear accumulates `v00*(n_y-dy)*(n_x-dx) + v01*(n_y-dy)*dx + v10*dy*(n_x-dx) + v11*dy*dx`
+    in the output type (i32 for i8, i48 for i16); nearest takes i1 when `2*d >= n`, else i0."""
+    x, scale, offset, _ = args
+    out = op.result.type
+    n_y, d_y, n_x, d_x = (int(v) for v in scale)
+    iy0, iy1, ry = _resize_axis(out.shape[1], n_y, d_y, int(offset[0]), x.shape[1])
+    ix0, ix1, rx = _resize_axis(out.shape[2], n_x, d_x, int(offset[1]), x.shape[2])
+    floating = x.dtype.kind == "f"
+    if floating:
+        # resize_t is the float type: dy = ry / n_y and unit 1.0, in that precision.
+        dtype = x.dtype.type
+        dy, dx = (ry.astype(dtype) / dtype(n_y))[:, None, None], (rx.astype(dtype) / dtype(n_x))[None, :, None]
+        unit_y = unit_x = dtype(1)
+    else:
+        dy, dx = ry[:, None, None], rx[None, :, None]
+        unit_y, unit_x = n_y, n_x
+    if op.attrs["mode"] == "NEAREST_NEIGHBOR":
+        half_y = dy >= 0.5 if floating else 2 * dy >= n_y
+        half_x = dx >= 0.5 if floating else 2 * dx >= n_x
+        iy = np.where(half_y[:, 0, 0], iy1, iy0)
+        ix = np.where(half_x[0, :, 0], ix1, ix0)
+        return np.ascontiguousarray(x[:, iy][:, :, ix])
+    v = x if floating else wide(x)
+    top, bottom = v[:, iy0], v[:, iy1]
+    v00, v01, v10, v11 = top[:, :, ix0], top[:, :, ix1], bottom[:, :, ix0], bottom[:, :, ix1]
+    # The spec's evaluation order (left to right), which matters only for floats.
+    acc = v00 * (unit_y - dy) * (unit_x - dx)
+    acc = acc + v01 * (unit_y - dy) * dx
+    acc = acc + v10 * dy * (unit_x - dx)
+    acc = acc + v11 * dy * dx
+    return acc.astype(out.numpy_dtype) if floating else narrow(acc, out)
+
+
+# ---------------------------------------------------------------------------- variables (EXT-VARIABLE)
+
+# Ops whose implementation also takes the execution's VariableScope: fn(op, args, scope).
+STATEFUL = set()
+
+
+class VariableScope:
+    """The variables one graph execution sees. `state` maps each variable's name to its value (None while
+    declared without an initial value and not yet written); it outlives the execution, which is how a
+    value passes from one run to the next. `declared` holds this execution's declarations (their types)."""
+
+    def __init__(self, state: dict | None = None):
+        self.state = {} if state is None else state
+        self.declared: dict[str, TensorType] = {}
+
+
+def stateful_impl(*names):
+    def register(fn):
+        for name in names:
+            IMPLEMENTATIONS[name] = fn
+            STATEFUL.add(name)
+        return fn
+
+    return register
+
+
+def initial_state(graph: Graph) -> dict:
+    """The variables of `graph` before its first execution: name -> initial value (None when it has none)."""
+    return {op.attrs["sym_name"]: _copy_or_none(op.attrs.get("initial_value"))
+            for op in graph.ops if op.name == "tosa.variable"}
+
+
+def _copy_or_none(value):
+    return None if value is None else np.array(value, copy=True)
+
+
+@stateful_impl("tosa.variable")
+def _variable(op, args, scope):
+    # TOSA VARIABLE: allocate and initialize on the first execution only; a later one finds it allocated.
+    name, t = op.attrs["sym_name"], variable_type(op.attrs)
+    if name in scope.declared:
+        raise TosaRuntimeError(f"variable @{name} is declared twice in one execution")
+    scope.declared[name] = t
+    if name not in scope.state:
+        scope.state[name] = _copy_or_none(op.attrs.get("initial_value"))
+    value = scope.state[name]
+    if value is not None and (value.shape != t.shape or value.dtype != t.numpy_dtype):
+        raise TosaRuntimeError(f"variable @{name} holds {value.dtype}{list(value.shape)}, declared {t}")
+    return None
+
+
+def _declared(op, scope, t: TensorType) -> str:
+    name = op.attrs["name"]
+    declared = scope.declared.get(name)
+    if declared is None:
+        raise TosaRuntimeError(f"{op.name} of @{name}, which this execution has not declared")
+    if declared != t:
+        raise TosaRuntimeError(f"{op.name} of @{name} as {t}; it is declared {declared}")
+    return name
+
+
+@stateful_impl("tosa.variable_read")
+def _variable_read(op, args, scope):
+    name = _declared(op, scope, op.result.type)
+    value = scope.state.get(name)
+    if value is None:  # REQUIRE(var_tensor.is_written)
+        raise TosaRuntimeError(f"variable @{name} is read before it has a value (no initial value, no write)")
+    return value.copy()
+
+
+@stateful_impl("tosa.variable_write")
+def _variable_write(op, args, scope):
+    name = _declared(op, scope, op.operands[0].type)
+    scope.state[name] = np.array(args[0], copy=True)
+    return None
+
+
 # ---------------------------------------------------------------------------------------- running
 
 
-def run_op(op: Operation, args: list) -> np.ndarray:
+def run_op(op: Operation, args: list, scope: VariableScope | None = None) -> np.ndarray | None:
     fn = IMPLEMENTATIONS.get(op.name)
     if fn is None:
         raise NotImplementedError(f"the TOSA interpreter has no implementation of {op.name}")
+    if op.name in STATEFUL:
+        if scope is None:
+            raise TosaRuntimeError(f"{op.name} runs only inside a graph execution (interpret), which owns variables")
+        return fn(op, args, scope)
     return fn(op, args)
 
 
-def interpret(graph: Graph, inputs, keep_all: bool = False):
+def interpret(graph: Graph, inputs, keep_all: bool = False, state: dict | None = None):
     """Run `graph` on numpy `inputs` (in graph input order). Returns the outputs, and with `keep_all` also
-    a dict from every value to its array (for per-layer comparison)."""
+    a dict from every value to its array (for per-layer comparison).
+
+    `state` holds the graph's variables by name (EXT-VARIABLE) and is updated in place: VARIABLE adds a
+    variable it lacks with its initial value, VARIABLE_WRITE replaces a value, so the next call with the
+    same dict continues where this one stopped. Without it the variables start from their initial values
+    and the final state is dropped."""
+    scope = VariableScope(state)
     env = dict(zip(graph.inputs, inputs))
     last_use = {}
     if not keep_all:
@@ -496,12 +631,14 @@ def interpret(graph: Graph, inputs, keep_all: bool = False):
         for value in graph.outputs:
             last_use[value] = len(graph.ops)
     for position, op in enumerate(graph.ops):
-        (value,) = op.results
-        env[value] = run_op(op, [env[v] for v in op.operands])
+        result = run_op(op, [env[v] for v in op.operands], scope)
+        if op.results:
+            (value,) = op.results
+            env[value] = result
         if not keep_all:
             for operand in op.operands:
                 if last_use.get(operand) == position and operand.owner is not None \
                         and operand.owner.name not in ("tosa.const", "tosa.const_shape"):
-                    del env[operand]
+                    env.pop(operand, None)  # an op may read one value twice (MUL x, x)
     outputs = [env[v] for v in graph.outputs]
     return (outputs, env) if keep_all else outputs

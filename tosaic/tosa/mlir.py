@@ -5,7 +5,9 @@ forms:
 
 - pretty: each TOSA op as `%3 = tosa.conv2d %arg0, %0, ... {acc_type = i32, ...} : (...) -> ...`, exactly as
   tosa-opt's own printer writes it (attributes sorted by name, default-valued attributes left out,
-  `tosa.const` in generic form because it has no custom syntax);
+  `tosa.const` in generic form because it has no custom syntax; the variable ops in their custom syntax:
+  `tosa.variable @v = dense<...> : tensor<...>` at module level, before the function,
+  `%0 = tosa.variable_read @v : tensor<...>`, `tosa.variable_write @v, %0 : tensor<...>`);
 - generic: `%3 = "tosa.conv2d"(%arg0, ...) <{...}> : (...) -> ...` and a generic `func.func`, exactly as
   `tosa-opt --mlir-print-op-generic` writes it. Parsers of other LLVM versions accept this form even when
   an op's custom syntax has changed.
@@ -37,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tosaic.ir import NUMPY_DTYPES, Graph, Operation, ShapeType, TensorType, Value
-from tosaic.tosa.ops import ENUM_VALUES, OPS, VerifyError, infer_result_types
+from tosaic.tosa.ops import ENUM_VALUES, OPS, VerifyError, infer_result_types, variable_type
 
 
 class MlirParseError(ValueError):
@@ -92,7 +94,11 @@ class _Printer:
             self.names[value] = f"%arg{index}"
         body = []
         counter = 0
+        # Variables are module-level symbols (tosa-opt requires a SymbolTable parent): printed before the function.
+        variables = [self.op(op, []) for op in graph.ops if op.name == "tosa.variable"]
         for op in graph.ops:
+            if op.name == "tosa.variable":
+                continue
             missing = [v for v in op.operands if v not in self.names]
             if missing:
                 raise ValueError(f"{op.name} ({op.loc}) reads a value that no earlier op defines: {missing[0]}")
@@ -120,7 +126,8 @@ class _Printer:
             if any(res_attrs):
                 props.append(f"res_attrs = [{', '.join('{' + a + '}' for a in res_attrs)}]")
             props.append(f"sym_name = {_string(graph.name)}")
-            lines = ['"builtin.module"() ({', f'  "func.func"() <{{{", ".join(props)}}}> ({{']
+            lines = ['"builtin.module"() ({'] + [f"  {line}" for line in variables]
+            lines.append(f'  "func.func"() <{{{", ".join(props)}}}> ({{')
             if graph.inputs:
                 lines.append(f"  ^bb0({args}):")
             lines += [f"    {line}" for line in body]
@@ -136,7 +143,8 @@ class _Printer:
                 signature = f" -> {results[0]}"
             else:
                 signature = f" -> ({', '.join(results)})"
-            lines = ["module {", f"  func.func @{symbol}({args}){signature} {{"]
+            lines = ["module {"] + [f"  {line}" for line in variables]
+            lines.append(f"  func.func @{symbol}({args}){signature} {{")
             lines += [f"    {line}" for line in body]
             lines.append(f"    return {outputs} : {output_types}" if graph.outputs else "    return")
             lines += ["  }", "}"]
@@ -157,13 +165,16 @@ class _Printer:
                 continue
             else:
                 raise ValueError(f"{op.name} ({op.loc}) lacks attribute {key}")
-            if not self.generic and key in opdef.defaults and value == opdef.defaults[key]:
+            if not self.generic and key in opdef.defaults and not isinstance(value, np.ndarray) \
+                    and value == opdef.defaults[key]:
                 continue
             attrs.append(f"{key} = {self.attribute(op, kind, value)}")
         operands = ", ".join(self.names[v] for v in op.operands)
         signature = _function_type([v.type for v in op.operands], [r.type for r in op.results])
         lhs = f"{', '.join(results)} = " if results else ""
-        if self.generic or op.name == "tosa.const":
+        if not self.generic and op.name in _VARIABLE_OPS:
+            text = self.variable_op(op, results)
+        elif self.generic or op.name == "tosa.const":
             props = f" <{{{', '.join(attrs)}}}>" if attrs else ""
             text = f'{lhs}"{op.name}"({operands}){props} : {signature}'
         else:
@@ -174,6 +185,20 @@ class _Printer:
         if self.locs and op.loc is not None:
             text += f" loc({_string(op.loc)})"
         return text
+
+    def variable_op(self, op: Operation, results: list[str]) -> str:
+        """The custom syntax of VARIABLE, VARIABLE_READ and VARIABLE_WRITE, as tosa-opt prints them."""
+        if op.name == "tosa.variable":
+            head = f"tosa.variable @{_symbol(op.attrs['sym_name'])}"
+            initial = op.attrs.get("initial_value")
+            if initial is None:
+                return f"{head} : {variable_type(op.attrs)}"
+            return f"{head} = {self.attribute(op, 'dense', initial)}"
+        symbol = f"@{_symbol(op.attrs['name'])}"
+        if op.name == "tosa.variable_read":
+            return f"{results[0]} = tosa.variable_read {symbol} : {op.result.type}"
+        value = op.operands[0]
+        return f"tosa.variable_write {symbol}, {self.names[value]} : {value.type}"
 
     def attribute(self, op: Operation, kind: str, value) -> str:
         if kind in ("int32", "int64"):
@@ -189,7 +214,8 @@ class _Printer:
             dtype = op.operands[0].type.dtype
             return f"{_scalar_text(value, dtype)} : {dtype}"
         if kind == "dense":
-            t = op.results[0].type
+            # The one result-less op with a dense attribute is VARIABLE: its initial value has its type.
+            t = op.results[0].type if op.results else variable_type(op.attrs)
             if self.elide and t.size > ELIDE_THRESHOLD:
                 return f"dense_resource<__elided__> : {t}"
             return f"{_dense_text(np.asarray(value), t.dtype)} : {t}"
@@ -198,7 +224,12 @@ class _Printer:
             return f"{_dense_text(values, 'index')} : tensor<{values.size}xindex>"
         if kind in ENUM_VALUES:
             return f"#tosa.{kind}<{value}>" if self.generic else str(value)
+        if kind == "symbol":
+            return _string(value)
         raise ValueError(f"unknown attribute kind {kind}")
+
+
+_VARIABLE_OPS = ("tosa.variable", "tosa.variable_read", "tosa.variable_write")
 
 
 def _names(names, values) -> list:
@@ -722,6 +753,8 @@ class _Parser:
             return op
         if name == "func.func":
             return self.func_op(token)
+        if name in _VARIABLE_OPS:
+            return self.variable_op(token)
         if name in ("return", "func.return"):
             op = _ParsedOp("func.return", token)
             if self.peek().kind == "value":
@@ -745,6 +778,50 @@ class _Parser:
             op.operand_types, op.result_types = list(signature.inputs), list(signature.results)
         else:  # `: type` alone names the result type (ops whose operands share it)
             op.result_types = [signature]
+        return op
+
+    def variable_op(self, token: _Token) -> _ParsedOp:
+        """`tosa.variable @v [= dense<...>] : type`, `tosa.variable_read @v : type`,
+        `tosa.variable_write @v, %value : type`, read into the attributes of their generic form."""
+        op = _ParsedOp(token.text, token)
+        symbol = self.expect_kind("symbol", "the variable's @name")
+        name = _Located(_symbol_name(symbol.text), symbol)
+        if token.text == "tosa.variable":
+            op.attrs["sym_name"] = name
+            type_token = self.peek()
+            if self.accept("="):
+                type_token = self.peek()
+                initial = self.attribute()
+                if not isinstance(initial, _Dense):
+                    raise self.error("expected dense<...> : tensor<...> as the variable's initial value", type_token)
+                op.attrs["initial_value"] = _Located(initial, type_token)
+                t = initial.type
+            else:
+                self.expect(":", "before the variable's type")
+                type_token = self.peek()
+                t = self.type()
+            if not isinstance(t, _RawTensor):
+                raise self.error("a variable's type must be a ranked tensor type", type_token)
+            shape = np.array(t.shape, dtype=np.int64)
+            op.attrs["var_shape"] = _Located(_Dense(shape, _RawTensor((len(t.shape),), "index")), type_token)
+            op.attrs["type"] = _Located(t.dtype, type_token)
+            op.operand_types, op.result_types = [], []
+            if self.at("{"):
+                op.attrs.update(self.attr_dict())
+            return op
+        op.attrs["name"] = name
+        if token.text == "tosa.variable_write":
+            self.expect(",", "after the variable's name")
+            value = self.expect_kind("value", "the value to write (%name)")
+            op.operands = [(value.text, value)]
+        if self.at("{"):
+            op.attrs.update(self.attr_dict())
+        self.expect(":", f"before the type of {token.text}")
+        t = self.type()
+        if token.text == "tosa.variable_write":
+            op.operand_types, op.result_types = [t], []
+        else:
+            op.operand_types, op.result_types = [], [t]
         return op
 
     def func_op(self, token: _Token) -> _ParsedOp:
@@ -1232,9 +1309,12 @@ class _GraphBuilder:
                 other = next(op for op in top if op.name != "builtin.module") if len(modules) == 1 else modules[1]
                 raise self.error(f"expected a single module, found also {other.name}", other.token)
             ops = self._single_block(modules[0]).ops
+        variables = [op for op in ops if op.name == "tosa.variable"]
+        ops = [op for op in ops if op.name != "tosa.variable"]
         for op in ops:
             if op.name not in ("func.func",):
-                raise self.error(f"only func.func is supported at module level, found {op.name}", op.token)
+                raise self.error(f"only func.func and tosa.variable are supported at module level, found {op.name}",
+                                 op.token)
         if not ops:
             raise self.error("the text holds no func.func", modules[0].token if modules else self.parser.tokens[-1])
         funcs = {self._attr(op, "sym_name"): op for op in ops}
@@ -1242,7 +1322,7 @@ class _GraphBuilder:
         if func is None:
             public = [op for op in ops if self._attr(op, "sym_visibility") in (None, "public")]
             func = (public or ops)[0]
-        return self.function(func)
+        return self.function(func, variables)
 
     def _attr(self, op: _ParsedOp, name: str):
         located = op.attrs.get(name)
@@ -1253,7 +1333,7 @@ class _GraphBuilder:
             raise self.error(f"{op.name} must have one region with one block", op.token)
         return op.regions[0][0]
 
-    def function(self, func: _ParsedOp) -> Graph:
+    def function(self, func: _ParsedOp, variables=()) -> Graph:
         block = self._single_block(func)
         function_type = self._attr(func, "function_type")
         if not isinstance(function_type, _FunctionType):
@@ -1288,6 +1368,10 @@ class _GraphBuilder:
             if name in env:
                 raise self.error(f"redefinition of {name}", token)
             env[name] = graph.add_input(t, str(input_name))
+        # The module's variables become the graph's first ops, declared before the body uses them.
+        self.variables: dict[str, TensorType] = {}
+        for op in variables:
+            self.operation(graph, env, op)
 
         body = block.ops
         if not body or body[-1].name != "func.return":
@@ -1296,6 +1380,9 @@ class _GraphBuilder:
         for op in body[:-1]:
             if op.name == "func.return":
                 raise self.error("func.return must be the last op of the function", op.token)
+            if op.name == "tosa.variable":
+                raise self.error("tosa.variable belongs at module level (a symbol needs a SymbolTable parent)",
+                                 op.token)
             self.operation(graph, env, op)
         ret = body[-1]
         outputs = [self.lookup(env, name, token) for name, token in ret.operands]
@@ -1349,11 +1436,9 @@ class _GraphBuilder:
         opdef = OPS.get(op.name)
         if opdef is None:
             raise self.error(f"unknown op '{op.name}' (not a TOSA 1.0 op this compiler declares)", op.token)
-        if len(op.results) != 1:
-            raise self.error(f"{op.name} has one result, the text names {len(op.results)}", op.token)
-        result_name, result_token = op.results[0]
-        if result_name in env:
-            raise self.error(f"redefinition of {result_name}", result_token)
+        for result_name, result_token in op.results:
+            if result_name in env:
+                raise self.error(f"redefinition of {result_name}", result_token)
         if op.regions:
             raise self.error(f"{op.name} takes no regions", op.token)
         operands = [self.lookup(env, name, token) for name, token in op.operands]
@@ -1365,9 +1450,11 @@ class _GraphBuilder:
                 if self.any_type(declared, token) != value.type:
                     raise self.error(f"{op.name} operand #{i} ({name}) has type {value.type}, the op's type "
                                      f"says {declared}", token)
-        if not op.result_types or len(op.result_types) != 1:
-            raise self.error(f"{op.name} must state one result type", op.token)
-        declared = self.any_type(op.result_types[0], op.token)
+        if op.result_types is None or len(op.result_types) != len(op.results):
+            raise self.error(f"{op.name}: the text names {len(op.results)} results and "
+                             f"{len(op.result_types or [])} result types", op.token)
+        declared_types = [self.any_type(t, op.token) for t in op.result_types]
+        declared = declared_types[0] if declared_types else None
         attrs = {}
         for key, located in op.attrs.items():
             kind = opdef.attrs.get(key)
@@ -1377,18 +1464,38 @@ class _GraphBuilder:
             attrs[key] = self.convert(op, key, kind, located, operands, declared)
         dtype = declared.dtype if isinstance(declared, TensorType) and \
             (opdef.free_result_dtype or op.name == "tosa.const") else None
+        if opdef.stated_result_type:
+            dtype = declared
         try:
-            (inferred,) = infer_result_types(op.name, operands, attrs, dtype)
+            inferred_types = infer_result_types(op.name, operands, attrs, dtype)
         except VerifyError as e:
             raise self.error(f"invalid {op.name}: {e}", op.token) from None
         except (KeyError, IndexError, TypeError) as e:
             raise self.error(f"invalid {op.name}: {type(e).__name__} {e}", op.token) from None
-        if inferred != declared:
-            raise self.error(f"{op.name} result type: the text says {declared}, the TOSA rules give "
-                             f"{inferred}", op.token)
+        if list(inferred_types) != declared_types:
+            shown = ", ".join(str(t) for t in declared_types) or "no result"
+            raise self.error(f"{op.name} result type: the text says {shown}, the TOSA rules give "
+                             f"{', '.join(str(t) for t in inferred_types) or 'no result'}", op.token)
         loc = self.resolve_loc(op.loc) if op.loc is not None else None
-        new = graph.append(Operation(op.name, operands, attrs, [inferred], loc))
-        env[result_name] = new.result
+        new = graph.append(Operation(op.name, operands, attrs, list(inferred_types), loc))
+        for (result_name, _), value in zip(op.results, new.results):
+            env[result_name] = value
+        self.check_variable(new, op.token)
+
+    def check_variable(self, op: Operation, token: _Token) -> None:
+        """EXT-VARIABLE's graph rules: a variable is declared once, before it is read or written at its type."""
+        if op.name == "tosa.variable":
+            name = op.attrs["sym_name"]
+            if name in self.variables:
+                raise self.error(f"variable @{name} is declared twice", token)
+            self.variables[name] = variable_type(op.attrs)
+        elif op.name in ("tosa.variable_read", "tosa.variable_write"):
+            name = op.attrs["name"]
+            if name not in self.variables:
+                raise self.error(f"{op.name} of @{name}, which the module does not declare", token)
+            t = op.results[0].type if op.results else op.operands[0].type
+            if t != self.variables[name]:
+                raise self.error(f"{op.name} of @{name} as {t}; it is declared {self.variables[name]}", token)
 
     def convert(self, op: _ParsedOp, key: str, kind: str, located: _Located, operands, declared):
         value, token = located.value, located.token
@@ -1438,6 +1545,10 @@ class _GraphBuilder:
             if not isinstance(value, _Dense) or value.type.dtype != "index" or len(value.type.shape) != 1:
                 raise bad("dense<[...]> : tensor<Nxindex>")
             return tuple(int(v) for v in self.dense_value(value, token))
+        if kind == "symbol":
+            if not isinstance(value, str) or not value:
+                raise bad('a non-empty name ("...")')
+            return value
         if kind in ENUM_VALUES:
             if isinstance(value, _EnumAttr):
                 name = value.value

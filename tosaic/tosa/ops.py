@@ -21,9 +21,10 @@ from tosaic.ir import ShapeType, TensorType, Value, element_type_of
 #   int32/int64: Python int (`1 : i32`); bool: Python bool; array_i64/array_i32: tuple of ints
 #   (`array<i64: ...>`); type: element type name (`acc_type = i32`); element: a Python number typed by the
 #   input's element type (`min_val = -128 : i8`); dense: numpy array (`dense<...> : tensor<...>`);
-#   shape: tuple of ints (`dense<[...]> : tensor<Nxindex>`); rounding_mode/nan_mode/resize_mode: enum name.
+#   shape: tuple of ints (`dense<[...]> : tensor<Nxindex>`); rounding_mode/nan_mode/resize_mode: enum name;
+#   symbol: a variable's name, a Python str (`@name` in the custom form, `"name"` in the generic form).
 ATTRIBUTE_KINDS = {
-    "int32", "int64", "bool", "array_i64", "array_i32", "type", "element", "dense", "shape",
+    "int32", "int64", "bool", "array_i64", "array_i32", "type", "element", "dense", "shape", "symbol",
     "rounding_mode", "nan_mode", "resize_mode",
 }
 
@@ -48,19 +49,23 @@ class OpDef:
     # Attributes that may be omitted, with the value that absence means.
     defaults: dict = field(default_factory=dict)
     free_result_dtype: bool = False
+    # The whole result type is stated by the caller (VARIABLE_READ: the type of the variable it reads, which
+    # only the graph knows); the type rule receives it as `dtype`, a TensorType.
+    stated_result_type: bool = False
 
 
 OPS: dict[str, OpDef] = {}
 
 
-def op(name: str, operands=(), attrs=None, variadic=False, defaults=None, free_result_dtype=False):
+def op(name: str, operands=(), attrs=None, variadic=False, defaults=None, free_result_dtype=False,
+       stated_result_type=False):
     """Declare a TOSA op; the decorated function is its type rule."""
 
     def register(infer):
         for kind in (attrs or {}).values():
             assert kind in ATTRIBUTE_KINDS, kind
         OPS[name] = OpDef(name, tuple(operands), dict(attrs or {}), infer, variadic, dict(defaults or {}),
-                          free_result_dtype)
+                          free_result_dtype, stated_result_type)
         return infer
 
     return register
@@ -472,13 +477,83 @@ def _resize(operands, attrs, dtype=None):
     scale = const_shape_value(operands[1])
     offset, border = const_shape_value(operands[2]), const_shape_value(operands[3])
     check(x.rank == 4 and len(scale) == 4, "resize needs a rank-4 input and 4 scale values")
-    oh = ((x.shape[1] - 1) * scale[0] - offset[0] + border[0]) // scale[1] + 1
-    ow = ((x.shape[2] - 1) * scale[2] - offset[1] + border[1]) // scale[3] + 1
+    # The ERROR_IFs of TOSA 1.0 RESIZE (pseudocode/operators/RESIZE.tosac), per axis.
+    out_hw = []
+    for axis, (n, d, off, bor) in enumerate(((scale[0], scale[1], offset[0], border[0]),
+                                             (scale[2], scale[3], offset[1], border[1]))):
+        check(n > 0 and d > 0 and n <= 1 << 11 and d < 16 * n, f"resize scale {n}/{d} outside TOSA's bounds")
+        check(-n <= off < 16 * n and -16 * n <= bor < n, f"resize offset {off} or border {bor} outside TOSA's bounds")
+        span = (x.shape[axis + 1] - 1) * n - off + bor
+        check(span % d == 0, f"resize: ((in - 1) * {n} - {off} + {bor}) is not a multiple of {d} (idiv_check)")
+        out_hw.append(span // d + 1)
+    oh, ow = out_hw
+    check(max(x.shape[1], x.shape[2], oh, ow) < 16384, "resize sizes must be below 16384")
     if attrs["mode"] == "BILINEAR" and x.dtype in ("i8", "i16"):
         out = "i32" if x.dtype == "i8" else "i48"
     else:
         out = x.dtype
     return [TensorType((x.shape[0], oh, ow, x.shape[3]), out)]
+
+
+# ------------------------------------------------------------------------ variables (EXT-VARIABLE)
+#
+# A variable is declared once per graph by VARIABLE (a module-level `tosa.variable` in MLIR) with its name,
+# shape, element type and optional initial value; VARIABLE_READ and VARIABLE_WRITE name it. Its value
+# persists from one execution of the graph to the next. The graph-level rules (declared once, before use,
+# read and written at the declared type) are checked by `check_variables`.
+
+# Element types a TOSA 1.0 variable may hold (EXT-VARIABLE: i8; with PRO-FP: f16, f32; bf16 is not modelled).
+VARIABLE_DTYPES = ("i8", "f16", "f32")
+
+
+def variable_type(attrs) -> TensorType:
+    """The tensor type a VARIABLE declares: `var_shape` and element `type`."""
+    return TensorType(tuple(attrs["var_shape"]), attrs["type"])
+
+
+@op("tosa.variable", attrs={"sym_name": "symbol", "var_shape": "shape", "type": "type", "initial_value": "dense"},
+    defaults={"initial_value": None})
+def _variable(operands, attrs, dtype=None):
+    check(attrs["sym_name"] != "", "a variable needs a non-empty name")
+    t = variable_type(attrs)
+    check(t.dtype in VARIABLE_DTYPES,
+          f"variable @{attrs['sym_name']}: TOSA 1.0 variables hold {', '.join(VARIABLE_DTYPES)}, not {t.dtype}")
+    initial = attrs["initial_value"]
+    if initial is not None:
+        check(isinstance(initial, np.ndarray) and initial.shape == t.shape and initial.dtype == t.numpy_dtype,
+              f"variable @{attrs['sym_name']}: initial value {getattr(initial, 'dtype', '?')}"
+              f"{list(getattr(initial, 'shape', ()))} is not a {t}")
+    return []
+
+
+@op("tosa.variable_read", attrs={"name": "symbol"}, stated_result_type=True)
+def _variable_read(operands, attrs, dtype=None):
+    check(isinstance(dtype, TensorType), "tosa.variable_read needs the variable's tensor type")
+    check(dtype.dtype in VARIABLE_DTYPES, f"variable @{attrs['name']} read as {dtype}: not a TOSA 1.0 variable type")
+    return [dtype]
+
+
+@op("tosa.variable_write", operands=("input1",), attrs={"name": "symbol"})
+def _variable_write(operands, attrs, dtype=None):
+    t = tensor(operands[0])
+    check(t.dtype in VARIABLE_DTYPES, f"variable @{attrs['name']} written with {t}: not a TOSA 1.0 variable type")
+    return []
+
+
+def check_variables(ops) -> None:
+    """The graph-level rules of EXT-VARIABLE over ops in program order: each variable is declared once,
+    before any VARIABLE_READ / VARIABLE_WRITE of it, and is read and written at its declared type."""
+    declared: dict[str, TensorType] = {}
+    for operation in ops:
+        if operation.name == "tosa.variable":
+            name = operation.attrs["sym_name"]
+            check(name not in declared, f"variable @{name} is declared twice")
+            declared[name] = variable_type(operation.attrs)
+        elif operation.name in ("tosa.variable_read", "tosa.variable_write"):
+            name = operation.attrs["name"]
+            check(name in declared, f"{operation.name} of @{name}, which no earlier tosa.variable declares")
+            t = operation.results[0].type if operation.results else operation.operands[0].type
+            check(t == declared[name], f"{operation.name} of @{name} as {t}; it is declared {declared[name]}")
 
 
 def infer_result_types(name: str, operands, attrs, dtype: str | None = None):

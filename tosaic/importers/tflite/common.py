@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.importers.tflite.fixed_point import per_tensor
+from tosaic.importers.tflite.fixed_point import TYPE_RANGE, per_tensor
 from tosaic.importers.tflite.reader import TFLTensor
-from tosaic.ir import Value, integer_range
+from tosaic.ir import Value
 
 ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
-DTYPE_RANGE = {"int8": integer_range("i8"), "int16": integer_range("i16"), "uint8": (0, 255)}
+DTYPE_RANGE = TYPE_RANGE
 
 
 def tflite_round(x) -> int:
@@ -78,3 +78,17 @@ def fit_windows(ctx, x: Value, kernel, stride, dilation, pads):
         b = ctx.builder
         x = b.op("tosa.slice", [x, b.shape([0] * len(shape)), b.shape(shape)])
     return x, tuple(pads)
+
+
+def lookup_int16(ctx, x: Value, values: np.ndarray) -> Value:
+    """`values[x + 32768]` for an i16 tensor x: any int16 -> int16 function, exactly, as one GATHER from a
+    65536-entry constant (TOSA GATHER reads rows [N, K, C] by i32 indices [N, W])."""
+    b = ctx.builder
+    values = np.asarray(values, dtype=np.int64)
+    if values.shape != (65536,) or values.min() < -32768 or values.max() > 32767:
+        raise ValueError("an int16 lookup needs 65536 int16 values")
+    shape = x.type.shape
+    size = int(np.prod(shape, dtype=np.int64))
+    index = b.op("tosa.add", [b.cast(x, "i32"), b.const(np.full((1,) * len(shape), 32768), "i32")])
+    table = b.const(values.reshape(1, 65536, 1), "i16")
+    return b.reshape(b.op("tosa.gather", [table, b.reshape(index, (1, size))]), shape)

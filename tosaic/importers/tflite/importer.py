@@ -1,4 +1,9 @@
-"""TFLite -> TOSA: checks that every op is supported, then runs each op's legalization in program order."""
+"""TFLite -> TOSA: checks that every op is supported, then runs each op's legalization in program order.
+
+Stateful models (resource variables) declare one TOSA variable per variable the main subgraph uses; the
+subgraphs that CALL_ONCE runs are legalized and interpreted here, at import time, and what they assign
+becomes the variables' initial values.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from tosaic.importers.tflite import ops as _ops  # noqa: F401  (registers every legalization)
+from tosaic.importers.tflite.ops import variables as _variables
 from tosaic.importers.tflite.reader import TFLModel, TFLOperator, TFLSubgraph, TFLTensor, read_tflite
 from tosaic.importers.tflite.registry import LEGALIZATIONS, type_signature
 from tosaic.ir import Graph, TensorType, Value
 from tosaic.tosa.builder import TosaBuilder
+from tosaic.tosa.interpreter import TosaRuntimeError, interpret
 from tosaic.tosa.ops import VerifyError
 
 # TFLite tensor dtypes and the TOSA element types that carry them (uint8 travels as i8 bits).
@@ -30,11 +37,24 @@ class LegalizationError(ValueError):
 class ImportContext:
     """What a legalization sees: the TFLite op, its tensors, their TOSA values, and a TOSA builder."""
 
-    def __init__(self, subgraph: TFLSubgraph, graph: Graph):
+    def __init__(self, subgraph: TFLSubgraph, graph: Graph, label: str = ""):
         self.subgraph = subgraph
         self.builder = TosaBuilder(graph)
         self.values: dict[int, Value] = {}
         self.op: TFLOperator | None = None
+        self.label = label  # "" for the main subgraph, e.g. "subgraph 1 ('init') " for others
+        # Resource variables: the TOSA name of each (container, shared_name), the declared type of each
+        # TOSA variable, the variable each handle tensor names, and the CALL_ONCE subgraphs already run.
+        self.variable_symbols: dict[tuple[str, str], str] = {}
+        self.variable_types: dict[str, TensorType] = {}
+        self.handles: dict[int, str] = {}
+        self.initialized_subgraphs: set[int] = set()
+        # While an initialization subgraph is evaluated at import time: no TOSA variables; each assignment
+        # is remembered (the SSA value last assigned to each variable), and earlier initializers' results
+        # are constants.
+        self.initializing = False
+        self.assigned: dict[str, Value] = {}
+        self.variable_values: dict[str, np.ndarray] = {}
 
     def tensor(self, index: int) -> TFLTensor:
         return self.subgraph.tensors[index]
@@ -65,7 +85,11 @@ class ImportContext:
         self.values[out.index] = value
 
     def error(self, message: str) -> LegalizationError:
-        return LegalizationError(f"TFLite op #{self.op.index} {self.op.opcode}: {message}")
+        return LegalizationError(f"{describe_op(self.op, self.label)}: {message}")
+
+
+def describe_op(op: TFLOperator, label: str = "") -> str:
+    return f"{label}TFLite op #{op.index} {op.opcode}"
 
 
 def op_signature(subgraph: TFLSubgraph, op: TFLOperator) -> str:
@@ -76,10 +100,21 @@ def op_signature(subgraph: TFLSubgraph, op: TFLOperator) -> str:
     return type_signature(in_dtype, out_dtype)
 
 
+def init_subgraphs(model: TFLModel) -> list[int]:
+    """The subgraphs the main subgraph's CALL_ONCE ops run, in order, each once (valid indices only)."""
+    found = []
+    for op in model.subgraphs[0].operators:
+        index = op.options.get("init_subgraph_index") if op.opcode == "CALL_ONCE" else None
+        if isinstance(index, int) and 0 < index < len(model.subgraphs) and index not in found:
+            found.append(index)
+    return found
+
+
 def unsupported_ops(model: TFLModel) -> list[str]:
-    """One line per unsupported (op, version, types) combination with its count; empty when all are fine."""
+    """One line per unsupported (op, version, types) combination with its count; empty when all are fine.
+    The main subgraph counts, and so do the initialization subgraphs its CALL_ONCE ops run."""
     problems: Counter = Counter()
-    for subgraph in model.subgraphs[:1]:
+    for subgraph in [model.subgraphs[0]] + [model.subgraphs[i] for i in init_subgraphs(model)]:
         for op in subgraph.operators:
             legalization = LEGALIZATIONS.get(op.opcode)
             signature = op_signature(subgraph, op)
@@ -103,14 +138,8 @@ def import_model(model: TFLModel) -> Graph:
         t = subgraph.tensors[index]
         ctx.values[index] = graph.add_input(TensorType(t.shape, TOSA_DTYPES[t.dtype]), t.name)
         _record_io(graph, t)
-    for op in subgraph.operators:
-        ctx.op = op
-        ctx.builder.loc = f"tfl.{op.opcode.lower()}#{op.index}:{subgraph.tensors[op.outputs[0]].name}" \
-            if op.outputs else f"tfl.{op.opcode.lower()}#{op.index}"
-        try:
-            LEGALIZATIONS[op.opcode].fn(ctx, op)
-        except VerifyError as error:
-            raise ctx.error(f"emitted invalid TOSA: {error}") from None
+    _declare_variables(model, ctx)
+    _legalize_operators(ctx)
     outputs = []
     for index in subgraph.outputs:
         t = subgraph.tensors[index]
@@ -120,6 +149,122 @@ def import_model(model: TFLModel) -> Graph:
     graph.source_names = {value: subgraph.tensors[index].name for index, value in ctx.values.items()
                           if subgraph.tensors[index].data is None}
     return graph
+
+
+def _legalize_operators(ctx: ImportContext) -> None:
+    subgraph = ctx.subgraph
+    for op in subgraph.operators:
+        ctx.op = op
+        ctx.builder.loc = f"tfl.{op.opcode.lower()}#{op.index}:{subgraph.tensors[op.outputs[0]].name}" \
+            if op.outputs else f"tfl.{op.opcode.lower()}#{op.index}"
+        try:
+            LEGALIZATIONS[op.opcode].fn(ctx, op)
+        except VerifyError as error:
+            raise ctx.error(f"emitted invalid TOSA: {error}") from None
+
+
+# ------------------------------------------------------------------------------ resource variables
+
+
+def _declare_variables(model: TFLModel, ctx: ImportContext) -> None:
+    """Declare the TOSA variables of each resource variable the main subgraph uses, with the initial value
+    its CALL_ONCE subgraphs assign (computed here, exactly, by running them on the TOSA interpreter)."""
+    main = model.subgraphs[0]
+    if not any(op.opcode in _VARIABLE_OPCODES for op in main.operators):
+        return
+    try:
+        keys = _variables.handle_keys(main, describe_op)
+        types = _variables.variable_uses(main, keys, describe_op)
+    except ValueError as error:
+        raise LegalizationError(str(error)) from None
+    _name_variables(ctx, keys, types)
+    initial = _run_initializers(model, ctx, types)
+    try:
+        _variables.check_reads_have_values(main, keys, set(initial), describe_op)
+    except ValueError as error:
+        raise LegalizationError(str(error)) from None
+    for key, t in types.items():
+        ctx.builder.loc = f"tfl.var_handle:{key[1]}"
+        try:
+            _variables.declare_variable(ctx, ctx.variable_symbols[key], t, initial.get(key))
+        except VerifyError as error:
+            raise LegalizationError(f"variable '{key[1]}': emitted invalid TOSA: {error}") from None
+
+
+_VARIABLE_OPCODES = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE")
+
+
+def _name_variables(ctx: ImportContext, keys: dict, types: dict) -> None:
+    """A TOSA name for each variable a VAR_HANDLE names, the used ones first, in program order."""
+    for key in list(types) + list(keys.values()):
+        if key not in ctx.variable_symbols:
+            ctx.variable_symbols[key] = _variables.variable_symbol(key, set(ctx.variable_symbols.values()))
+
+
+def _run_initializers(model: TFLModel, ctx: ImportContext, types: dict) -> dict[tuple, np.ndarray]:
+    """Run the subgraphs of the main subgraph's CALL_ONCE ops, in order, as LiteRT's first invocation does;
+    returns the value they leave in each variable, by (container, shared_name)."""
+    main = model.subgraphs[0]
+    values: dict[tuple, np.ndarray] = {}
+    started = False  # whether a READ/ASSIGN_VARIABLE came before (CALL_ONCE must come first)
+    for op in main.operators:
+        if op.opcode in ("READ_VARIABLE", "ASSIGN_VARIABLE"):
+            started = True
+        if op.opcode != "CALL_ONCE":
+            continue
+        index = op.options.get("init_subgraph_index")
+        where = describe_op(op)
+        if not isinstance(index, int) or not 0 < index < len(model.subgraphs):
+            raise LegalizationError(f"{where}: init_subgraph_index {index} names no subgraph of the model "
+                                    f"({len(model.subgraphs)} subgraphs)")
+        if index in ctx.initialized_subgraphs:
+            continue  # LiteRT runs each initialization subgraph once (InitializationStatusMap)
+        if started:
+            raise LegalizationError(f"{where}: comes after a READ_VARIABLE/ASSIGN_VARIABLE; tosaic imports "
+                                    f"initialization only when it runs before the variables are used")
+        values.update(_evaluate_init_subgraph(model, index, types, values, where))
+        ctx.initialized_subgraphs.add(index)
+    return values
+
+
+def _evaluate_init_subgraph(model: TFLModel, index: int, main_types: dict, values: dict, where: str) -> dict:
+    """Legalize an initialization subgraph into a graph of its own, whose outputs are the last value each
+    variable is assigned (a READ_VARIABLE there sees the latest assignment, or what an earlier
+    initializer left), and run it once on the TOSA interpreter."""
+    init = model.subgraphs[index]
+    label = f"subgraph {index} ('{init.name}') "
+    if init.inputs or init.outputs:
+        raise LegalizationError(f"{where}: {label}has inputs or outputs; LiteRT's CALL_ONCE needs neither")
+    nested = [op for op in init.operators if op.opcode == "CALL_ONCE"]
+    if nested:
+        raise LegalizationError(f"{describe_op(nested[0], label)}: CALL_ONCE inside an initialization "
+                                f"subgraph is not supported")
+    try:
+        keys = _variables.handle_keys(init, lambda op: describe_op(op, label))
+        types = _variables.variable_uses(init, keys, lambda op: describe_op(op, label))
+    except ValueError as error:
+        raise LegalizationError(str(error)) from None
+    for key, t in types.items():
+        if key in main_types and main_types[key] != t:
+            raise LegalizationError(f"{label}uses variable '{key[1]}' as {t}; the main subgraph uses it as "
+                                    f"{main_types[key]}")
+    graph = Graph(f"init{index}")
+    ctx = ImportContext(init, graph, label)
+    ctx.initializing = True
+    _name_variables(ctx, keys, types)
+    for key, t in types.items():
+        ctx.variable_types[ctx.variable_symbols[key]] = t
+        if key in values:
+            ctx.variable_values[ctx.variable_symbols[key]] = values[key]
+    _legalize_operators(ctx)
+    symbols = list(ctx.assigned)
+    graph.set_outputs([ctx.assigned[symbol] for symbol in symbols], symbols)
+    try:
+        arrays = interpret(graph, [])
+    except TosaRuntimeError as error:
+        raise LegalizationError(f"{where}: evaluating {label}at import time failed: {error}") from None
+    by_symbol = dict(zip(symbols, arrays))
+    return {key: by_symbol[symbol] for key, symbol in ctx.variable_symbols.items() if symbol in by_symbol}
 
 
 def _record_io(graph: Graph, t: TFLTensor) -> None:

@@ -3,10 +3,18 @@
 from tosaic.importers.tflite.ops import (  # noqa: F401
     activations,
     conv,
+    data,
     elementwise,
+    logic,
+    math,
+    matmul,
     pooling,
     quantize,
     reduce,
+    reductions,
+    resize,
     shape,
     softmax,
+    transpose_conv,
+    variables,
 )

@@ -1,8 +1,10 @@
-"""Convolutions and matrix products: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED (int8).
+"""Convolutions and matrix products: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED (int8, and 16x8: int16
+activations with int8 weights).
 
-Each becomes a TOSA CONV2D / DEPTHWISE_CONV2D, which yields the raw i32 accumulator
+Each becomes a TOSA CONV2D / DEPTHWISE_CONV2D, which yields the raw accumulator
 `sum (x - input_zp) * (w - weight_zp) + bias` with padded taps contributing 0 (exactly what the LiteRT
-reference kernels accumulate), then a RESCALE to int8 and a CLAMP for the fused activation.
+reference kernels accumulate; i32 for int8, i48 for 16x8), then a RESCALE to the output type and a CLAMP for
+the fused activation.
 
 The requantization differs between the kernels:
 - CONV_2D and DEPTHWISE_CONV_2D (reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel) use
@@ -13,6 +15,22 @@ The requantization differs between the kernels:
   computes `round(double(acc) * (double(s_in) * double(s_w) / double(s_out)))` (round half away from
   zero). `exact_float_requant` finds a RESCALE multiplier and shift that give the same integer for every
   accumulator the layer can produce, or reports that none exists.
+
+16x8 (int16 input and output, zero points 0, int8 filter, int64 bias; kernels/conv.cc
+EvalQuantizedPerChannel16x8, depthwise_conv.cc, fully_connected.cc FullyConnectedInt16 /
+FullyConnectedPerChannelInt16, all on the reference path under BUILTIN_REF):
+- CONV_2D and DEPTHWISE_CONV_2D accumulate in int64 and call `MultiplyByQuantizedMultiplier(int64_t, m, e)`,
+  which rounds m to 16 bits and shifts once: exactly a RESCALE from the i48 accumulator with scale32 = false
+  (fixed_point.rescale_48). With the option quantized_bias_type = INT32, CONV_2D accumulates in int32 with an
+  int32 bias and calls the 32-bit (double-rounding) MultiplyByQuantizedMultiplier instead: the i48 accumulator
+  is narrowed to i32 (exact once the int32 range is proven) and RESCALEd with DOUBLE_ROUND. Without the option,
+  LiteRT reads the bias as int64, so an int32 bias is refused.
+- FULLY_CONNECTED requantizes in double like the int8 kernel. Its accumulator is narrowed to i32 (proven to
+  fit from the weights and bias) and `exact_float_requant` finds the RESCALE. Where the accumulator can leave
+  int32, the input is split into its high byte and low byte: two i8 x i8 CONV2Ds give `acc = 256 * hi + lo`
+  exactly in i32 pieces; `hi` is clamped where every accumulator beyond the clamp saturates the output anyway,
+  which brings `acc` inside int32 without changing any output.
+Every accumulator range is proven per output channel at import time from the constant weights and bias.
 """
 
 from __future__ import annotations
@@ -28,11 +46,22 @@ from tosaic.importers.tflite.common import (
     fit_windows,
     same_or_valid_padding,
 )
-from tosaic.importers.tflite.fixed_point import per_tensor
+from tosaic.importers.tflite.fixed_point import (
+    narrow_48,
+    per_tensor,
+    rescale_48,
+    rescale_channels,
+)
 from tosaic.importers.tflite.registry import legalize
-from tosaic.quant import quantize_multiplier_tosa
+from tosaic.quant import quantize_multiplier, quantize_multiplier_tosa
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+INT48_LIMIT = 1 << 47
+# Accumulator and bias element types; the input's (value - zero point) range for 16x8 (zero point 0).
+ACCUMULATOR = {"int8": "i32", "int16": "i48"}
+INT16_INPUT = (-32768, 32767)
+# FullyConnectedOptions / Conv2DOptions quantized_bias_type (a TensorType): FLOAT32 (0) means unset.
+BIAS_INT32, BIAS_INT64 = 2, 4
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -49,15 +78,48 @@ def _weights(ctx, t, layout):
     return ctx.builder.reshape(ctx.value(t), shape)
 
 
-def _bias(ctx, bias, channels):
-    """The i32 bias operand; a zero when the op has no bias (the kernels then add nothing)."""
+def _bias(ctx, bias, channels, acc="i32"):
+    """The bias operand (i32, or i48 for 16x8); a zero when the op has no bias (the kernels then add nothing)."""
     if bias is None:
-        return ctx.builder.const(np.zeros(1, np.int32), "i32")
+        return ctx.builder.const(np.zeros(1, np.int64), acc)
+    if acc == "i48":
+        if bias.data is None:
+            raise ctx.error(f"a 16x8 bias must be constant, got {bias.describe()}")
+        values = bias.data.reshape(channels).astype(np.int64)
+        if values.size and np.abs(values).max() >= INT48_LIMIT:
+            raise ctx.error(f"bias {bias.describe()} holds values beyond int48 (TOSA's 16x8 bias type)")
+        return ctx.builder.const(values, "i48")
     if bias.dtype != "int32":
         raise ctx.error(f"bias {bias.describe()} must be int32 for int8 inputs")
     if bias.data is not None:
         return ctx.builder.const(bias.data.reshape(channels).astype(np.int32), "i32")
     return ctx.builder.reshape(ctx.value(bias), (channels,))
+
+
+def _bias_values(bias, channels) -> np.ndarray | None:
+    return None if bias is None or bias.data is None else bias.data.reshape(channels).astype(np.int64)
+
+
+def accumulator_bounds(filters: np.ndarray | None, depth: int, channels: int, x_range, bias, weight_zp: int = 0,
+                       weight_range=(-128, 127)):
+    """Per output channel, the least and greatest `sum_k (x_k) * (w_ck - weight_zp) + bias_c` over every input
+    with x_k in x_range (padded taps contribute 0, inside the same bounds), and the same without the bias
+    (the kernel's partial sums). `filters` is [channels, depth] or None for runtime weights (then any int8)."""
+    x_low, x_high = x_range
+    if filters is not None:
+        w = filters.astype(np.int64).reshape(channels, depth) - weight_zp
+        low = np.minimum(w * x_low, w * x_high).sum(axis=1)
+        high = np.maximum(w * x_low, w * x_high).sum(axis=1)
+    else:
+        extreme = max(abs(weight_range[0] - weight_zp), abs(weight_range[1] - weight_zp))
+        extreme *= max(abs(x_low), abs(x_high)) * depth
+        low, high = np.full(channels, -extreme, dtype=np.int64), np.full(channels, extreme, dtype=np.int64)
+    offset = _bias_values(bias, channels)
+    if bias is not None and offset is None:  # a runtime int32 bias
+        offset_low, offset_high = np.full(channels, INT32_MIN), np.full(channels, INT32_MAX)
+    else:
+        offset_low = offset_high = np.zeros(channels, np.int64) if offset is None else offset
+    return low + offset_low, high + offset_high, low, high
 
 
 def _filter_scales(ctx, w, channels) -> np.ndarray:
@@ -96,6 +158,55 @@ def _requantize_conv(ctx, acc, x, w, y, fused):
     return clamp_to_activation(ctx, out, y, fused)
 
 
+def _check_types(ctx, x, w, y) -> str:
+    """'int8' or 'int16' (16x8) after checking the tensor types LiteRT's kernels accept."""
+    if x.dtype == "int16":
+        if w.dtype != "int8" or y.dtype != "int16":
+            raise ctx.error(f"16x8 kernel needs an int8 filter and an int16 output; got {w.describe()}, "
+                            f"{y.describe()}")
+        if not x.quantized or x.scale.size != 1 or not y.quantized or y.scale.size != 1:
+            raise ctx.error("input and output must be per-tensor quantized")
+        if per_tensor(ctx, x)[1] or per_tensor(ctx, y)[1]:
+            raise ctx.error(f"int16 input and output need zero point 0 (LiteRT rejects {x.describe()}, "
+                            f"{y.describe()})")
+        return "int16"
+    _check_int8(ctx, x, w, y)
+    return "int8"
+
+
+def _requantize_16x8(ctx, op, acc, x, w, bias, y, filters, depth):
+    """The 16x8 CONV_2D / DEPTHWISE_CONV_2D requantization (see the module docstring), then the activation."""
+    channels = acc.type.shape[-1]
+    s_in, _ = per_tensor(ctx, x)
+    s_out, _ = per_tensor(ctx, y)
+    real = (np.float64(s_in) * _filter_scales(ctx, w, channels).astype(np.float64)) / np.float64(s_out)
+    multipliers, exponents = (np.atleast_1d(v) for v in quantize_multiplier(real))
+    low, high, partial_low, partial_high = accumulator_bounds(filters, depth, channels, INT16_INPUT, bias)
+    what = f"{op.opcode} requantization"
+    if op.options.get("quantized_bias_type", 0) == BIAS_INT32:
+        # ConvPerChannel<int32_t>: int32 accumulator and bias, 32-bit MultiplyByQuantizedMultiplier.
+        for lo, hi in ((partial_low, partial_high), (low, high)):
+            if lo.min() < INT32_MIN or hi.max() > INT32_MAX:
+                raise ctx.error(f"{what}: the kernel's int32 accumulator can overflow (it reaches "
+                                f"[{int(lo.min())}, {int(hi.max())}]); LiteRT would wrap around")
+        acc32 = narrow_48(ctx, acc, low, high, what)
+        out = rescale_channels(ctx, acc32, multipliers, 31 - exponents, low, high, 0, "i16", what)
+    else:
+        out = rescale_48(ctx, acc, multipliers, exponents, low, high, "i16", what)
+    return clamp_to_activation(ctx, out, y, op.options["fused_activation_function"])
+
+
+def _check_16x8_bias(ctx, op, bias):
+    """LiteRT's 16x8 bias: int64, or int32 only with the option quantized_bias_type = INT32 (otherwise the
+    kernel reads the int32 buffer as int64)."""
+    if bias is None:
+        return
+    wanted = "int32" if op.options.get("quantized_bias_type", 0) == BIAS_INT32 else "int64"
+    if bias.dtype != wanted:
+        raise ctx.error(f"16x8 bias {bias.describe()} must be {wanted} (quantized_bias_type "
+                        f"{op.options.get('quantized_bias_type', 0)}); LiteRT reads it as {wanted}")
+
+
 def _check_int8(ctx, x, w, y):
     if x.dtype != "int8" or w.dtype != "int8" or y.dtype != "int8":
         raise ctx.error(f"int8 kernel needs int8 input, filter and output; got {x.describe()}, "
@@ -118,14 +229,18 @@ def _window_params(op, x_shape, kernel):
 # ----------------------------------------------------------------------------------------- CONV_2D
 
 
-@legalize("CONV_2D", types=("int8",))
+@legalize("CONV_2D", types=("int8", "int16"))
 def conv_2d(ctx, op):
-    """reference_integer_ops::ConvPerChannel (kernels/conv.cc, int8, filter zero points 0).
+    """reference_integer_ops::ConvPerChannel (kernels/conv.cc, int8 and 16x8, filter zero points 0).
 
     Grouped convolution (input channels a multiple of the filter's) is one CONV2D per group, concatenated.
     """
     x, w, bias, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
-    _check_int8(ctx, x, w, y)
+    kind = _check_types(ctx, x, w, y)
+    if kind == "int16":
+        _check_16x8_bias(ctx, op, bias)
+        if w.zero_point is not None and np.any(w.zero_point != 0):
+            raise ctx.error(f"filter {w.describe()} needs zero points 0 (LiteRT rejects the model)")
     b = ctx.builder
     oc, kh, kw, ic_group = w.shape
     groups = x.shape[3] // ic_group
@@ -135,9 +250,10 @@ def conv_2d(ctx, op):
     _, in_zp = per_tensor(ctx, x)
     xv, pads = fit_windows(ctx, ctx.value(x), (kh, kw), stride, dilation, pads)
     weights = _weights(ctx, w, lambda a: a)
-    bias_value = _bias(ctx, bias, oc)
-    attrs = {"pad": pads, "stride": stride, "dilation": dilation, "acc_type": "i32"}
-    zps = [b.scalar(in_zp, "i8"), b.scalar(0, "i8")]
+    acc_type = ACCUMULATOR[kind]
+    bias_value = _bias(ctx, bias, oc, acc_type)
+    attrs = {"pad": pads, "stride": stride, "dilation": dilation, "acc_type": acc_type}
+    zps = [b.scalar(in_zp, ctx.value(x).type.dtype), b.scalar(0, "i8")]
 
     if groups == 1:
         acc = b.op("tosa.conv2d", [xv, weights, bias_value] + zps, attrs)
@@ -153,21 +269,28 @@ def conv_2d(ctx, op):
                 b.op("tosa.slice", [bias_value, b.shape([g * per_group]), b.shape([per_group])])
             partial.append(b.op("tosa.conv2d", [xg, wg, bg] + zps, attrs))
         acc = b.op("tosa.concat", partial, {"axis": 3})
+    if kind == "int16":
+        filters = None if w.data is None else w.data.reshape(oc, kh * kw * ic_group)
+        ctx.set_output(_requantize_16x8(ctx, op, acc, x, w, bias, y, filters, kh * kw * ic_group))
+        return
     ctx.set_output(_requantize_conv(ctx, acc, x, w, y, op.options["fused_activation_function"]))
 
 
 # ------------------------------------------------------------------------------- DEPTHWISE_CONV_2D
 
 
-@legalize("DEPTHWISE_CONV_2D", types=("int8",))
+@legalize("DEPTHWISE_CONV_2D", types=("int8", "int16"))
 def depthwise_conv_2d(ctx, op):
-    """reference_integer_ops::DepthwiseConvPerChannel (kernels/depthwise_conv.cc, int8).
+    """reference_integer_ops::DepthwiseConvPerChannel (kernels/depthwise_conv.cc, int8 and 16x8).
 
     TFLite weights [1, KH, KW, C*M] (output channel c*M + m) are TOSA's [KH, KW, C, M]. The kernel takes the
-    depth multiplier from the shapes, not the option, and ignores the filter zero point.
+    depth multiplier from the shapes, not the option, and ignores the filter zero point. The 16x8 kernel needs
+    an int64 bias and accumulates in int64.
     """
     x, w, bias, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
-    _check_int8(ctx, x, w, y)
+    kind = _check_types(ctx, x, w, y)
+    if kind == "int16" and bias is not None and bias.dtype != "int64":
+        raise ctx.error(f"16x8 DEPTHWISE_CONV_2D needs an int64 bias, got {bias.describe()} (LiteRT rejects it)")
     b = ctx.builder
     _, kh, kw, oc = w.shape
     channels = x.shape[3]
@@ -178,9 +301,15 @@ def depthwise_conv_2d(ctx, op):
     _, in_zp = per_tensor(ctx, x)
     xv, pads = fit_windows(ctx, ctx.value(x), (kh, kw), stride, dilation, pads)
     weights = _weights(ctx, w, lambda a: a.reshape(kh, kw, channels, multiplier))
-    attrs = {"pad": pads, "stride": stride, "dilation": dilation, "acc_type": "i32"}
+    acc_type = ACCUMULATOR[kind]
+    attrs = {"pad": pads, "stride": stride, "dilation": dilation, "acc_type": acc_type}
     acc = b.op("tosa.depthwise_conv2d",
-               [xv, weights, _bias(ctx, bias, oc), b.scalar(in_zp, "i8"), b.scalar(0, "i8")], attrs)
+               [xv, weights, _bias(ctx, bias, oc, acc_type), b.scalar(in_zp, xv.type.dtype), b.scalar(0, "i8")],
+               attrs)
+    if kind == "int16":
+        filters = None if w.data is None else w.data.reshape(kh * kw, oc).T
+        ctx.set_output(_requantize_16x8(ctx, op, acc, x, w, bias, y, filters, kh * kw))
+        return
     ctx.set_output(_requantize_conv(ctx, acc, x, w, y, op.options["fused_activation_function"]))
 
 
@@ -214,21 +343,11 @@ def _extreme(values: list[tuple[Fraction, bool]], largest: bool):
     return best
 
 
-def exact_float_requant(scales, zero_point: int, out_low: int, out_high: int, acc_low, acc_high):
-    """Per channel, a TOSA RESCALE (multiplier, shift), SINGLE_ROUND, equal to LiteRT's float requantization;
-    (None, None) for a channel where none exists.
-
-    The kernel computes `q(a) = clamp(round(double(a) * scale) + zero_point, out_low, out_high)` with `round`
-    half away from zero. RESCALE computes `clamp(floor(a * m / 2^s + 1/2) + zero_point, ...)`. Both are
-    monotone step functions of the accumulator `a`, so they agree on [acc_low, acc_high] exactly when every
-    step that changes the clamped output happens at the same accumulator. For the step to `round >= j`
-    (j >= 1) at the least a_j with `double(a_j) * scale >= j - 1/2`, RESCALE needs
-    `a_j - 1 < (j - 1/2) / r <= a_j` (r = m / 2^s); the mirrored step to `round <= -j` at `-a_j` needs
-    `a_j - 1 <= (j - 1/2) / r < a_j` (TOSA rounds ties up, C++ away from zero). A step beyond the
-    accumulator range must stay beyond it. Each condition bounds r to an interval; the intersection is
-    searched for the finest m / 2^s with m < 2^31. No such r exists when the double product needs more than
-    31 bits of multiplier to place all its steps (tiny scales with huge accumulator ranges).
-    """
+def admissible_ratios(scales, zero_point: int, out_low: int, out_high: int, acc_low, acc_high):
+    """Per channel, the interval of ratios r for which `clamp(floor(a * r + 1/2) + zero_point, out_low,
+    out_high)` equals the kernel's `clamp(round(double(a) * scale) + zero_point, ...)` on every accumulator
+    a in [acc_low, acc_high] (see exact_float_requant): a list of (low, low_closed, high, high_closed) with
+    Fractions, high None when unbounded."""
     scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
     acc_low = np.broadcast_to(np.asarray(acc_low, dtype=np.int64), scales.shape)
     acc_high = np.broadcast_to(np.asarray(acc_high, dtype=np.int64), scales.shape)
@@ -265,10 +384,36 @@ def exact_float_requant(scales, zero_point: int, out_low: int, out_high: int, ac
                     for index in _near_extremes(h / (ar - 1), largest=False):
                         upper[c].append((Fraction(int(2 * h[index]), 2 * int(ar[index] - 1)), not positive))
 
-    multipliers, shifts = [], []
+    intervals = []
     for c in range(scales.size):
         low, low_closed = _extreme(lower[c], largest=True)
         high, high_closed = _extreme(upper[c], largest=False) or (None, False)
+        intervals.append((low, low_closed, high, high_closed))
+    return intervals
+
+
+def exact_float_requant(scales, zero_point: int, out_low: int, out_high: int, acc_low, acc_high):
+    """Per channel, a TOSA RESCALE (multiplier, shift), SINGLE_ROUND, equal to LiteRT's float requantization;
+    (None, None) for a channel where none exists.
+
+    The kernel computes `q(a) = clamp(round(double(a) * scale) + zero_point, out_low, out_high)` with `round`
+    half away from zero. RESCALE computes `clamp(floor(a * m / 2^s + 1/2) + zero_point, ...)`. Both are
+    monotone step functions of the accumulator `a`, so they agree on [acc_low, acc_high] exactly when every
+    step that changes the clamped output happens at the same accumulator. For the step to `round >= j`
+    (j >= 1) at the least a_j with `double(a_j) * scale >= j - 1/2`, RESCALE needs
+    `a_j - 1 < (j - 1/2) / r <= a_j` (r = m / 2^s); the mirrored step to `round <= -j` at `-a_j` needs
+    `a_j - 1 <= (j - 1/2) / r < a_j` (TOSA rounds ties up, C++ away from zero). A step beyond the
+    accumulator range must stay beyond it. Each condition bounds r to an interval; the intersection is
+    searched for the finest m / 2^s with m < 2^31. No such r exists when the double product needs more than
+    31 bits of multiplier to place all its steps (tiny scales with huge accumulator ranges).
+    """
+    scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
+    acc_low = np.broadcast_to(np.asarray(acc_low, dtype=np.int64), scales.shape)
+    acc_high = np.broadcast_to(np.asarray(acc_high, dtype=np.int64), scales.shape)
+    intervals = admissible_ratios(scales, zero_point, out_low, out_high, acc_low, acc_high)
+    multipliers, shifts = [], []
+    for c in range(scales.size):
+        low, low_closed, high, high_closed = intervals[c]
         magnitude = max(-int(acc_low[c]), int(acc_high[c]))
         found = (None, None)
         # The finest grid m / 2^s whose least admissible m fits in 31 bits decides: coarser grids are subsets.
@@ -321,17 +466,18 @@ def _accumulator_range(ctx, x, w, bias, weight_zp, channels):
     return np.clip(low, INT32_MIN, INT32_MAX), np.clip(high, INT32_MIN, INT32_MAX)
 
 
-@legalize("FULLY_CONNECTED", types=("int8",))
+@legalize("FULLY_CONNECTED", types=("int8", "int16"))
 def fully_connected(ctx, op):
     """reference_integer_ops::FullyConnected / FullyConnectedPerChannel, float-requantizing variants
-    (kernels/fully_connected.cc, FullyConnectedInt8 / FullyConnectedPerChannelInt8 with kReference).
+    (kernels/fully_connected.cc, FullyConnectedInt8 / FullyConnectedPerChannelInt8 and FullyConnectedInt16 /
+    FullyConnectedPerChannelInt16 with kReference).
 
     The input is read as [batch, depth] (depth = the filter's second dimension) and becomes a 1x1 CONV2D
     over [batch, 1, 1, depth]; the output is reshaped to the TFLite output shape (keep_num_dims or not).
     The per-tensor kernel subtracts the filter zero point, the per-channel kernel does not.
     """
     x, w, bias, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
-    _check_int8(ctx, x, w, y)
+    kind = _check_types(ctx, x, w, y)
     o = op.options
     if o.get("weights_format", 0) != 0:
         raise ctx.error("shuffled FULLY_CONNECTED weights are not supported")
@@ -355,20 +501,12 @@ def fully_connected(ctx, op):
     # The kernel's double arithmetic, in the same order: double(s_in) * double(s_w) / double(s_out).
     scales = np.array([(float(s_in) * float(s)) / float(s_out) for s in _filter_scales(ctx, w, units)])
     out_low, out_high = activation_range(ctx, y, o["fused_activation_function"])
+    if kind == "int16":
+        ctx.set_output(_fully_connected_16x8(ctx, op, x, w, bias, y, scales, weight_zp, out_low, out_high))
+        return
     acc_low, acc_high = _accumulator_range(ctx, x, w, bias, weight_zp, units)
-    too_large = np.maximum(-acc_low, acc_high) * scales >= 2.0**30
-    if too_large.any():
-        c = int(np.argmax(too_large))
-        raise ctx.error(f"output channel {c}: accumulator x scale {scales[c]:.6g} can leave int32, where the "
-                        "kernel's float-to-int conversion is undefined")
-    multipliers, shifts = exact_float_requant(scales, out_zp, out_low, out_high, acc_low, acc_high)
-    if None in multipliers:
-        c = multipliers.index(None)
-        raise ctx.error(f"output channel {c}: no 31-bit RESCALE multiplier reproduces the kernel's double "
-                        f"requantization round(acc * {float(scales[c])!r}) for accumulators in "
-                        f"[{int(acc_low[c])}, {int(acc_high[c])}]")
-    if len(set(zip(multipliers, shifts))) == 1:
-        multipliers, shifts = multipliers[:1], shifts[:1]
+    _check_float_conversion(ctx, acc_low, acc_high, scales)
+    multipliers, shifts = _float_requant_multipliers(ctx, scales, out_zp, out_low, out_high, acc_low, acc_high)
 
     xv = b.reshape(ctx.value(x), (batch, 1, 1, depth))
     weights = _weights(ctx, w, lambda a: a.reshape(units, 1, 1, depth))
@@ -378,3 +516,211 @@ def fully_connected(ctx, op):
     out = b.rescale(acc, multipliers, shifts, 0, out_zp, "i8", rounding="SINGLE_ROUND")
     out = clamp_to_activation(ctx, out, y, o["fused_activation_function"])
     ctx.set_output(b.reshape(out, y.shape))
+
+
+def _check_float_conversion(ctx, acc_low, acc_high, scales):
+    too_large = np.maximum(-np.asarray(acc_low, dtype=np.float64), np.asarray(acc_high, dtype=np.float64)) \
+        * scales >= 2.0**30
+    if too_large.any():
+        c = int(np.argmax(too_large))
+        raise ctx.error(f"output channel {c}: accumulator x scale {scales[c]:.6g} can leave int32, where the "
+                        "kernel's float-to-int conversion is undefined")
+
+
+def _float_requant_multipliers(ctx, scales, out_zp, out_low, out_high, acc_low, acc_high):
+    multipliers, shifts = exact_float_requant(scales, out_zp, out_low, out_high, acc_low, acc_high)
+    if None in multipliers:
+        c = multipliers.index(None)
+        raise ctx.error(f"output channel {c}: no 31-bit RESCALE multiplier reproduces the kernel's double "
+                        f"requantization round(acc * {float(scales[c])!r}) for accumulators in "
+                        f"[{int(acc_low[c])}, {int(acc_high[c])}]")
+    if len(set(zip(multipliers, shifts))) == 1:
+        multipliers, shifts = multipliers[:1], shifts[:1]
+    return multipliers, shifts
+
+
+def saturation_points(scale: float, out_low: int, out_high: int) -> tuple[int, int]:
+    """For the kernel's `clamp(round(double(a) * scale), out_low, out_high)` (round half away from zero), the
+    greatest accumulator giving out_low and the least giving out_high: every accumulator at or beyond them
+    gives the same clamped output."""
+    def reaches(a: int, t: int) -> bool:  # round(a * scale) >= t
+        v = float(np.float64(a) * np.float64(scale))
+        return v >= t - 0.5 if t >= 1 else v > t - 0.5
+
+    def least(t: int) -> int:  # the least a with round(a * scale) >= t (monotone in a)
+        a = math.ceil((t - 0.5) / scale)
+        while reaches(a - 1, t):
+            a -= 1
+        while not reaches(a, t):
+            a += 1
+        return a
+
+    return least(out_low + 1) - 1, least(out_high)
+
+
+def _fully_connected_16x8(ctx, op, x, w, bias, y, scales, weight_zp, out_low, out_high):
+    """The 16x8 FULLY_CONNECTED (see the module docstring): an i48 CONV2D narrowed to i32 when the
+    accumulator provably fits, else the byte split."""
+    b = ctx.builder
+    units, depth = w.shape
+    batch = int(np.prod(x.shape, dtype=np.int64)) // depth
+    int32_bias = op.options.get("quantized_bias_type", 0) == BIAS_INT32
+    _check_16x8_bias(ctx, op, bias)
+    filters = None if w.data is None else w.data.reshape(units, depth)
+    acc_low, acc_high, partial_low, partial_high = accumulator_bounds(filters, depth, units, INT16_INPUT, bias,
+                                                                      weight_zp)
+    _check_float_conversion(ctx, acc_low, acc_high, scales)
+    fits = acc_low.min() >= INT32_MIN and acc_high.max() <= INT32_MAX
+    if int32_bias and not (fits and partial_low.min() >= INT32_MIN and partial_high.max() <= INT32_MAX):
+        raise ctx.error(f"the kernel's int32 accumulator (quantized_bias_type INT32) can overflow: it reaches "
+                        f"[{int(acc_low.min())}, {int(acc_high.max())}]; LiteRT would wrap around")
+    xv = b.reshape(ctx.value(x), (batch, 1, 1, depth))
+    weights = _weights(ctx, w, lambda a: a.reshape(units, 1, 1, depth))
+    attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1)}
+    what = "16x8 FULLY_CONNECTED accumulator"
+    if fits:
+        acc = b.op("tosa.conv2d", [xv, weights, _bias(ctx, bias, units, "i48"), b.scalar(0, "i16"),
+                                   b.scalar(weight_zp, "i8")], {**attrs, "acc_type": "i48"})
+        acc = narrow_48(ctx, acc, acc_low, acc_high, what)
+    else:
+        acc, acc_low, acc_high = _byte_split_accumulator(ctx, xv, weights, filters, bias, scales, weight_zp,
+                                                         out_low, out_high, attrs)
+    out = _float_requant_16(ctx, acc, scales, out_low, out_high, acc_low, acc_high)
+    out = clamp_to_activation(ctx, out, y, op.options["fused_activation_function"])
+    return b.reshape(out, y.shape)
+
+
+def _float_requant_16(ctx, acc, scales, out_low, out_high, acc_low, acc_high):
+    """`clamp(round(double(acc) * scale))` of an i32 accumulator into i16 (zero point 0): accumulators are
+    first clamped to where the output saturates (nothing changes), then one RESCALE when a 31-bit multiplier
+    reproduces every step, else the exact wide multiply (`wide_requant`)."""
+    b = ctx.builder
+    units = scales.size
+    saturation = [saturation_points(float(scales[c]), out_low, out_high) for c in range(units)]
+    sat_low = np.array([p[0] for p in saturation], dtype=np.int64)
+    sat_high = np.array([p[1] for p in saturation], dtype=np.int64)
+    ones = (1,) * (acc.type.rank - 1) + (units,)
+    if (acc_low < sat_low).any():
+        acc = b.op("tosa.maximum", [acc, b.const(np.maximum(sat_low, INT32_MIN).reshape(ones), "i32")])
+        acc_low = np.maximum(acc_low, sat_low)
+    if (acc_high > sat_high).any():
+        acc = b.op("tosa.minimum", [acc, b.const(np.minimum(sat_high, INT32_MAX).reshape(ones), "i32")])
+        acc_high = np.minimum(acc_high, sat_high)
+    acc_high = np.maximum(acc_high, acc_low)
+    multipliers, shifts = exact_float_requant(scales, 0, out_low, out_high, acc_low, acc_high)
+    if None not in multipliers:
+        if len(set(zip(multipliers, shifts))) == 1:
+            multipliers, shifts = multipliers[:1], shifts[:1]
+        return b.rescale(acc, multipliers, shifts, 0, 0, "i16", rounding="SINGLE_ROUND")
+    rounded, low, high = wide_requant(ctx, acc, scales, 0, out_low, out_high, acc_low, acc_high)
+    return b.rescale(rounded, 1 << 30, 30, 0, 0, "i16", rounding="SINGLE_ROUND")
+
+
+def wide_requant(ctx, a, scales, zero_point, out_low, out_high, acc_low, acc_high):
+    """`floor(a * M / 2^K + 1/2)` exactly, per channel of the last axis, for |a| < 2^30 in i32 and a multiplier
+    M of up to 62 bits chosen (per channel) among those that reproduce the kernel's double requantization
+    (`admissible_ratios`). Returns (the i32 result, its per-channel low and high bounds).
+
+    TOSA MUL of i32 with shift 0 is the low 32 bits of the product and with shift s > 0 is
+    `(p + 2^(s-1)) >> s`; with M = M1 * 2^31 + M0 and K = 31 + K1:
+        q0 = floor(a * M0 / 2^31) = MUL(a, M0, 31) - bit 30 of MUL(a, M0, 0)
+        a * M + 2^(K-1) = 2^31 * (a * M1 + q0 + 2^(K1-1)) + (a * M0 - 2^31 * q0), the last term in [0, 2^31)
+        result = floor((a * M1 + 2^(K1-1) + q0) / 2^K1) = T + floor((V + q0) / 2^K1)
+    where T = MUL(a, M1, K1) and V = (a * M1 + 2^(K1-1)) mod 2^K1, from the product's low bits. K1 is one for
+    all channels (MUL's shift is a single operand), the largest in [1, 30] that keeps every M1 below 2^31."""
+    b = ctx.builder
+    units = scales.size
+    intervals = admissible_ratios(scales, zero_point, out_low, out_high, acc_low, acc_high)
+    magnitude = max(-int(np.min(acc_low)), int(np.max(acc_high)))
+    if magnitude >= 1 << 30:
+        raise ctx.error(f"accumulators reach {magnitude}, beyond the 2^30 the exact wide requantization handles")
+    r_max = max(float(scales.max()), max(float(i[0]) for i in intervals))
+    k1 = min(30, math.floor(math.log2((INT32_MAX - 1) / r_max)) if r_max > 0 else 30)
+    if k1 < 1:
+        raise ctx.error(f"requantization scale {r_max} is too large for the exact wide requantization")
+    k = 31 + k1
+    unit = 1 << k
+    multipliers = []
+    for c, (low, low_closed, high, high_closed) in enumerate(intervals):
+        m_low = math.ceil(low * unit) if low_closed else math.floor(low * unit) + 1
+        m_high = (1 << 62) - 1 if high is None else \
+            (math.floor(high * unit) if high_closed else math.ceil(high * unit) - 1)
+        m_high = min(m_high, ((INT32_MAX - 1) << 31) + INT32_MAX)
+        if m_low > m_high:
+            raise ctx.error(f"output channel {c}: no multiplier of {k + 31} bits reproduces the kernel's double "
+                            f"requantization round(acc * {float(scales[c])!r}) for accumulators in "
+                            f"[{int(acc_low[c])}, {int(acc_high[c])}]")
+        nearest = round(Fraction(float(scales[c])) * unit)
+        multipliers.append(min(max(nearest, m_low), m_high))
+    multipliers = np.array(multipliers, dtype=object)
+    ones = (1,) * (a.type.rank - 1) + (units,)
+    m0 = b.const(np.array([int(m) & INT32_MAX for m in multipliers], dtype=np.int64).reshape(ones), "i32")
+    m1 = b.const(np.array([int(m) >> 31 for m in multipliers], dtype=np.int64).reshape(ones), "i32")
+    scalar = lambda v: b.const(np.full((1,) * a.type.rank, v), "i32")  # noqa: E731
+    shift = lambda amount: b.scalar(amount, "i8")  # noqa: E731
+    mask = (1 << k1) - 1
+    q0 = b.op("tosa.sub", [b.op("tosa.mul", [a, m0, shift(31)]),
+                           b.op("tosa.bitwise_and", [b.op("tosa.logical_right_shift",
+                                                          [b.op("tosa.mul", [a, m0, shift(0)]), scalar(30)]),
+                                                     scalar(1)])])
+    high_part = b.op("tosa.mul", [a, m1, shift(k1)])
+    low_bits = b.op("tosa.bitwise_and", [b.op("tosa.mul", [a, m1, shift(0)]), scalar(mask)])
+    v = b.op("tosa.bitwise_and", [b.op("tosa.add", [low_bits, scalar(1 << (k1 - 1))]), scalar(mask)])
+    carry = b.op("tosa.arithmetic_right_shift", [b.op("tosa.add", [v, q0]), scalar(k1)], {"round": False})
+    result = b.op("tosa.add", [high_part, carry])
+    bounds = [(int(lo) * int(m) + (1 << (k - 1))) >> k for lo, m in zip(acc_low, multipliers)], \
+        [(int(hi) * int(m) + (1 << (k - 1))) >> k for hi, m in zip(acc_high, multipliers)]
+    return result, np.array(bounds[0]), np.array(bounds[1])
+
+
+def _byte_split_accumulator(ctx, xv, weights, filters, bias, scales, weight_zp, out_low, out_high, attrs):
+    """An i32 stand-in for a 16x8 FULLY_CONNECTED accumulator that can leave int32: equal to it wherever the
+    output is not saturated, and saturating the output wherever it is.
+
+    x = 256 * (x >> 8) + (x & 255); two i8 x i8 CONV2Ds give hi = sum (x >> 8) * w + bias_hi and
+    lo = sum (x & 255) * w + bias_lo (bias = 256 * bias_hi + bias_lo, 0 <= bias_lo < 256), so that
+    acc = 256 * hi + lo. Clamping hi to [h_lo, h_hi], chosen so that 256 * h_hi + min(lo) already saturates
+    the output at its top (and 256 * h_lo + max(lo) at its bottom), changes acc only where the output is
+    saturated before and after. Returns (acc as i32, per-channel low and high bounds of it)."""
+    b = ctx.builder
+    units = scales.size
+    if filters is None:
+        raise ctx.error("a 16x8 FULLY_CONNECTED whose accumulator can leave int32 needs constant weights")
+    offset = _bias_values(bias, units)
+    offset = np.zeros(units, np.int64) if offset is None else offset
+    bias_hi, bias_lo = offset >> 8, offset & 255
+    hi_low, hi_high, hi_partial_low, hi_partial_high = accumulator_bounds(filters, filters.shape[1], units,
+                                                                          (-128, 127), None, weight_zp)
+    lo_low, lo_high, _, _ = accumulator_bounds(filters, filters.shape[1], units, (0, 255), None, weight_zp)
+    hi_low, hi_high = hi_low + bias_hi, hi_high + bias_hi
+    lo_low, lo_high = lo_low + bias_lo, lo_high + bias_lo
+    h_lo = np.empty(units, np.int64)
+    h_hi = np.empty(units, np.int64)
+    for c in range(units):
+        saturated_low, saturated_high = saturation_points(float(scales[c]), out_low, out_high)
+        h_lo[c] = max(int(hi_low[c]), (saturated_low - int(lo_high[c])) // 256)
+        h_hi[c] = min(int(hi_high[c]), -((int(lo_low[c]) - saturated_high) // 256))
+    h_lo = np.minimum(h_lo, h_hi)
+    acc_low, acc_high = 256 * h_lo + lo_low, 256 * h_hi + lo_high
+    for name, lo, hi in (("high-byte", np.minimum(hi_low, hi_partial_low), np.maximum(hi_high, hi_partial_high)),
+                         ("low-byte", lo_low, lo_high), ("recombined", acc_low, acc_high)):
+        if lo.min() < INT32_MIN or hi.max() > INT32_MAX:
+            raise ctx.error(f"16x8 FULLY_CONNECTED: the {name} accumulator reaches [{int(lo.min())}, "
+                            f"{int(hi.max())}], beyond int32; no exact TOSA form found")
+    x16 = xv
+    high_byte = b.cast(b.op("tosa.arithmetic_right_shift", [x16, b.const(np.full((1, 1, 1, 1), 8), "i16")],
+                            {"round": False}), "i8")
+    low_byte = b.op("tosa.bitwise_and", [x16, b.const(np.full((1, 1, 1, 1), 255), "i16")])
+    low_byte = b.rescale(low_byte, 1 << 30, 30, 0, -128, "i8", rounding="SINGLE_ROUND")  # (x & 255) - 128
+    conv = {**attrs, "acc_type": "i32"}
+    hi = b.op("tosa.conv2d", [high_byte, weights, b.const(bias_hi, "i32"), b.scalar(0, "i8"),
+                              b.scalar(weight_zp, "i8")], conv)
+    lo = b.op("tosa.conv2d", [low_byte, weights, b.const(bias_lo, "i32"), b.scalar(-128, "i8"),
+                              b.scalar(weight_zp, "i8")], conv)
+    ones = (1, 1, 1, units)
+    if (hi_low < h_lo).any():
+        hi = b.op("tosa.maximum", [hi, b.const(h_lo.reshape(ones), "i32")])
+    if (hi_high > h_hi).any():
+        hi = b.op("tosa.minimum", [hi, b.const(h_hi.reshape(ones), "i32")])
+    acc = b.op("tosa.add", [b.mul_shift(hi, b.const(np.full((1, 1, 1, 1), 256), "i32")), lo])
+    return acc, acc_low, acc_high

@@ -1,4 +1,4 @@
-"""Reductions: MEAN (int8).
+"""Reductions: MEAN (int8 and int16).
 
 LiteRT 2.3.0's reference resolver runs every int8 MEAN through reference_ops::QuantizedMeanOrSum
 (kernels/reduce.cc EvalMean -> EvalQuantizedMean): the 4-D height/width keep_dims special case
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.importers.tflite.fixed_point import per_tensor
+from tosaic.importers.tflite.fixed_point import STORAGE, per_tensor, quantized_range, rescale_exact, to_i32
 from tosaic.importers.tflite.registry import legalize
 from tosaic.quant import count_leading_zeros32, quantize_multiplier
 
@@ -32,9 +32,9 @@ def mean_multiplier(input_scale: float, output_scale: float, count: int) -> tupl
     return int((multiplier << shift) // count), exponent - shift
 
 
-@legalize("MEAN", types=("int8",))
+@legalize("MEAN", types=("int8", "int16"))
 def mean(ctx, op):
-    """reference_ops::QuantizedMeanOrSum (compute_sum = false) for int8.
+    """reference_ops::QuantizedMeanOrSum (compute_sum = false) for int8 and int16 (zero points 0).
 
     `sum (x - input_zp)` over the reduced axes in int32, then MultiplyByQuantizedMultiplier with the folded
     multiplier, + output zero point, saturated to int8 (MEAN has no fused activation). In TOSA: RESCALE
@@ -42,8 +42,9 @@ def mean(ctx, op):
     DOUBLE_ROUND, RESHAPE to the output shape (which drops the axes unless keep_dims).
     """
     x, axis_tensor, y = ctx.input(0), ctx.input(1), ctx.output()
-    if x.dtype != "int8" or y.dtype != "int8":
-        raise ctx.error(f"int8 MEAN needs int8 input and output; got {x.describe()}, {y.describe()}")
+    if x.dtype not in ("int8", "int16") or y.dtype != x.dtype:
+        raise ctx.error(f"MEAN needs int8 or int16 input and output of one type; got {x.describe()}, "
+                        f"{y.describe()}")
     if axis_tensor is None or axis_tensor.data is None:
         raise ctx.error("MEAN needs a constant axis tensor")
     rank = len(x.shape)
@@ -60,8 +61,11 @@ def mean(ctx, op):
 
     s_in, in_zp = per_tensor(ctx, x)
     s_out, out_zp = per_tensor(ctx, y)
+    if x.dtype == "int16" and (in_zp or out_zp):
+        raise ctx.error("int16 MEAN needs zero points 0 (LiteRT rejects the model)")
     multiplier, exponent = mean_multiplier(s_in, s_out, count)
-    largest = count * max(abs(-128 - in_zp), abs(127 - in_zp))
+    low, high = quantized_range(x.dtype, in_zp)
+    largest = count * max(-low, high)
     if largest > (1 << 31) - 1:
         raise ctx.error(f"the int32 sum of {count} values can overflow")
     if exponent > 0 and largest << exponent > (1 << 31) - 1:
@@ -71,8 +75,9 @@ def mean(ctx, op):
         raise ctx.error(f"mean scale {s_in / (s_out * count):.6g} needs a RESCALE shift of {shift}, outside [2, 62]")
 
     b = ctx.builder
-    acc = b.rescale(ctx.value(x), 1 << 30, 30, in_zp, 0, "i32", rounding="SINGLE_ROUND")
+    acc = to_i32(ctx, ctx.value(x), in_zp)
     for axis in axes:
         acc = b.op("tosa.reduce_sum", [acc], {"axis": axis})
-    out = b.rescale(acc, multiplier, shift, 0, out_zp, "i8", rounding="DOUBLE_ROUND")
+    out = rescale_exact(ctx, acc, multiplier, shift, (count * low, count * high), 0, out_zp, STORAGE[y.dtype],
+                        "MEAN multiplier")
     ctx.set_output(b.reshape(out, y.shape))

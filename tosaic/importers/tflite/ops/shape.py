@@ -1,4 +1,4 @@
-"""Data movement: RESHAPE, SQUEEZE, TRANSPOSE, CONCATENATION, PAD, PADV2, STRIDED_SLICE; and ARG_MAX.
+"""Data movement: RESHAPE, SQUEEZE, TRANSPOSE, CONCATENATION, PAD, PADV2, STRIDED_SLICE (ARG_MAX: reductions.py).
 
 None of these change values, so every int8 and int16 tensor moves bit for bit (LiteRT's kernels copy
 elements by their size in bits, without requantizing). Their index arguments (perm, paddings, begin/end/
@@ -81,6 +81,11 @@ def concatenation(ctx, op):
             if not same_quantization(t, out):
                 raise ctx.error(f"int8 input {t.describe()} is quantized differently from the output "
                                 f"{out.describe()} (LiteRT's int8 CONCATENATION never rescales and rejects this)")
+    if out.dtype == "int16":
+        # Prepare checks only the zero points (all 0); the copy then ignores the scales, as tosaic does.
+        for t in inputs + [out]:
+            if t.quantized and int(t.zero_point[0]) != 0:
+                raise ctx.error(f"int16 tensor {t.describe()} needs zero point 0 (LiteRT rejects the model)")
     b = ctx.builder
     result = b.op("tosa.concat", [ctx.value(t) for t in inputs], {"axis": axis})
     fused = int(op.options.get("fused_activation_function", 0))
@@ -299,22 +304,3 @@ def strided_slice(ctx, op):
     if tuple(out_shape) != tuple(out.shape):
         raise ctx.error(f"STRIDED_SLICE computes shape {out_shape}, the model says {list(out.shape)}")
     ctx.set_output(b.reshape(value, out_shape))
-
-
-# ---------------------------------------------------------------------------------------------- ARG_MAX
-
-
-@legalize("ARG_MAX", types=("int8->int32", "int8->int64"))
-def arg_max(ctx, op):
-    """arg_min_max.cc + ArgMinMax: the first index of the largest value along `axis` (negative: += rank).
-
-    TOSA ARGMAX returns the first maximal index as i32; an int64 output (output_type INT64) is its CAST.
-    """
-    x, out = ctx.input(0), ctx.output()
-    axis_values = constant_ints(ctx, 1, "ARG_MAX axis")
-    if len(axis_values) != 1:
-        raise ctx.error(f"ARG_MAX axis must hold one value, got {axis_values}")
-    axis = normalized_axis(ctx, axis_values[0], len(x.shape), "ARG_MAX axis")
-    b = ctx.builder
-    index = b.op("tosa.argmax", [ctx.value(x)], {"axis": axis})
-    ctx.set_output(b.cast(index, "i64") if out.dtype == "int64" else index)
