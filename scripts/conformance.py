@@ -7,7 +7,9 @@ TOSA 1.0 PRO-INT (+ EXT-INT16, EXT-DOUBLEROUND), this script
 1. generates positive tests with small shapes: `.tosa-venv/bin/tosa_verif_build_tests` (one subprocess per
    op, all dtypes at once; `--tosa-version 1.0.2`, `--test-type positive`, every dimension in
    `--tensor-dim-range 1,5`, small conv/pool limits, and a `--test-selection-config` that keeps at most
-   N+3 tests per input type, so that generation stays cheap);
+   N+3 tests per input type, so that generation stays cheap); when a dtype still has fewer than N tests
+   (ops whose tests differ only by rank: matmul, gather, clz, ...), a second run adds a few fixed
+   `--target-shape`s for that dtype;
 2. picks a deterministic sample of N tests per (op, dtype) (sorted by a hash of the test name);
 3. turns each test.tosa into generic MLIR with `tosa-opt --tosa-deserialize ... -o test.mlir`;
 4. computes the expected outputs with `tosa_reference_model --test_desc desc.json` (ref-result-*.npy;
@@ -70,10 +72,11 @@ TOSA_VERSION = "1.0.2"
 PROFILE = ["tosa-pro-int"]
 EXTENSIONS = ["tosa-ext-int16", "tosa-ext-doubleround"]
 
-# The generator's --target-dtype names and the labels used in the report. bool is PRO-INT too (logical ops,
-# reduce_all/any, select conditions, cast from bool), so it is included by default.
-DTYPES = ["int8", "int16", "int32", "int48", "bool"]
-NAME_TO_DTYPE = {"b": "bool", "i8": "int8", "i16": "int16", "i32": "int32", "i48": "int48"}
+# The generator's --target-dtype names, also the labels used in the report. bool is PRO-INT too (logical ops,
+# reduce_all/any, select conditions, cast from bool), and `shape` is the type of CONST_SHAPE's result (its tests
+# return a !tosa.shape, which the reference model writes as an int64 .npy), so both are included by default.
+DTYPES = ["int8", "int16", "int32", "int48", "bool", "shape"]
+NAME_TO_DTYPE = {"b": "bool", "i8": "int8", "i16": "int16", "i32": "int32", "i48": "int48", "s": "shape"}
 
 # tosaic op name (without "tosa.") -> the generator's operator name, where they differ. The generator's
 # --filter matches the TOSA operator name, so templated ops (conv2d_1x1, conv2d_3x3, ...) are all "conv2d".
@@ -84,7 +87,6 @@ GENERATOR_NAMES: dict[str, str] = {}
 FP_ONLY = {"ceil", "cos", "exp", "floor", "log", "reciprocal", "reduce_product", "rsqrt", "sigmoid", "sin",
            "tanh", "erf", "pow", "fft2d", "rfft2d"}
 NOT_GENERATED = {
-    "const_shape": "no TOSA 1.0 conformance tests (shape operands are tested through reshape, pad, slice, tile)",
     "variable": "EXT-VARIABLE, outside PRO-INT + EXT-INT16 + EXT-DOUBLEROUND",
     "variable_read": "EXT-VARIABLE, outside PRO-INT + EXT-INT16 + EXT-DOUBLEROUND",
     "variable_write": "EXT-VARIABLE, outside PRO-INT + EXT-INT16 + EXT-DOUBLEROUND",
@@ -128,6 +130,8 @@ def generator_command(op: str, out_dir: Path, args, target_shapes=None, dtypes=N
            "--test-selection-config", str(args.selection_config)]
     if target_shapes:
         cmd += ["--target-shape", *target_shapes]
+    for extra in args.gen_arg or []:
+        cmd += extra.split()
     return cmd
 
 
@@ -147,7 +151,7 @@ def test_dtype(test_name: str, op: str, test_dir: Path) -> str:
     name = GENERATOR_NAMES.get(op, op)
     rest = test_name[len(name) + 1:] if test_name.startswith(name + "_") else test_name
     for token in rest.split("_"):
-        match = re.fullmatch(r"(b|i8|i16|i32|i48)(x\w+)?", token)
+        match = re.fullmatch(r"(b|s|i8|i16|i32|i48)(x\w+)?", token)
         if match:
             return NAME_TO_DTYPE[match.group(1)]
     try:  # fall back on the descriptor's first generated tensor
@@ -184,7 +188,8 @@ def first_line(error: BaseException) -> str:
 
 def compare(expected: np.ndarray, got) -> str | None:
     """None when `got` equals `expected` bit for bit (shape, dtype and every element), else a description."""
-    got = np.asarray(got)
+    # tosaic holds a !tosa.shape value as a tuple of ints; the reference model writes it as an int64 vector.
+    got = np.asarray(got, dtype=np.int64) if isinstance(got, tuple) else np.asarray(got)
     if got.shape != expected.shape:
         return f"shape {got.shape} != expected {expected.shape}"
     problems = []
@@ -403,6 +408,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dim-range", default="1,5", help="generator --tensor-dim-range (default %(default)s)")
     parser.add_argument("--target-shape", nargs="*", help="generator --target-shape list used instead of the "
                         "dims range (off by default: ops of every rank get small random shapes)")
+    parser.add_argument("--gen-arg", action="append", metavar="'OPTION VALUE'",
+                        help="extra generator options, appended (later options win), e.g. "
+                             "--gen-arg '--max-pooling-kernel 8'; repeatable")
     parser.add_argument("--pool", type=int, default=0,
                         help="tests the generator's selection keeps per input type (default per-op + 3: "
                              "it drops the tests outside the profile after selecting)")

@@ -392,7 +392,7 @@ def admissible_ratios(scales, zero_point: int, out_low: int, out_high: int, acc_
     return intervals
 
 
-def exact_float_requant(scales, zero_point: int, out_low: int, out_high: int, acc_low, acc_high):
+def exact_float_requant(scales, zero_point: int, out_low: int, out_high: int, acc_low, acc_high, intervals=None):
     """Per channel, a TOSA RESCALE (multiplier, shift), SINGLE_ROUND, equal to LiteRT's float requantization;
     (None, None) for a channel where none exists.
 
@@ -410,7 +410,8 @@ def exact_float_requant(scales, zero_point: int, out_low: int, out_high: int, ac
     scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
     acc_low = np.broadcast_to(np.asarray(acc_low, dtype=np.int64), scales.shape)
     acc_high = np.broadcast_to(np.asarray(acc_high, dtype=np.int64), scales.shape)
-    intervals = admissible_ratios(scales, zero_point, out_low, out_high, acc_low, acc_high)
+    if intervals is None:
+        intervals = admissible_ratios(scales, zero_point, out_low, out_high, acc_low, acc_high)
     multipliers, shifts = [], []
     for c in range(scales.size):
         low, low_closed, high, high_closed = intervals[c]
@@ -438,9 +439,10 @@ def exact_float_requant(scales, zero_point: int, out_low: int, out_high: int, ac
 
 
 def _near_extremes(values: np.ndarray, largest: bool) -> np.ndarray:
-    """Indices whose float value may be the exact extreme (within rounding of the float extreme)."""
+    """Indices whose float value may be the exact extreme: each ratio is a correctly rounded double quotient
+    (within half an ulp, 1.2e-16 relative), so ratios further than 1e-14 from the float extreme cannot be it."""
     best = values.max() if largest else values.min()
-    return np.nonzero(np.abs(values - best) <= 1e-9 * abs(best))[0]
+    return np.nonzero(np.abs(values - best) <= 1e-14 * abs(best))[0]
 
 
 def _accumulator_range(ctx, x, w, bias, weight_zp, channels):
@@ -607,35 +609,40 @@ def _float_requant_16(ctx, acc, scales, out_low, out_high, acc_low, acc_high):
         acc = b.op("tosa.minimum", [acc, b.const(np.minimum(sat_high, INT32_MAX).reshape(ones), "i32")])
         acc_high = np.minimum(acc_high, sat_high)
     acc_high = np.maximum(acc_high, acc_low)
-    multipliers, shifts = exact_float_requant(scales, 0, out_low, out_high, acc_low, acc_high)
+    intervals = admissible_ratios(scales, 0, out_low, out_high, acc_low, acc_high)
+    multipliers, shifts = exact_float_requant(scales, 0, out_low, out_high, acc_low, acc_high, intervals)
     if None not in multipliers:
         if len(set(zip(multipliers, shifts))) == 1:
             multipliers, shifts = multipliers[:1], shifts[:1]
         return b.rescale(acc, multipliers, shifts, 0, 0, "i16", rounding="SINGLE_ROUND")
-    rounded, low, high = wide_requant(ctx, acc, scales, 0, out_low, out_high, acc_low, acc_high)
+    rounded, low, high = wide_requant(ctx, acc, scales, intervals, acc_low, acc_high)
     return b.rescale(rounded, 1 << 30, 30, 0, 0, "i16", rounding="SINGLE_ROUND")
 
 
-def wide_requant(ctx, a, scales, zero_point, out_low, out_high, acc_low, acc_high):
-    """`floor(a * M / 2^K + 1/2)` exactly, per channel of the last axis, for |a| < 2^30 in i32 and a multiplier
-    M of up to 62 bits chosen (per channel) among those that reproduce the kernel's double requantization
-    (`admissible_ratios`). Returns (the i32 result, its per-channel low and high bounds).
+def wide_requant(ctx, a, scales, intervals, acc_low, acc_high):
+    """`floor(a * M / 2^K + 1/2)` exactly, per channel of the last axis, for any i32 a and a multiplier M of up
+    to 62 bits chosen (per channel) among those that reproduce the kernel's double requantization
+    (`intervals`, from `admissible_ratios`). Returns (the i32 result, its per-channel low and high bounds).
 
     TOSA MUL of i32 with shift 0 is the low 32 bits of the product and with shift s > 0 is
-    `(p + 2^(s-1)) >> s`; with M = M1 * 2^31 + M0 and K = 31 + K1:
+    `(p + 2^(s-1)) >> s`. With M = M1 * 2^31 + M0 (both below 2^31) and K = 31 + K1:
         q0 = floor(a * M0 / 2^31) = MUL(a, M0, 31) - bit 30 of MUL(a, M0, 0)
         a * M + 2^(K-1) = 2^31 * (a * M1 + q0 + 2^(K1-1)) + (a * M0 - 2^31 * q0), the last term in [0, 2^31)
-        result = floor((a * M1 + 2^(K1-1) + q0) / 2^K1) = T + floor((V + q0) / 2^K1)
-    where T = MUL(a, M1, K1) and V = (a * M1 + 2^(K1-1)) mod 2^K1, from the product's low bits. K1 is one for
-    all channels (MUL's shift is a single operand), the largest in [1, 30] that keeps every M1 below 2^31."""
+        result = floor((a * M1 + 2^(K1-1) + q0) / 2^K1)
+    and the last floor is taken in one of two ways, so that no intermediate value leaves int32:
+    - K1 <= 30 (large scales): T + (q0 >> K1) + (((q0 & (2^K1 - 1)) + V) >> K1) with T = MUL(a, M1, K1) and
+      V = (a * M1 + 2^(K1-1)) mod 2^K1, from the product's low bits;
+    - K1 >= 33 (small scales, where M1 < 2^31 leaves room for a longer K): with P = a * M1 = H * 2^32 + L,
+      H = MUL(a, M1, 32) - [L >= 2^31] and L the low product bits, `(H + c + 2^(K1-33)) >> (K1 - 32)` where
+      c = floor((L + q0) / 2^32) in {-1, 0, 1} is added up in 16-bit halves.
+    K1 is one for all channels (MUL's shift is a single operand): the largest that keeps every M1 below 2^31,
+    at most 62."""
     b = ctx.builder
     units = scales.size
-    intervals = admissible_ratios(scales, zero_point, out_low, out_high, acc_low, acc_high)
-    magnitude = max(-int(np.min(acc_low)), int(np.max(acc_high)))
-    if magnitude >= 1 << 30:
-        raise ctx.error(f"accumulators reach {magnitude}, beyond the 2^30 the exact wide requantization handles")
     r_max = max(float(scales.max()), max(float(i[0]) for i in intervals))
-    k1 = min(30, math.floor(math.log2((INT32_MAX - 1) / r_max)) if r_max > 0 else 30)
+    k1 = min(62, math.floor(math.log2((INT32_MAX - 1) / r_max)) if r_max > 0 else 62)
+    if 30 < k1 < 33:
+        k1 = 30
     if k1 < 1:
         raise ctx.error(f"requantization scale {r_max} is too large for the exact wide requantization")
     k = 31 + k1
@@ -647,27 +654,41 @@ def wide_requant(ctx, a, scales, zero_point, out_low, out_high, acc_low, acc_hig
             (math.floor(high * unit) if high_closed else math.ceil(high * unit) - 1)
         m_high = min(m_high, ((INT32_MAX - 1) << 31) + INT32_MAX)
         if m_low > m_high:
-            raise ctx.error(f"output channel {c}: no multiplier of {k + 31} bits reproduces the kernel's double "
+            raise ctx.error(f"output channel {c}: no multiplier M / 2^{k} (M < 2^62) reproduces the kernel's double "
                             f"requantization round(acc * {float(scales[c])!r}) for accumulators in "
-                            f"[{int(acc_low[c])}, {int(acc_high[c])}]")
+                            f"[{int(acc_low[c])}, {int(acc_high[c])}]: the double-rounded product puts some "
+                            f"rounding steps where no exact ratio can (seen when the scales' ratio is a short "
+                            f"binary fraction)")
         nearest = round(Fraction(float(scales[c])) * unit)
         multipliers.append(min(max(nearest, m_low), m_high))
-    multipliers = np.array(multipliers, dtype=object)
     ones = (1,) * (a.type.rank - 1) + (units,)
     m0 = b.const(np.array([int(m) & INT32_MAX for m in multipliers], dtype=np.int64).reshape(ones), "i32")
     m1 = b.const(np.array([int(m) >> 31 for m in multipliers], dtype=np.int64).reshape(ones), "i32")
     scalar = lambda v: b.const(np.full((1,) * a.type.rank, v), "i32")  # noqa: E731
     shift = lambda amount: b.scalar(amount, "i8")  # noqa: E731
-    mask = (1 << k1) - 1
-    q0 = b.op("tosa.sub", [b.op("tosa.mul", [a, m0, shift(31)]),
-                           b.op("tosa.bitwise_and", [b.op("tosa.logical_right_shift",
-                                                          [b.op("tosa.mul", [a, m0, shift(0)]), scalar(30)]),
-                                                     scalar(1)])])
-    high_part = b.op("tosa.mul", [a, m1, shift(k1)])
-    low_bits = b.op("tosa.bitwise_and", [b.op("tosa.mul", [a, m1, shift(0)]), scalar(mask)])
-    v = b.op("tosa.bitwise_and", [b.op("tosa.add", [low_bits, scalar(1 << (k1 - 1))]), scalar(mask)])
-    carry = b.op("tosa.arithmetic_right_shift", [b.op("tosa.add", [v, q0]), scalar(k1)], {"round": False})
-    result = b.op("tosa.add", [high_part, carry])
+    floor_shift = lambda v, amount: b.op("tosa.arithmetic_right_shift", [v, scalar(amount)], {"round": False})  # noqa
+    op = lambda name, *operands: b.op(name, list(operands))  # noqa: E731
+    bit_30 = op("tosa.bitwise_and", op("tosa.logical_right_shift", op("tosa.mul", a, m0, shift(0)), scalar(30)),
+                scalar(1))
+    q0 = op("tosa.sub", op("tosa.mul", a, m0, shift(31)), bit_30)
+    low_product = op("tosa.mul", a, m1, shift(0))
+    if k1 <= 30:
+        mask = (1 << k1) - 1
+        high_part = op("tosa.mul", a, m1, shift(k1))
+        v = op("tosa.bitwise_and", op("tosa.add", op("tosa.bitwise_and", low_product, scalar(mask)),
+                                      scalar(1 << (k1 - 1))), scalar(mask))
+        carry = floor_shift(op("tosa.add", op("tosa.bitwise_and", q0, scalar(mask)), v), k1)
+        result = op("tosa.add", op("tosa.add", high_part, floor_shift(q0, k1)), carry)
+    else:
+        top_bit = op("tosa.logical_right_shift", low_product, scalar(31))  # [L >= 2^31]
+        high_word = op("tosa.sub", op("tosa.mul", a, m1, shift(32)), top_bit)
+        halves = op("tosa.add", op("tosa.bitwise_and", low_product, scalar(0xFFFF)),
+                    op("tosa.bitwise_and", q0, scalar(0xFFFF)))
+        upper = op("tosa.add", op("tosa.add", op("tosa.logical_right_shift", low_product, scalar(16)),
+                                  floor_shift(q0, 16)), floor_shift(halves, 16))
+        carry = floor_shift(upper, 16)
+        total = op("tosa.add", op("tosa.add", high_word, carry), scalar(1 << (k1 - 33)))
+        result = floor_shift(total, k1 - 32)
     bounds = [(int(lo) * int(m) + (1 << (k - 1))) >> k for lo, m in zip(acc_low, multipliers)], \
         [(int(hi) * int(m) + (1 << (k - 1))) >> k for hi, m in zip(acc_high, multipliers)]
     return result, np.array(bounds[0]), np.array(bounds[1])

@@ -116,8 +116,9 @@ def _check_same_type(ctx, *tensors) -> str:
 
 def _int16_pot_scales(ctx, op, s1: float, s2: float, so: float):
     """The power-of-two path's (input1_shift, input2_shift) when LiteRT takes it, else None: option
-    pot_scale_int16 (default true) and all three scales powers of two by CheckedLog2."""
-    if not op.options.get("pot_scale_int16", True):
+    pot_scale_int16 and all three scales powers of two by CheckedLog2. The schema defaults the option to true
+    when AddOptions/SubOptions exist; without the options table LiteRT's zero-initialized params say false."""
+    if not op.options.get("pot_scale_int16", False):
         return None
     logs = [checked_log2(s) for s in (s1, s2, so)]
     if any(log is None for log in logs):
