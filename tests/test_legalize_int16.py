@@ -139,8 +139,8 @@ def test_conv_16x8_int32_bias_without_option_is_refused():
 # --------------------------------------------------------------------------------- FULLY_CONNECTED
 
 
-def _fc_model(rng, data, depth, units, batch, weights=None, bias=None, bias_kind=""):
-    per_channel = data.draw(st.booleans())
+def _fc_model(rng, data, depth, units, batch, weights=None, bias=None, bias_kind="", per_channel=None):
+    per_channel = data.draw(st.booleans()) if per_channel is None else per_channel
     ws = [f32(2.0 ** data.draw(st.floats(-9, -5))) for _ in range(units if per_channel else 1)]
     weight_zp = 0 if per_channel else data.draw(st.sampled_from([0, 0, 3, -7]))
     if bias_kind == "":
@@ -219,11 +219,13 @@ def _with_batch(model: bytes, batch: int) -> bytes:
 @given(seed=seeds, data=st.data())
 @settings(max_examples=6, deadline=None)
 def test_fully_connected_16x8_accumulator_beyond_int32(seed, data):
-    """Deep layers with large weights: the accumulator can leave int32, and the byte split takes over."""
+    """Deep layers with large weights: the accumulator can leave int32, and the byte split takes over (one
+    filter scale, so that every channel's output saturates within int32)."""
     rng = np.random.default_rng(seed)
     depth = data.draw(st.integers(700, 1500))
     weights = rng.integers(100, 128, (3, depth)) * rng.choice([-1, 1], (3, depth))
-    model, (s_in, ws, s_out) = _fc_model(rng, data, depth, 3, 4, weights=weights, bias_kind="INT64")
+    model, (s_in, ws, s_out) = _fc_model(rng, data, depth, 3, 4, weights=weights, bias_kind="INT64",
+                                         per_channel=False)
     graph = tosaic.import_tflite(model)
     assert any(op.name == "tosa.conv2d" and op.attrs["acc_type"] == "i32" for op in graph.ops)
     x = int16_inputs(rng, [4, depth])
