@@ -128,7 +128,8 @@ def test_dequantize_every_input(data):
     zero_point = 0 if dtype == "int16" else data.draw(st.integers(int(info.min), int(info.max)))
     scale = f32(data.draw(st.one_of(st.floats(-40.0, 20.0).map(lambda e: 2.0**e), st.floats(1e-6, 1.0))))
     x = np.arange(info.min, info.max + 1).astype(TYPES[dtype])
-    model = single_op("DEQUANTIZE", [x.size], TYPES[dtype], np.float32, in_quant={"scale": scale, "zero_point": zero_point})
+    model = single_op("DEQUANTIZE", [x.size], TYPES[dtype], np.float32,
+                      in_quant={"scale": scale, "zero_point": zero_point})
     assert_bit_exact(model, [x])
 
 
@@ -220,8 +221,9 @@ def test_float_edge_int8_network(seed, data):
     b.op("QUANTIZE", [x], [q])
     c = b.conv2d(q, rng.integers(-127, 128, (6, 3, 3, 3)), [f32(2.0 ** rng.uniform(-8, -6)) for _ in range(6)],
                  rng.integers(-500, 500, 6), 0.04, -10, padding="SAME", fused_activation_function="RELU6")
-    d = b.depthwise_conv2d(c, rng.integers(-127, 128, (1, 3, 3, 6)), [f32(2.0 ** rng.uniform(-8, -6)) for _ in range(6)],
-                           rng.integers(-500, 500, 6), 0.04, 3, padding="SAME")
+    d = b.depthwise_conv2d(c, rng.integers(-127, 128, (1, 3, 3, 6)),
+                           [f32(2.0 ** rng.uniform(-8, -6)) for _ in range(6)], rng.integers(-500, 500, 6), 0.04, 3,
+                           padding="SAME")
     a = b.tensor([1, 6, 6, 6], np.int8, scale=0.06, zero_point=-5)
     b.op("ADD", [c, d], [a])
     m = b.tensor([1, 6], np.int8, scale=0.03, zero_point=0)

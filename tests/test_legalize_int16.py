@@ -244,11 +244,12 @@ def _kernel_float_requant(acc: np.ndarray, scale: float, out_low: int, out_high:
 @given(seed=seeds, data=st.data())
 @settings(max_examples=25, deadline=None)
 def test_wide_requantization_places_every_step(seed, data):
-    """The exact wide multiply (two 31-bit halves of a ~62-bit multiplier, from MUL's low and high products)
-    against the kernel's double arithmetic, on both sides of every step and at the extremes of int32."""
+    """The saturation clamp, the RESCALE and the exact wide multiply (two 31-bit halves of a ~62-bit
+    multiplier, from MUL's low and high products) against the kernel's double arithmetic, on both sides of
+    every step and at the extremes of int32; int16 (zero point 0) and int8 (any zero point) outputs."""
     from types import SimpleNamespace
 
-    from tosaic.importers.tflite.ops.conv import _float_requant_16
+    from tosaic.importers.tflite.ops.conv import float_requant
     from tosaic.ir import Graph, TensorType
     from tosaic.tosa.builder import TosaBuilder
     from tosaic.tosa.interpreter import interpret
@@ -256,14 +257,24 @@ def test_wide_requantization_places_every_step(seed, data):
     rng = np.random.default_rng(seed)
     units = data.draw(st.integers(1, 3))
     # Scales as a converter makes them: input and output from calibration ranges, the filter's max|w| / 127.
+    # Small ratios take the wide multiply's K1 >= 33 form, ratios from 1/4 up (outputs that saturate early)
+    # its K1 <= 30 form.
+    shrink = data.draw(st.sampled_from([1.0, 1.0, 2.0**-14]))
     scales = np.array([(f32(data.draw(st.floats(0.5, 8.0)) / 32768) * f32(data.draw(st.floats(0.01, 0.5)) / 127))
-                       / f32(data.draw(st.floats(0.5, 64.0)) / 32768) for _ in range(units)])
-    out_low, out_high = data.draw(st.sampled_from([(-32768, 32767), (0, 32767), (-5000, 5000)]))
+                       / f32(shrink * data.draw(st.floats(0.5, 64.0)) / 32768) for _ in range(units)])
+    dtype = data.draw(st.sampled_from(["int16", "int16", "int8"]))
+    if dtype == "int16":
+        zero_point = 0
+        out_low, out_high = data.draw(st.sampled_from([(-32768, 32767), (0, 32767), (-5000, 5000)]))
+    else:
+        scales = scales * 2.0**-8  # 256 output steps over a comparable accumulator range
+        zero_point = data.draw(st.integers(-128, 127))
+        out_low, out_high = data.draw(st.sampled_from([(-128, 127), (max(-128, zero_point), 127)]))
     acc_low = np.full(units, -(1 << 31), dtype=np.int64)
     acc_high = np.full(units, (1 << 31) - 1, dtype=np.int64)
     accs = []
     for c in range(units):
-        steps = np.arange(out_low, out_high + 2) - 0.5
+        steps = np.arange(out_low - zero_point, out_high - zero_point + 2) - 0.5
         at = np.ceil(steps / scales[c]).astype(np.int64)
         column = np.concatenate([at - 1, at, at + 1, rng.integers(-(1 << 31), 1 << 31, 2000),
                                  [-(1 << 31), (1 << 31) - 1, 0]])
@@ -273,10 +284,47 @@ def test_wide_requantization_places_every_step(seed, data):
     graph = Graph("wide")
     value = graph.add_input(TensorType(acc.shape, "i32"), "acc")
     ctx = SimpleNamespace(builder=TosaBuilder(graph), error=ValueError)
-    graph.set_outputs([_float_requant_16(ctx, value, scales, out_low, out_high, acc_low, acc_high)], ["out"])
+    rounded = float_requant(ctx, value, scales, zero_point, out_low, out_high, acc_low, acc_high, dtype)
+    graph.set_outputs([ctx.builder.clamp(rounded, out_low, out_high)], ["out"])  # the fused activation's CLAMP
     (got,) = interpret(graph, [acc])
     for c in range(units):
-        np.testing.assert_array_equal(got[:, c], _kernel_float_requant(acc[:, c], scales[c], out_low, out_high))
+        want = np.clip(_kernel_float_requant(acc[:, c], scales[c], -(1 << 31), (1 << 31) - 1) + zero_point,
+                       out_low, out_high)
+        np.testing.assert_array_equal(got[:, c], want)
+
+
+@given(seed=seeds, data=st.data())
+@settings(max_examples=30, deadline=None)
+def test_wide_multiply_is_exact(seed, data):
+    """The TOSA arithmetic of `wide_requant` against Python integers: floor((a * M + 2^(K-1)) / 2^K) for any
+    i32 a, in both of its forms (K1 <= 30 and K1 >= 33)."""
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from tosaic.importers.tflite.ops.conv import wide_requant
+    from tosaic.ir import Graph, TensorType
+    from tosaic.tosa.builder import TosaBuilder
+    from tosaic.tosa.interpreter import interpret
+
+    rng = np.random.default_rng(seed)
+    ratio = 2.0 ** data.draw(st.floats(-40, 20))
+    k1 = min(62, int(np.floor(np.log2((2**31 - 2) / ratio))))
+    k1 = 30 if 30 < k1 < 33 else k1
+    k = 31 + k1
+    multiplier = min(int(round(ratio * 2**k)), ((2**31 - 2) << 31) + 2**31 - 1)
+    exact = Fraction(multiplier, 2**k)
+    a = np.concatenate([rng.integers(-(1 << 31), 1 << 31, 3000), [-(1 << 31), (1 << 31) - 1, 0, 1, -1]])
+    limit = int((2**31 - 1) / max(ratio, 1e-300))
+    a = np.clip(a, -limit, limit).astype(np.int32).reshape(-1, 1)
+    graph = Graph("wide")
+    value = graph.add_input(TensorType(a.shape, "i32"), "a")
+    ctx = SimpleNamespace(builder=TosaBuilder(graph), error=ValueError)
+    result, _, _ = wide_requant(ctx, value, np.array([float(exact)]), [(exact, True, exact, True)],
+                                np.array([int(a.min())]), np.array([int(a.max())]))
+    graph.set_outputs([result], ["out"])
+    (got,) = interpret(graph, [a])
+    expected = [(int(v) * multiplier + (1 << (k - 1))) >> k for v in a.reshape(-1)]
+    assert got.reshape(-1).tolist() == expected
 
 
 def test_double_rounding_without_exact_multiplier_is_refused():
@@ -284,7 +332,7 @@ def test_double_rounding_without_exact_multiplier_is_refused():
     double-rounded product rounds some steps one accumulator early: no exact ratio reproduces it all."""
     from types import SimpleNamespace
 
-    from tosaic.importers.tflite.ops.conv import _float_requant_16
+    from tosaic.importers.tflite.ops.conv import float_requant
     from tosaic.ir import Graph, TensorType
     from tosaic.tosa.builder import TosaBuilder
 
@@ -293,8 +341,8 @@ def test_double_rounding_without_exact_multiplier_is_refused():
     value = graph.add_input(TensorType((4, 1), "i32"), "acc")
     ctx = SimpleNamespace(builder=TosaBuilder(graph), error=ValueError)
     with pytest.raises(ValueError, match="double-rounded product"):
-        _float_requant_16(ctx, value, np.array([scale]), -32768, 32767, np.array([-(1 << 31)]),
-                          np.array([(1 << 31) - 1]))
+        float_requant(ctx, value, np.array([scale]), 0, -32768, 32767, np.array([-(1 << 31)]),
+                      np.array([(1 << 31) - 1]), "int16")
 
 
 def test_16x8_fc_data_model_needs_the_wide_requantization():

@@ -26,10 +26,15 @@ FullyConnectedPerChannelInt16, all on the reference path under BUILTIN_REF):
   is narrowed to i32 (exact once the int32 range is proven) and RESCALEd with DOUBLE_ROUND. Without the option,
   LiteRT reads the bias as int64, so an int32 bias is refused.
 - FULLY_CONNECTED requantizes in double like the int8 kernel. Its accumulator is narrowed to i32 (proven to
-  fit from the weights and bias) and `exact_float_requant` finds the RESCALE. Where the accumulator can leave
-  int32, the input is split into its high byte and low byte: two i8 x i8 CONV2Ds give `acc = 256 * hi + lo`
-  exactly in i32 pieces; `hi` is clamped where every accumulator beyond the clamp saturates the output anyway,
-  which brings `acc` inside int32 without changing any output.
+  fit from the weights and bias) and clamped to where the output saturates. With 65535 output steps the ratios
+  that place every step like the double product lie in an interval ~2^-39 wide (relative): a 31-bit RESCALE
+  multiplier usually cannot hit it, so `wide_requant` multiplies by a ~62-bit M / 2^K exactly with i32 MULs
+  (TOSA's MUL gives the low 32 bits of a product with shift 0 and its rounded high part with a shift).
+  Where the accumulator can leave int32, the input is split into its high byte and low byte: two i8 x i8
+  CONV2Ds give `acc = 256 * hi + lo` exactly in i32 pieces; `hi` is clamped where every accumulator beyond
+  the clamp saturates the output anyway, which brings `acc` inside int32 without changing any output.
+  Refused: layers whose saturation points lie beyond int32 while their accumulator can too, and the rare
+  scales for which the double-rounded product places steps no exact ratio reproduces.
 Every accumulator range is proven per output channel at import time from the constant weights and bias.
 """
 
@@ -47,6 +52,8 @@ from tosaic.importers.tflite.common import (
     same_or_valid_padding,
 )
 from tosaic.importers.tflite.fixed_point import (
+    STORAGE,
+    from_i32,
     narrow_48,
     per_tensor,
     rescale_48,
@@ -508,14 +515,19 @@ def fully_connected(ctx, op):
         return
     acc_low, acc_high = _accumulator_range(ctx, x, w, bias, weight_zp, units)
     _check_float_conversion(ctx, acc_low, acc_high, scales)
-    multipliers, shifts = _float_requant_multipliers(ctx, scales, out_zp, out_low, out_high, acc_low, acc_high)
 
     xv = b.reshape(ctx.value(x), (batch, 1, 1, depth))
     weights = _weights(ctx, w, lambda a: a.reshape(units, 1, 1, depth))
     attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1), "acc_type": "i32"}
     acc = b.op("tosa.conv2d", [xv, weights, _bias(ctx, bias, units), b.scalar(in_zp, "i8"),
                                b.scalar(weight_zp, "i8")], attrs)
-    out = b.rescale(acc, multipliers, shifts, 0, out_zp, "i8", rounding="SINGLE_ROUND")
+    multipliers, shifts = exact_float_requant(scales, out_zp, out_low, out_high, acc_low, acc_high)
+    if None in multipliers:  # no 31-bit multiplier over the whole range: saturation clamp and wide multiply
+        out = float_requant(ctx, acc, scales, out_zp, out_low, out_high, acc_low, acc_high, "int8")
+    else:
+        if len(set(zip(multipliers, shifts))) == 1:
+            multipliers, shifts = multipliers[:1], shifts[:1]
+        out = b.rescale(acc, multipliers, shifts, 0, out_zp, "i8", rounding="SINGLE_ROUND")
     out = clamp_to_activation(ctx, out, y, o["fused_activation_function"])
     ctx.set_output(b.reshape(out, y.shape))
 
@@ -527,18 +539,6 @@ def _check_float_conversion(ctx, acc_low, acc_high, scales):
         c = int(np.argmax(too_large))
         raise ctx.error(f"output channel {c}: accumulator x scale {scales[c]:.6g} can leave int32, where the "
                         "kernel's float-to-int conversion is undefined")
-
-
-def _float_requant_multipliers(ctx, scales, out_zp, out_low, out_high, acc_low, acc_high):
-    multipliers, shifts = exact_float_requant(scales, out_zp, out_low, out_high, acc_low, acc_high)
-    if None in multipliers:
-        c = multipliers.index(None)
-        raise ctx.error(f"output channel {c}: no 31-bit RESCALE multiplier reproduces the kernel's double "
-                        f"requantization round(acc * {float(scales[c])!r}) for accumulators in "
-                        f"[{int(acc_low[c])}, {int(acc_high[c])}]")
-    if len(set(zip(multipliers, shifts))) == 1:
-        multipliers, shifts = multipliers[:1], shifts[:1]
-    return multipliers, shifts
 
 
 def saturation_points(scale: float, out_low: int, out_high: int) -> tuple[int, int]:
@@ -587,18 +587,20 @@ def _fully_connected_16x8(ctx, op, x, w, bias, y, scales, weight_zp, out_low, ou
     else:
         acc, acc_low, acc_high = _byte_split_accumulator(ctx, xv, weights, filters, bias, scales, weight_zp,
                                                          out_low, out_high, attrs)
-    out = _float_requant_16(ctx, acc, scales, out_low, out_high, acc_low, acc_high)
+    out = float_requant(ctx, acc, scales, 0, out_low, out_high, acc_low, acc_high, "int16")
     out = clamp_to_activation(ctx, out, y, op.options["fused_activation_function"])
     return b.reshape(out, y.shape)
 
 
-def _float_requant_16(ctx, acc, scales, out_low, out_high, acc_low, acc_high):
-    """`clamp(round(double(acc) * scale))` of an i32 accumulator into i16 (zero point 0): accumulators are
-    first clamped to where the output saturates (nothing changes), then one RESCALE when a 31-bit multiplier
-    reproduces every step, else the exact wide multiply (`wide_requant`)."""
+def float_requant(ctx, acc, scales, zero_point, out_low, out_high, acc_low, acc_high, dtype):
+    """`clamp(round(double(acc) * scale) + zero_point, out_low, out_high)` of an i32 accumulator (per channel of
+    the last axis) into the TFLite type `dtype`, before the activation CLAMP: accumulators are first clamped to
+    where the output saturates (nothing changes), then one RESCALE when a 31-bit multiplier reproduces every
+    step, else the exact wide multiply (`wide_requant`)."""
     b = ctx.builder
     units = scales.size
-    saturation = [saturation_points(float(scales[c]), out_low, out_high) for c in range(units)]
+    saturation = [saturation_points(float(scales[c]), out_low - zero_point, out_high - zero_point)
+                  for c in range(units)]
     sat_low = np.array([p[0] for p in saturation], dtype=np.int64)
     sat_high = np.array([p[1] for p in saturation], dtype=np.int64)
     ones = (1,) * (acc.type.rank - 1) + (units,)
@@ -609,14 +611,14 @@ def _float_requant_16(ctx, acc, scales, out_low, out_high, acc_low, acc_high):
         acc = b.op("tosa.minimum", [acc, b.const(np.minimum(sat_high, INT32_MAX).reshape(ones), "i32")])
         acc_high = np.minimum(acc_high, sat_high)
     acc_high = np.maximum(acc_high, acc_low)
-    intervals = admissible_ratios(scales, 0, out_low, out_high, acc_low, acc_high)
-    multipliers, shifts = exact_float_requant(scales, 0, out_low, out_high, acc_low, acc_high, intervals)
+    intervals = admissible_ratios(scales, zero_point, out_low, out_high, acc_low, acc_high)
+    multipliers, shifts = exact_float_requant(scales, zero_point, out_low, out_high, acc_low, acc_high, intervals)
     if None not in multipliers:
         if len(set(zip(multipliers, shifts))) == 1:
             multipliers, shifts = multipliers[:1], shifts[:1]
-        return b.rescale(acc, multipliers, shifts, 0, 0, "i16", rounding="SINGLE_ROUND")
+        return b.rescale(acc, multipliers, shifts, 0, zero_point, STORAGE[dtype], rounding="SINGLE_ROUND")
     rounded, low, high = wide_requant(ctx, acc, scales, intervals, acc_low, acc_high)
-    return b.rescale(rounded, 1 << 30, 30, 0, 0, "i16", rounding="SINGLE_ROUND")
+    return from_i32(ctx, rounded, (int(low.min()), int(high.max())), zero_point, dtype)
 
 
 def wide_requant(ctx, a, scales, intervals, acc_low, acc_high):
