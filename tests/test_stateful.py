@@ -468,10 +468,6 @@ def test_float32_state_between_quantize_and_dequantize():
     b.assign_variable(h, back)
     b.inputs([x]).outputs([total])
     model = b.build()
-    try:
-        tosaic.import_tflite(model)
-    except UnsupportedModelError as error:
-        pytest.skip(f"float QUANTIZE/DEQUANTIZE are not legalized yet: {error}")
     assert_streams_match(model, steps=32, seed=17)
 
 
