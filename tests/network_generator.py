@@ -18,6 +18,26 @@ Kinds (``KINDS``):
   MEAN keep_dims (squeeze-excite), AVERAGE_POOL_2D, then a classifier head (and sometimes a second
   output).
 
+More kinds (``MORE_KINDS``, also in ``ALL_KINDS``; tests/test_random_networks_more.py):
+
+- ``"transformer"``: FULLY_CONNECTED token embedding on [1, T, D], encoder layers with optional
+  MEAN/SQUARED_DIFFERENCE/ADD eps/RSQRT/SUB/MUL normalisation, Q/K/V projections, BATCH_MATMUL for
+  QK^T (adj_y, or an explicit TRANSPOSE), SOFTMAX (beta 1/sqrt(D)), BATCH_MATMUL with V, residual
+  ADDs, GELU (exact or tanh-approximate) MLP, MEAN over tokens and a classifier.
+- ``"unet"``: stride-2 conv encoder, decoder upsampling by TRANSPOSE_CONV (stride 2, k 2/3/4) or
+  RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR (align_corners / half_pixel_centers), skip
+  CONCATENATION of jointly quantized branches (a QUANTIZE requantizes a transpose conv's output).
+- ``"lstm"``: an unrolled LSTM cell (FULLY_CONNECTED gates, SPLIT, LOGISTIC, TANH, MUL, ADD) over
+  UNPACK-ed or STRIDED_SLICE-d time steps, hidden states joined by PACK or RESHAPE+CONCATENATION
+  (h quantized 1/128, 0 at every step so they can be joined).
+- ``"mobilenet_v3"``: HARD_SWISH / RELU inverted residuals, squeeze-excite gated by LOGISTIC or a
+  hard sigmoid (ADD 3 with RELU6, MUL 1/6), MUL, residual ADD, HARD_SWISH head.
+- ``"int16"``: 16x8 quantization (int16 activations with zero point 0, int8 per-channel weights,
+  int64 biases): CONV_2D, DEPTHWISE_CONV_2D, ADD, MUL, LOGISTIC, TANH (outputs 1/32768, 0), pools,
+  CONCATENATION, token attention (RESHAPE, FULLY_CONNECTED, BATCH_MATMUL adj_y, SOFTMAX 1/32768, 0),
+  MEAN, FULLY_CONNECTED, SOFTMAX.
+- ``"float_edges"``: float32 input, QUANTIZE, an int8 network, DEQUANTIZE to float32 output(s).
+
 Quantization follows TFLite's post-training converter: the float network (dequantized weights) is
 simulated with numpy on a calibration batch of random inputs drawn like the test inputs; every
 activation gets an asymmetric int8 scale/zero point from its observed [min, max] (widened to hold 0),
@@ -42,6 +62,8 @@ from tflite_builder import ModelBuilder, conv_output_size
 
 __all__ = [
     "KINDS",
+    "MORE_KINDS",
+    "ALL_KINDS",
     "OPS_BY_KIND",
     "Network",
     "random_network",
@@ -99,6 +121,16 @@ def _quant(v: np.ndarray, scale: float, zp: int) -> np.ndarray:
 
 def _fake(v: np.ndarray, scale: float, zp: int) -> np.ndarray:
     return (_quant(v, scale, zp) - zp) * scale
+
+
+def _calibrated16(lo: float, hi: float) -> tuple[float, int]:
+    """Symmetric int16 activation quantization (zero point 0), range widened like int8's."""
+    amax = max(abs(float(lo)), abs(float(hi)), 1e-3) * (1 + _MARGIN)
+    return float(np.float32(amax / 32767.0)), 0
+
+
+def _fake16(v: np.ndarray, scale: float) -> np.ndarray:
+    return np.clip(np.round(v / scale), -32768, 32767) * scale
 
 
 def _quant_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,6 +273,17 @@ class _Net:
         self.b = ModelBuilder(description=description)
         self.v: dict[int, np.ndarray] = {}     # tensor -> calibration values, shape (CALIB, *shape)
         self._names: Counter = Counter()
+        self.dt = np.int8                      # activation dtype (np.int16 for 16x8 networks)
+
+    def calib(self, lo, hi):
+        return _calibrated(lo, hi) if self.dt == np.int8 else _calibrated16(lo, hi)
+
+    def fake(self, v, scale, zp):
+        return _fake(v, scale, zp) if self.dt == np.int8 else _fake16(v, scale)
+
+    @property
+    def bias_dt(self):
+        return np.int32 if self.dt == np.int8 else np.int64
 
     # --------------------------------------------------------------------------------- bookkeeping
     def name(self, base: str) -> str:
@@ -256,8 +299,9 @@ class _Net:
         return float(s.scale[0]), int(s.zero_point[0])
 
     def input(self, shape: Sequence[int], scale: float, zp: int, name: str = "input") -> int:
-        t = self.b.tensor(list(shape), np.int8, scale=scale, zero_point=zp, name=self.name(name))
-        ints = self.rng.integers(-128, 128, size=(_CALIB, *shape))
+        t = self.b.tensor(list(shape), self.dt, scale=scale, zero_point=zp, name=self.name(name))
+        info = np.iinfo(self.dt)
+        ints = self.rng.integers(info.min, info.max + 1, size=(_CALIB, *shape))
         self.v[t] = (ints - zp) * float(np.float32(scale))
         return t
 
@@ -266,11 +310,11 @@ class _Net:
         if q == "defer":
             return _Pending(vals, list(shape), name, emit)
         if q is None:
-            q = _calibrated(float(vals.min()), float(vals.max()))
+            q = self.calib(float(vals.min()), float(vals.max()))
         scale, zp = q
-        t = self.b.tensor(list(shape), np.int8, scale=scale, zero_point=zp, name=self.name(name))
+        t = self.b.tensor(list(shape), self.dt, scale=scale, zero_point=zp, name=self.name(name))
         emit(t)
-        self.v[t] = _fake(vals, float(np.float32(scale)), zp)
+        self.v[t] = self.fake(vals, float(np.float32(scale)), zp)
         return t
 
     def commit(self, pendings: Sequence[_Pending], q: tuple[float, int] | None = None) -> list[int]:
@@ -278,13 +322,14 @@ class _Net:
         if q is None:
             lo = min(float(p.vals.min()) for p in pendings)
             hi = max(float(p.vals.max()) for p in pendings)
-            q = _calibrated(lo, hi)
+            q = self.calib(lo, hi)
         return [self._finish(p.vals, p.shape, p.name, p.emit, q) for p in pendings]
 
     def _same_q(self, x: int, vals, shape, name, opname, extra_inputs=(), **options) -> int:
         """Data-movement op: output keeps the input's quantization."""
         scale, zp = self.q(x)
-        t = self.b.tensor(list(shape), np.int8, scale=scale, zero_point=zp, name=self.name(name))
+        t = self.b.tensor(list(shape), self.b.tensors[x].dtype, scale=scale, zero_point=zp,
+                          name=self.name(name))
         self.b.op(opname, [x, *extra_inputs], [t], **options)
         self.v[t] = vals
         return t
@@ -325,7 +370,7 @@ class _Net:
     def _quant_bias(self, bf, s_in: float, ws: np.ndarray):
         b_scale = (np.float32(s_in) * ws).astype(np.float32)
         bq = np.clip(np.round(bf / b_scale.astype(np.float64)), -(2 ** 31) + 1, 2 ** 31 - 1)
-        bq = bq.astype(np.int32)
+        bq = bq.astype(self.bias_dt)
         return bq, bq * b_scale.astype(np.float64), b_scale
 
     @staticmethod
@@ -352,7 +397,7 @@ class _Net:
         def emit(t):
             wt = self.b.tensor(wq.shape, np.int8, scale=ws, zero_point=0, data=wq, quant_dim=0,
                                name=f"{nm}/weights")
-            bt = self.b.tensor([oc], np.int32, scale=b_scale, zero_point=0, data=bq,
+            bt = self.b.tensor([oc], self.bias_dt, scale=b_scale, zero_point=0, data=bq,
                                name=f"{nm}/bias")
             self.b.op("CONV_2D", [x, wt, bt], [t], padding=padding, stride_h=stride[0],
                       stride_w=stride[1], dilation_h_factor=dilation[0],
@@ -379,7 +424,7 @@ class _Net:
         def emit(t):
             wt = self.b.tensor(wq.shape, np.int8, scale=ws, zero_point=0, data=wq, quant_dim=3,
                                name=f"{nm}/weights")
-            bt = self.b.tensor([oc], np.int32, scale=b_scale, zero_point=0, data=bq,
+            bt = self.b.tensor([oc], self.bias_dt, scale=b_scale, zero_point=0, data=bq,
                                name=f"{nm}/bias")
             self.b.op("DEPTHWISE_CONV_2D", [x, wt, bt], [t], padding=padding, stride_h=stride[0],
                       stride_w=stride[1], dilation_h_factor=dilation[0],
@@ -418,7 +463,7 @@ class _Net:
                                name=f"{nm}/weights")
             bt = -1
             if bq is not None:
-                bt = self.b.tensor([units], np.int32, scale=b_scale, zero_point=0, data=bq,
+                bt = self.b.tensor([units], self.bias_dt, scale=b_scale, zero_point=0, data=bq,
                                    name=f"{nm}/bias")
             opts = {"fused_activation_function": act}
             if keep_num_dims:
@@ -439,7 +484,7 @@ class _Net:
         shape = [1, oh, ow, c]
         s, zp = self.q(x)
         opname = "MAX_POOL_2D" if kind == "max" else "AVERAGE_POOL_2D"
-        return self._same_q(x, _fake(out.reshape(_CALIB, *shape), s, zp), shape,
+        return self._same_q(x, self.fake(out.reshape(_CALIB, *shape), s, zp), shape,
                             name or ("maxpool" if kind == "max" else "avgpool"), opname,
                             padding=padding, stride_h=stride[0], stride_w=stride[1],
                             filter_height=f[0], filter_width=f[1], fused_activation_function=act)
@@ -493,7 +538,7 @@ class _Net:
         ndim = len(self.shape(xs[0]))
         vals = np.concatenate([self.v[t] for t in xs], axis=(axis % ndim) + 1)
         shape = list(vals.shape[1:])
-        t = self.b.tensor(shape, np.int8, scale=s, zero_point=zp, name=self.name(name))
+        t = self.b.tensor(shape, self.b.tensors[xs[0]].dtype, scale=s, zero_point=zp, name=self.name(name))
         self.b.op("CONCATENATION", list(xs), [t], axis=axis, fused_activation_function="NONE")
         self.v[t] = vals
         return t
@@ -511,8 +556,12 @@ class _Net:
         if q is None:
             q = _qparams(values.min(), values.max())
         s, zp = q
-        data = _quant(values, s, zp).astype(np.int8)
-        t = self.b.tensor(list(values.shape), np.int8, scale=s, zero_point=zp, data=data,
+        if self.dt == np.int16:
+            s, zp = float(np.float32(max(abs(values.min()), abs(values.max()), 1e-3) / 32767)), 0
+            data = np.clip(np.round(values / s), -32768, 32767).astype(np.int16)
+        else:
+            data = _quant(values, s, zp).astype(np.int8)
+        t = self.b.tensor(list(values.shape), self.dt, scale=s, zero_point=zp, data=data,
                           name=self.name(name))
         self.v[t] = np.broadcast_to((data.astype(np.float64) - zp) * float(np.float32(s)),
                                     (_CALIB, *values.shape))
@@ -522,25 +571,38 @@ class _Net:
         shape = list(np.broadcast_shapes(tuple(self.shape(a)), tuple(self.shape(bt))))
         fa, fb = (self.v[t].reshape(_CALIB, *([1] * (len(shape) - len(self.shape(t)))), *self.shape(t))
                   for t in (a, bt))
-        f = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply}[opname]
+        f = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply,
+             "SQUARED_DIFFERENCE": lambda u, w: (u - w) ** 2}[opname]
         vals = self._act(f(fa, fb), act)
         vals = np.broadcast_to(vals, (_CALIB, *shape))
 
         def emit(t):
-            self.b.op(opname, [a, bt], [t], fused_activation_function=act)
+            if opname == "SQUARED_DIFFERENCE":
+                self.b.op(opname, [a, bt], [t])
+            else:
+                self.b.op(opname, [a, bt], [t], fused_activation_function=act)
 
         return self._finish(vals, shape, name or opname.lower(), emit, q)
 
     def unary(self, opname, x, q=None, name=None, **options):
         v = self.v[x]
+        i16 = self.dt == np.int16
         if opname == "LOGISTIC":
-            vals, q = 1 / (1 + np.exp(-v)), (1 / 256, -128)
+            vals, q = 1 / (1 + np.exp(-v)), ((1 / 32768, 0) if i16 else (1 / 256, -128))
         elif opname == "TANH":
-            vals, q = np.tanh(v), (1 / 128, 0)
+            vals, q = np.tanh(v), ((1 / 32768, 0) if i16 else (1 / 128, 0))
         elif opname == "SOFTMAX":
             beta = options.get("beta", 1.0)
             e = np.exp(beta * (v - v.max(axis=-1, keepdims=True)))
-            vals, q = e / e.sum(axis=-1, keepdims=True), (1 / 256, -128)
+            vals, q = e / e.sum(axis=-1, keepdims=True), ((1 / 32768, 0) if i16 else (1 / 256, -128))
+        elif opname == "GELU":
+            from math import erf
+            if options.get("approximate"):
+                vals = 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))
+            else:
+                vals = 0.5 * v * (1 + np.vectorize(erf)(v / np.sqrt(2)))
+        elif opname == "RSQRT":
+            vals = 1 / np.sqrt(np.maximum(v, 1e-6))
         elif opname == "HARD_SWISH":
             vals = v * np.clip(v + 3, 0, 6) / 6
         elif opname == "LEAKY_RELU":
@@ -950,15 +1012,392 @@ def _mixed(net: _Net, rng, large: bool) -> list[int]:
     return [head] + outputs
 
 
+
+
+# ------------------------------------------------------------------------- more kinds (new ops)
+def _batch_matmul(net: _Net, a, bt, adj_y=False, q=None, name="bmm"):
+    va, vb = net.v[a], net.v[bt]
+    if adj_y:
+        vb = np.swapaxes(vb, -1, -2)
+    vals = va @ vb
+    shape = list(vals.shape[1:])
+
+    def emit(t):
+        net.b.op("BATCH_MATMUL", [a, bt], [t], adj_x=False, adj_y=adj_y)
+
+    return net._finish(vals, shape, name, emit, q)
+
+
+def _transpose_conv(net: _Net, x, oc, k=3, stride=2, act_bias=True, name="tconv"):
+    _, h, w, c = net.shape(x)
+    oh, ow = h * stride, w * stride
+    xv = net.v[x].reshape(-1, h, w, c)
+    wf = net.rng.normal(0, np.sqrt(2.0 / (k * k * c / (stride * stride))), size=(oc, k, k, c))
+
+    def sim(wd, bd):
+        full = np.zeros((xv.shape[0], (h - 1) * stride + k, (w - 1) * stride + k, oc))
+        for ky in range(k):
+            for kx in range(k):
+                full[:, ky:ky + (h - 1) * stride + 1:stride, kx:kx + (w - 1) * stride + 1:stride, :] += \
+                    xv @ wd[:, ky, kx, :].T
+        pt = max((h - 1) * stride + k - oh, 0) // 2
+        pl = max((w - 1) * stride + k - ow, 0) // 2
+        return full[:, pt:pt + oh, pl:pl + ow, :] + (0 if bd is None else bd)
+
+    scale, bf = net._fold_bn(sim(wf, None), None)
+    wf *= scale[:, None, None, None]
+    wq, ws, wd = _quant_weights(wf, 0)
+    s_in, _ = net.q(x)
+    bq, bd, b_scale = net._quant_bias(bf, s_in, ws)
+    out = sim(wd, bd if act_bias else None)
+    shape = [1, oh, ow, oc]
+    nm = net.name(name)
+
+    def emit(t):
+        os_ = net.i32(shape, f"{nm}/output_shape")
+        wt = net.b.tensor(wq.shape, np.int8, scale=ws, zero_point=0, data=wq, quant_dim=0,
+                          name=f"{nm}/weights")
+        ins = [os_, wt, x]
+        if act_bias:
+            ins.append(net.b.tensor([oc], net.bias_dt, scale=b_scale, zero_point=0, data=bq,
+                                    name=f"{nm}/bias"))
+        net.b.op("TRANSPOSE_CONV", ins, [t], padding="SAME", stride_h=stride, stride_w=stride)
+
+    return net._finish(out.reshape(_CALIB, *shape), shape, f"{nm}/out", emit, None)
+
+
+def _resize(net: _Net, x, opname, factor=2, align_corners=False, half_pixel=False, name=None):
+    _, h, w, c = net.shape(x)
+    oh, ow = h * factor, w * factor
+    v = net.v[x].reshape(-1, h, w, c)
+
+    def coords(n_out, n_in):
+        o = np.arange(n_out, dtype=np.float64)
+        sc = (n_in - 1) / (n_out - 1) if align_corners and n_out > 1 else n_in / n_out
+        return (o + 0.5) * sc - 0.5 if half_pixel else o * sc
+
+    ys, xs = coords(oh, h), coords(ow, w)
+    if opname == "RESIZE_NEAREST_NEIGHBOR":
+        fy = np.minimum(np.floor(ys + 0.5 if (half_pixel or align_corners) else ys), h - 1).astype(int)
+        fx = np.minimum(np.floor(xs + 0.5 if (half_pixel or align_corners) else xs), w - 1).astype(int)
+        out = v[:, np.maximum(fy, 0)][:, :, np.maximum(fx, 0)]
+    else:
+        ys, xs = np.maximum(ys, 0), np.maximum(xs, 0)
+        y0 = np.minimum(np.floor(ys).astype(int), h - 1)
+        x0 = np.minimum(np.floor(xs).astype(int), w - 1)
+        y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+        dy, dx = (ys - y0)[None, :, None, None], (xs - x0)[None, None, :, None]
+        top = v[:, y0][:, :, x0] * (1 - dx) + v[:, y0][:, :, x1] * dx
+        bot = v[:, y1][:, :, x0] * (1 - dx) + v[:, y1][:, :, x1] * dx
+        out = top * (1 - dy) + bot * dy
+    shape = [1, oh, ow, c]
+    s, zp = net.q(x)
+    return net._same_q(x, net.fake(out.reshape(_CALIB, *shape), s, zp), shape,
+                       name or opname.lower(), opname, [net.i32([oh, ow], "resize/size")],
+                       align_corners=align_corners, half_pixel_centers=half_pixel)
+
+
+def _split(net: _Net, x, num, axis, name="split"):
+    s, zp = net.q(x)
+    xs = net.shape(x)
+    ax = axis % len(xs)
+    parts = np.split(net.v[x], num, axis=ax + 1)
+    shape = list(parts[0].shape[1:])
+    outs = [net.b.tensor(shape, net.b.tensors[x].dtype, scale=s, zero_point=zp, name=net.name(name))
+            for _ in range(num)]
+    net.b.op("SPLIT", [net.i32(axis, "split/axis"), x], outs, num_splits=num)
+    for t, p in zip(outs, parts):
+        net.v[t] = p
+    return outs
+
+
+def _unpack(net: _Net, x, axis, name="unpack"):
+    s, zp = net.q(x)
+    xs = net.shape(x)
+    n = xs[axis]
+    shape = [d for i, d in enumerate(xs) if i != axis]
+    outs = [net.b.tensor(shape, net.b.tensors[x].dtype, scale=s, zero_point=zp, name=net.name(name))
+            for _ in range(n)]
+    net.b.op("UNPACK", [x], outs, num=n, axis=axis)
+    for i, t in enumerate(outs):
+        net.v[t] = np.take(net.v[x], i, axis=axis + 1)
+    return outs
+
+
+def _pack(net: _Net, xs, axis, name="pack"):
+    s, zp = net.q(xs[0])
+    assert all(net.q(t) == (s, zp) for t in xs)
+    vals = np.stack([net.v[t] for t in xs], axis=axis + 1)
+    t = net.b.tensor(list(vals.shape[1:]), net.b.tensors[xs[0]].dtype, scale=s, zero_point=zp,
+                     name=net.name(name))
+    net.b.op("PACK", list(xs), [t], values_count=len(xs), axis=axis)
+    net.v[t] = vals
+    return t
+
+
+def _layer_norm(net: _Net, x, name="ln"):
+    """MEAN / SQUARED_DIFFERENCE / MEAN / ADD eps / RSQRT / SUB / MUL normalisation over the last axis."""
+    d = len(net.shape(x)) - 1
+    mu = net.mean(x, [d], keep_dims=True, name=f"{name}/mean")
+    var = net.mean(net.binary("SQUARED_DIFFERENCE", x, mu, name=f"{name}/sqdiff"), [d], keep_dims=True,
+                   name=f"{name}/var")
+    eps = net.const_act(np.full([1] * (d + 1), float(net.v[var].mean()) * 0.05 + 1e-3),
+                        name=f"{name}/eps")
+    inv = net.unary("RSQRT", net.binary("ADD", var, eps, name=f"{name}/var_eps"), name=f"{name}/rsqrt")
+    centred = net.binary("SUB", x, mu, name=f"{name}/centre")
+    return net.binary("MUL", centred, inv, name=f"{name}/norm")
+
+
+def _transformer(net: _Net, rng, large: bool) -> list[int]:
+    t_len = int(rng.integers(4, 17 if large else 11))
+    d_in = _ch(rng, 4, 24)
+    x = net.input([1, t_len, d_in], *_input_q(rng))
+    d = int(_choice(rng, [8, 12, 16, 24, 32]))
+    x = net.fc(x, d, keep_num_dims=True, name="embed")
+    nlayers = int(rng.integers(2, 4)) if large else int(rng.integers(1, 3))
+    use_ln = rng.random() < 0.6
+    for i in range(nlayers):
+        h = _layer_norm(net, x, name=f"l{i}/ln1") if use_ln else x
+        q = net.fc(h, d, keep_num_dims=True, name=f"l{i}/q")
+        k = net.fc(h, d, keep_num_dims=True, name=f"l{i}/k")
+        v = net.fc(h, d, keep_num_dims=True, name=f"l{i}/v")
+        if rng.random() < 0.5:
+            kt = net.transpose(k, [0, 2, 1], name=f"l{i}/kT")
+            scores = _batch_matmul(net, q, kt, name=f"l{i}/scores")
+        else:
+            scores = _batch_matmul(net, q, k, adj_y=True, name=f"l{i}/scores")
+        probs = net.unary("SOFTMAX", scores, beta=float(np.float32(1 / np.sqrt(d))), name=f"l{i}/softmax")
+        ctx = _batch_matmul(net, probs, v, name=f"l{i}/context")
+        o = net.fc(ctx, d, keep_num_dims=True, name=f"l{i}/out_proj")
+        x = net.binary("ADD", x, o, name=f"l{i}/res1")
+        h = _layer_norm(net, x, name=f"l{i}/ln2") if use_ln else x
+        m = net.fc(h, min(_MAX_C, 2 * d), keep_num_dims=True, name=f"l{i}/mlp1")
+        m = net.unary("GELU", m, approximate=bool(rng.random() < 0.5), name=f"l{i}/gelu")
+        m = net.fc(m, d, keep_num_dims=True, name=f"l{i}/mlp2")
+        x = net.binary("ADD", x, m, name=f"l{i}/res2")
+    feat = net.mean(x, [1], keep_dims=False, name="pool_tokens")
+    return [_head(net, rng, feat, int(rng.integers(3, 11)), large)]
+
+
+def _unet(net: _Net, rng, large: bool) -> list[int]:
+    depth = int(rng.integers(2, 4)) if large else 2
+    n = 2 ** depth
+    h, w = n * int(rng.integers(2, 5)), n * int(rng.integers(2, 5))
+    x = net.input([1, h, w, int(_choice(rng, [1, 3]))], *_input_q(rng))
+    c = _ch(rng, 4, 12)
+    x = net.conv(x, c, k=3, act="RELU", name="enc0")
+    skips = []
+    for i in range(depth):
+        skips.append(x)
+        c = min(_MAX_C, c * 2)
+        x = net.conv(x, c, k=3, stride=2, act="RELU", name=f"down{i}")
+        x = net.conv(x, c, k=3, act="RELU", name=f"enc{i + 1}")
+    for i in reversed(range(depth)):
+        skip = skips[i]
+        cs = net.shape(skip)[-1]
+        r = rng.random()
+        if r < 0.4:
+            up = _transpose_conv(net, x, cs, k=int(_choice(rng, [2, 3, 4])), act_bias=rng.random() < 0.8,
+                                 name=f"up{i}")
+        else:
+            op = "RESIZE_BILINEAR" if r < 0.7 else "RESIZE_NEAREST_NEIGHBOR"
+            ac = rng.random() < 0.3
+            hp = (not ac) and rng.random() < 0.5
+            up = _resize(net, x, op, align_corners=ac, half_pixel=hp, name=f"up{i}/{op.lower()}")
+            up = net.conv(up, cs, k=1, act="RELU", q="defer", name=f"up{i}/proj")
+        # skip connection: requantize both into a shared quantization, then concatenate
+        if isinstance(up, _Pending):
+            a = up
+        else:
+            a = None
+        sk = net.conv(skip, cs, k=1, act="RELU", q="defer", name=f"skip{i}")
+        if a is not None:
+            ta, tb = net.commit([a, sk])
+        else:
+            tb = net.commit([sk])[0]
+            ta = net.unary("QUANTIZE", up, q=net.q(tb), name=f"up{i}/requant")
+        y = net.concat([ta, tb], axis=3, name=f"cat{i}")
+        x = net.conv(y, cs, k=3, act="RELU", name=f"dec{i}")
+    return [net.conv(x, int(_choice(rng, [1, 2, 3])), k=1, name="seg_head")]
+
+
+def _lstm(net: _Net, rng, large: bool) -> list[int]:
+    steps = int(rng.integers(3, 7 if large else 5))
+    d = _ch(rng, 4, 16)
+    hdim = int(_choice(rng, [4, 8, 12]))
+    x = net.input([1, steps, d], *_input_q(rng))
+    use_unpack = rng.random() < 0.5
+    if use_unpack:
+        xs = _unpack(net, x, 1, name="x_t")
+    else:
+        xs = [net.strided_slice(x, [0, t, 0], [1, t + 1, d], [1, 1, 1], shrink_axis_mask=0b010,
+                                name="x_t") for t in range(steps)]
+    hq = (1 / 128, 0)
+    h = c = None
+    hs = []
+    for t, xt in enumerate(xs):
+        gx = net.fc(xt, 4 * hdim, name="gates_x")
+        if h is not None:
+            gh = net.fc(h, 4 * hdim, bias=False, name="gates_h")
+            g = net.binary("ADD", gx, gh, name="gates")
+        else:
+            g = gx
+        gi, gf, gg, go = _split(net, g, 4, 1, name="gate")
+        i_ = net.unary("LOGISTIC", gi, name="i")
+        f_ = net.unary("LOGISTIC", gf, name="f")
+        g_ = net.unary("TANH", gg, name="g")
+        o_ = net.unary("LOGISTIC", go, name="o")
+        ig = net.binary("MUL", i_, g_, name="i_g")
+        c = ig if c is None else net.binary("ADD", net.binary("MUL", f_, c, name="f_c"), ig, name="c")
+        h = net.binary("MUL", o_, net.unary("TANH", c, name="tanh_c"), q=hq, name="h")
+        hs.append(h)
+    if use_unpack:
+        seq = _pack(net, hs, 1, name="h_seq")
+    else:
+        seq = net.concat([net.reshape(t, [1, 1, hdim], name="h_t") for t in hs], axis=1, name="h_seq")
+    return [seq, net.fc(h, int(rng.integers(2, 8)), name="readout")]
+
+
+def _mobilenet_v3(net: _Net, rng, large: bool) -> list[int]:
+    h, w = _spatial(rng, 12 if large else 8, 32)
+    x = net.input([1, h, w, 3], *_input_q(rng))
+    x = net.conv(x, _ch(rng, 8, 16), k=3, stride=2, name="stem")
+    x = net.unary("HARD_SWISH", x, name="stem/hswish")
+    nblocks = int(rng.integers(3, 7)) if large else int(rng.integers(2, 4))
+    for i in range(nblocks):
+        _, hh, ww, cin = net.shape(x)
+        hswish = rng.random() < 0.6
+        exp = min(_MAX_C, cin * int(_choice(rng, [2, 3, 4])))
+        y = net.conv(x, exp, k=1, act="NONE" if hswish else "RELU", name=f"b{i}/expand")
+        if hswish:
+            y = net.unary("HARD_SWISH", y, name=f"b{i}/expand_hs")
+        stride = 2 if min(hh, ww) >= 6 and rng.random() < 0.4 else 1
+        y = net.dwconv(y, k=int(_choice(rng, [3, 5])), stride=stride,
+                       act="NONE" if hswish else "RELU", name=f"b{i}/dw")
+        if hswish:
+            y = net.unary("HARD_SWISH", y, name=f"b{i}/dw_hs")
+        if rng.random() < 0.7:
+            s = net.mean(y, [1, 2], keep_dims=True, name=f"b{i}/se/squeeze")
+            s = net.conv(s, max(2, exp // 4), k=1, act="RELU", name=f"b{i}/se/reduce")
+            s = net.conv(s, exp, k=1, name=f"b{i}/se/expand")
+            if rng.random() < 0.5:
+                s = net.unary("LOGISTIC", s, name=f"b{i}/se/sigmoid")
+            else:   # hard sigmoid: relu6(x + 3) * (1/6)
+                three = net.const_act(np.full((1, 1, 1, 1), 3.0), name=f"b{i}/se/three")
+                s = net.binary("ADD", s, three, act="RELU6", name=f"b{i}/se/plus3")
+                sixth = net.const_act(np.full((1, 1, 1, 1), 1 / 6), name=f"b{i}/se/sixth")
+                s = net.binary("MUL", s, sixth, name=f"b{i}/se/hsigmoid")
+            y = net.binary("MUL", y, s, name=f"b{i}/se/scale")
+        cout = cin if stride == 1 and rng.random() < 0.5 else _ch(rng, 8, 32)
+        y = net.conv(y, cout, k=1, name=f"b{i}/project")
+        if net.shape(y) == net.shape(x):
+            y = net.binary("ADD", x, y, name=f"b{i}/add")
+        x = y
+    feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
+    feat = net.fc(feat, _ch(rng, 16, 48), name="head_fc")
+    feat = net.unary("HARD_SWISH", feat, name="head_hs")
+    return [_head(net, rng, feat, int(rng.integers(3, 17)), large)]
+
+
+def _int16(net: _Net, rng, large: bool) -> list[int]:
+    """16x8: int16 activations (zero point 0), int8 per-channel weights, int64 biases."""
+    net.dt = np.int16
+    h, w = _spatial(rng, 8, 24)
+    x = net.input([1, h, w, int(_choice(rng, [1, 3]))], float(np.float32(rng.uniform(1e-4, 1e-3))), 0)
+    x = net.conv(x, _ch(rng, 4, 16), k=3, stride=2, act="RELU6", name="stem")
+    n = int(rng.integers(3, 6)) if large else int(rng.integers(2, 4))
+    for i in range(n):
+        _, hh, ww, c = net.shape(x)
+        r = rng.random()
+        if r < 0.35:
+            y = net.dwconv(x, k=3, act="RELU6", name=f"b{i}/dw")
+            y = net.conv(y, c, k=1, name=f"b{i}/pw")
+            x = net.binary("ADD", x, y, name=f"b{i}/add")
+        elif r < 0.55:
+            y = net.conv(x, c, k=1, name=f"b{i}/gate_conv")
+            g = net.unary("LOGISTIC", y, name=f"b{i}/sigmoid")
+            x = net.binary("MUL", x, g, name=f"b{i}/gate")
+        elif r < 0.7:
+            y = net.conv(x, _ch(rng, 4, 24), k=3, name=f"b{i}/conv")
+            x = net.unary("TANH", y, name=f"b{i}/tanh")
+        elif r < 0.78 and min(hh, ww) >= 4:
+            x = net.pool(x, _choice(rng, ["max", "avg"]), f=2, stride=2)
+        elif r < 0.85:
+            a, b = net.commit([net.conv(x, _ch(rng, 2, 12), k=1, act="RELU", q="defer", name=f"b{i}/cat_a"),
+                               net.conv(x, _ch(rng, 2, 12), k=3, q="defer", name=f"b{i}/cat_b")])
+            x = net.concat([a, b], axis=3, name=f"b{i}/cat")
+        else:
+            x = net.conv(x, _ch(rng, 4, 32), k=3, stride=2 if min(hh, ww) >= 6 else 1, act="RELU",
+                         name=f"b{i}/conv")
+    if rng.random() < 0.5:
+        # token self-attention at int16: [1, HW, C] -> BATCH_MATMUL (adj_y) -> SOFTMAX -> BATCH_MATMUL
+        _, hh, ww, c = net.shape(x)
+        t = net.reshape(x, [1, hh * ww, c], name="tokens")
+        qv = net.fc(t, c, keep_num_dims=True, name="attn/q")
+        kv = net.fc(t, c, keep_num_dims=True, name="attn/k")
+        p = net.unary("SOFTMAX", _batch_matmul(net, qv, kv, adj_y=True, name="attn/scores"),
+                      beta=float(np.float32(1 / np.sqrt(c))), name="attn/softmax")
+        x = net.binary("ADD", t, _batch_matmul(net, p, t, name="attn/context"), name="attn/res")
+        feat = net.mean(x, [1], keep_dims=False, name="global_mean")
+    else:
+        feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
+    return [_head(net, rng, feat, int(rng.integers(3, 13)), large)]
+
+
+def _float_edges(net: _Net, rng, large: bool) -> list[int]:
+    """float32 input -> QUANTIZE -> int8 network -> DEQUANTIZE -> float32 output."""
+    h, w = _spatial(rng, 8, 24)
+    shape = [1, h, w, int(_choice(rng, [1, 3]))]
+    xf = net.b.tensor(shape, np.float32, name=net.name("input_float"))
+    net.v[xf] = net.rng.uniform(-1, 1, size=(_CALIB, *shape))
+    q = _qparams(-1.0, 1.0) if rng.random() < 0.5 else _calibrated(-1.0, 1.0)
+    x = net.b.tensor(shape, np.int8, scale=q[0], zero_point=q[1], name=net.name("input_q"))
+    net.b.op("QUANTIZE", [xf], [x])
+    net.v[x] = _fake(net.v[xf], float(np.float32(q[0])), q[1])
+    x = net.conv(x, _ch(rng, 4, 16), k=3, stride=2, act="RELU6", name="stem")
+    for i in range(int(rng.integers(1, 4))):
+        y = net.dwconv(x, k=3, act="RELU6", name=f"b{i}/dw")
+        x = net.conv(y, _ch(rng, 4, 24), k=1, name=f"b{i}/pw")
+        if rng.random() < 0.5:
+            x = net.unary("HARD_SWISH", x, name=f"b{i}/hs")
+    outs = []
+    feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
+    probs = _head(net, rng, feat, int(rng.integers(3, 11)), large)
+    for t in ([probs, x] if rng.random() < 0.5 else [probs]):
+        f = net.b.tensor(net.shape(t), np.float32, name=net.name("output_float"))
+        net.b.op("DEQUANTIZE", [t], [f])
+        outs.append(f)
+    return outs
+
+
+MORE_KINDS = ("transformer", "unet", "lstm", "mobilenet_v3", "int16", "float_edges")
+OPS_BY_KIND.update({
+    "transformer": {"FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX", "ADD", "GELU", "MEAN",
+                    "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "TRANSPOSE"},
+    "unet": {"CONV_2D", "CONCATENATION", "TRANSPOSE_CONV", "RESIZE_BILINEAR",
+             "RESIZE_NEAREST_NEIGHBOR", "QUANTIZE"},
+    "lstm": {"FULLY_CONNECTED", "SPLIT", "LOGISTIC", "TANH", "MUL", "ADD", "UNPACK", "PACK",
+             "STRIDED_SLICE", "CONCATENATION", "RESHAPE"},
+    "mobilenet_v3": {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "MEAN", "LOGISTIC", "MUL", "ADD",
+                     "FULLY_CONNECTED", "SOFTMAX"},
+    "int16": {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "LOGISTIC", "TANH", "MEAN",
+              "FULLY_CONNECTED", "SOFTMAX", "CONCATENATION", "BATCH_MATMUL", "RESHAPE"},
+    "float_edges": {"QUANTIZE", "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "MEAN",
+                    "FULLY_CONNECTED", "SOFTMAX"},
+})
+ALL_KINDS = KINDS + MORE_KINDS
+
+
 _GENERATORS = {"mobilenet_v2": _mobilenet_v2, "mobilenet_v1": _mobilenet_v1, "kws": _kws,
-               "mixed": _mixed}
+               "mixed": _mixed, "transformer": _transformer, "unet": _unet, "lstm": _lstm,
+               "mobilenet_v3": _mobilenet_v3, "int16": _int16, "float_edges": _float_edges}
 
 
 def build_network(seed: int, kind: str, *, large: bool = False) -> Network:
     """Generate a network; deterministic in (seed, kind, large)."""
     if kind not in _GENERATORS:
-        raise ValueError(f"unknown network kind {kind!r}; one of {KINDS}")
-    salt = KINDS.index(kind) * 1_000_003 + (7 if large else 0)
+        raise ValueError(f"unknown network kind {kind!r}; one of {ALL_KINDS}")
+    salt = ALL_KINDS.index(kind) * 1_000_003 + (7 if large else 0)
     rng = np.random.default_rng([int(seed), salt])
     net = _Net(rng, f"tosaic tests/network_generator {kind} seed {seed}{' large' if large else ''}")
     outs = _GENERATORS[kind](net, rng, large)
