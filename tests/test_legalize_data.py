@@ -390,8 +390,7 @@ def test_shape_feeds_broadcast_to():
 
 # ------------------------------------------------------------------------------------ Arm's validator
 
-ROOT = Path(__file__).resolve().parents[1]
-TOSA_OPT = ROOT / ".tosa-venv" / "bin" / "tosa-opt"
+from tosa_tools import TOSA_OPT
 TARGET = "--tosa-attach-target=profiles=pro_int,pro_fp extensions=doubleround,int16 specification_version=1.0"
 
 

@@ -32,8 +32,7 @@ from tosaic.tosa.interpreter import interpret
 from tosaic.tosa.mlir import print_graph
 
 DATA = "tests/data"
-ROOT = Path(__file__).resolve().parents[1]
-TOSA_TOOLS = ROOT / ".tosa-venv" / "bin"
+from tosa_tools import TOOLS as TOSA_TOOLS, requires_tosa_tools
 ALL_INT8 = np.arange(-128, 128, dtype=np.int8)
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int64).astype(np.int16)
 
@@ -427,7 +426,7 @@ def arm_cases():
 
 
 @pytest.mark.tosa_tools
-@pytest.mark.skipif(not (TOSA_TOOLS / "tosa-opt").exists(), reason="tosa-tools are absent")
+@requires_tosa_tools
 @pytest.mark.parametrize("case", [name for name, _, _ in arm_cases()])
 def test_arm_reference_model_agrees_and_no_require_fails(case):
     name, model, inputs = next(c for c in arm_cases() if c[0] == case)
@@ -438,7 +437,7 @@ def test_arm_reference_model_agrees_and_no_require_fails(case):
 
 
 @pytest.mark.tosa_tools
-@pytest.mark.skipif(not (TOSA_TOOLS / "tosa-opt").exists(), reason="tosa-tools are absent")
+@requires_tosa_tools
 def test_log_program_on_arm_reference_model():
     z = log_inputs()
     graph = program_graph(z.shape[0], lambda r, v: r.log_x_for_x_greater_than_or_equal_to_1(v, 12, 5))

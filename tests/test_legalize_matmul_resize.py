@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -470,7 +469,7 @@ def test_decoder_chain_matches_reference(int16, seed):
 
 # ------------------------------------------------------------------------------ Arm's TOSA validator
 
-TOSA_OPT = Path(__file__).resolve().parents[1] / ".tosa-venv" / "bin" / "tosa-opt"
+from tosa_tools import TOSA_OPT, requires_tosa_tools
 
 
 def _bmm(lhs_t, rhs_t, out_t, lhs_shape, rhs_shape, out_shape, const=None, **options):
@@ -533,7 +532,7 @@ VALIDATED = {
 
 
 @pytest.mark.tosa_tools
-@pytest.mark.skipif(not TOSA_OPT.exists(), reason=f"{TOSA_OPT} is absent (scripts/setup_tosa_tools.sh)")
+@requires_tosa_tools
 def test_emitted_tosa_passes_arm_validator(tmp_path):
     """All the forms above side by side in one function, checked by `tosa-opt --tosa-validate` (strict,
     PRO-INT + PRO-FP with the doubleround and int16 extensions), as tests/test_tosa_validate.py does."""

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tosaic
 from model_zoo import SUPPORTED, graph_of
 from tosaic.ir import Graph, Operation, TensorType
 from tosaic.tosa.builder import TosaBuilder

@@ -304,7 +304,7 @@ def test_state_survives_the_mlir_round_trip():
         assert_streams_match(model_bytes, steps=30, seed=9, compiled=tosaic.compile(parsed))
 
 
-TOSA_OPT = Path(__file__).resolve().parents[1] / ".tosa-venv" / "bin" / "tosa-opt"
+from tosa_tools import TOSA_OPT, requires_tosa_tools
 TARGET = "--tosa-attach-target=profiles=pro_int,pro_fp extensions=doubleround,int16,variable specification_version=1.0"
 
 
@@ -317,7 +317,7 @@ def tosa_opt(source: Path, *flags: str) -> str:
 
 
 @pytest.mark.tosa_tools
-@pytest.mark.skipif(not TOSA_OPT.exists(), reason=f"{TOSA_OPT} is absent (scripts/setup_tosa_tools.sh)")
+@requires_tosa_tools
 def test_validated_by_tosa_opt(tmp_path):
     """Arm's validator accepts the variables (EXT-VARIABLE; module-level tosa.variable), and prints our
     pretty and generic text back exactly as we print it."""

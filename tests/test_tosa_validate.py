@@ -18,17 +18,13 @@ import numpy as np
 import pytest
 
 from model_zoo import graph_of
+from tosa_tools import TOOLS, TOSA_OPT, TOSA_TOOLS_MARKS
 from test_mlir import MODELS, SAMPLE_CASES, sample_graph
 from tosaic.ir import Graph
 from tosaic.tosa.interpreter import interpret
 from tosaic.tosa.mlir import parse_mlir, print_graph
 
-ROOT = Path(__file__).resolve().parents[1]
-TOOLS = ROOT / ".tosa-venv" / "bin"
-TOSA_OPT = TOOLS / "tosa-opt"
-
-pytestmark = [pytest.mark.tosa_tools,
-              pytest.mark.skipif(not TOSA_OPT.exists(), reason=f"{TOSA_OPT} is absent (scripts/setup_tosa_tools.sh)")]
+pytestmark = TOSA_TOOLS_MARKS
 
 TARGET = "--tosa-attach-target=profiles=pro_int,pro_fp extensions=doubleround,int16,variable specification_version=1.0"
 VALIDATE = "--tosa-validate=strict-op-spec-alignment"
