@@ -17,6 +17,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from litert_ref import random_inputs, run_reference
+from exactness import assert_bit_exact, f32, run_tosaic
 from tflite_builder import ModelBuilder
 
 import tosaic
@@ -32,24 +33,6 @@ seeds = st.integers(0, 2**32 - 1)
 zero_points = st.integers(-128, 127)
 
 
-def f32(x: float) -> float:
-    return float(np.float32(x))
-
-
-def run_tosaic(model: bytes, inputs) -> list[np.ndarray]:
-    return tosaic.compile(tosaic.import_tflite(model)).run(inputs)
-
-
-def assert_bit_exact(model: bytes, inputs) -> None:
-    expected = run_reference(model, inputs)
-    actual = run_tosaic(model, inputs)
-    assert len(actual) == len(expected)
-    for got, want in zip(actual, expected):
-        assert got.dtype == want.dtype and got.shape == want.shape, (got.shape, want.shape)
-        if not np.array_equal(got, want):
-            diff = got.astype(np.int64) - want.astype(np.int64)
-            raise AssertionError(f"{np.count_nonzero(diff)} of {diff.size} elements differ, "
-                                 f"max |diff| {np.abs(diff).max()}")
 
 
 def scale_for(typical: float, exponent: float) -> float:
