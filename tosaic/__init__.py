@@ -2,6 +2,7 @@
 
     graph = tosaic.import_tflite("model.tflite")     # TOSA graph; str(graph) is MLIR text
     model = tosaic.compile("model.tflite")            # CompiledModel, target "interp" by default
+    model = tosaic.compile("model.tflite", target="cpu", threads=2)   # fused Numba kernels
     outputs = model.run([x])
 """
 
@@ -15,7 +16,7 @@ from tosaic.ir import Graph
 from tosaic.runtime import CompiledModel, TensorInfo
 from tosaic.tosa.mlir import MlirParseError, parse_mlir
 
-__all__ = ["compile", "import_tflite", "parse_mlir", "CompiledModel", "TensorInfo", "Graph",
+__all__ = ["compile", "load", "import_tflite", "parse_mlir", "CompiledModel", "TensorInfo", "Graph",
            "TFLiteFormatError", "UnsupportedModelError", "LegalizationError", "MlirParseError"]
 
 
@@ -31,7 +32,13 @@ def load_graph(source) -> Graph:
     return import_tflite(path)
 
 
-def compile(source, target: str = "interp") -> CompiledModel:
-    """Compile a .tflite/.mlir path or a TOSA Graph for `target`."""
-    return CompiledModel(load_graph(source), target)
+def compile(source, target: str = "interp", threads: int | None = None) -> CompiledModel:
+    """Compile a .tflite/.mlir path or a TOSA Graph for `target` ("interp" or "cpu"). `threads`: how many
+    cores the cpu target's kernels use (default: all)."""
+    return CompiledModel(load_graph(source), target, threads)
+
+
+def load(directory, threads: int | None = None) -> CompiledModel:
+    """A compiled model kept by `CompiledModel.save(directory)`, ready to run."""
+    return CompiledModel.load(directory, threads)
 

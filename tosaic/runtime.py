@@ -1,6 +1,8 @@
 """CompiledModel: the object users run. Checks inputs against the model's signature, runs the target.
 
-`target="interp"` runs the TOSA reference interpreter; compiled targets plug in here with the same API.
+`target="interp"` runs the TOSA reference interpreter. `target="cpu"` runs the compiled plan
+(`tosaic.kernels.plan`): one arena allocated at compile time, each step a Numba kernel called on views of
+it, so a run does no Python work per element and allocates only the arrays it returns.
 
 A stateful model (TOSA variables, from a TFLite model's resource variables) carries its variables from
 one `run` to the next, as a LiteRT interpreter does across invocations; `reset()` restores their initial
@@ -10,13 +12,14 @@ values, which is what a newly created LiteRT interpreter starts from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from tosaic.ir import Graph, TensorType
 from tosaic.tosa.interpreter import initial_state, interpret
 
-TARGETS = ("interp",)
+TARGETS = ("interp", "cpu")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,18 @@ class TensorInfo:
         return f"{self.name}: {self.dtype}{list(self.shape)}{quant}"
 
 
+def _tensor_info_dict(t: TensorInfo) -> dict:
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype.str,
+            "scale": None if t.scale is None else list(t.scale),
+            "zero_point": None if t.zero_point is None else list(t.zero_point)}
+
+
+def _tensor_info_from(d: dict) -> TensorInfo:
+    return TensorInfo(d["name"], tuple(d["shape"]), np.dtype(d["dtype"]),
+                      None if d["scale"] is None else tuple(d["scale"]),
+                      None if d["zero_point"] is None else tuple(d["zero_point"]))
+
+
 def _tensor_info(graph: Graph, name: str, t: TensorType) -> TensorInfo:
     info = graph.io_info.get(name, {})
     dtype = np.dtype(info.get("dtype", t.numpy_dtype))
@@ -45,16 +60,70 @@ def _tensor_info(graph: Graph, name: str, t: TensorType) -> TensorInfo:
 class CompiledModel:
     """A TOSA graph bound to a target. `run(inputs)` returns the outputs as numpy arrays."""
 
-    def __init__(self, graph: Graph, target: str = "interp"):
+    def __init__(self, graph: Graph | None, target: str = "interp", threads: int | None = None, plan=None,
+                 io: tuple | None = None):
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
         self.graph = graph
         self.target = target
-        self.inputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.input_names, graph.inputs)]
-        self.outputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.output_names, graph.outputs)]
-        self._initial_state = initial_state(graph)
+        if io is not None:
+            self.inputs, self.outputs = io
+        else:
+            self.inputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.input_names, graph.inputs)]
+            self.outputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.output_names, graph.outputs)]
+        self._executable = None
+        if target == "cpu":
+            from tosaic.kernels.executable import CpuExecutable
+            from tosaic.kernels.plan import build_plan
+
+            self._executable = CpuExecutable(plan if plan is not None else build_plan(graph), threads)
+            self._initial_state = self._executable.plan.state
+        else:
+            self._initial_state = initial_state(graph)
         self._state: dict = {}
         self.reset()
+
+    @property
+    def memory(self) -> dict | None:
+        """Arena peak bytes beside the sum of every activation tensor's bytes (compiled targets)."""
+        if self._executable is None:
+            return None
+        plan = self._executable.plan
+        return {"arena_bytes": plan.arena_bytes, "activation_bytes": plan.activation_bytes,
+                "weight_bytes": sum(int(c.nbytes) for c in plan.consts)}
+
+    @property
+    def plan(self):
+        """The compiled plan (target "cpu"): steps, kernels, arena."""
+        return None if self._executable is None else self._executable.plan
+
+    def save(self, directory) -> None:
+        """Keep the compiled model (plan, packed weights, kernel sources) in `directory`; `tosaic.load`
+        brings it back without TFLite, lowering or kernel generation."""
+        if self._executable is None:
+            raise ValueError("only a compiled target can be saved; compile with target='cpu'")
+        meta = {"target": self.target, "inputs": [_tensor_info_dict(t) for t in self.inputs],
+                "outputs": [_tensor_info_dict(t) for t in self.outputs]}
+        self._executable.plan.save(Path(directory), meta)
+
+    @classmethod
+    def load(cls, directory, threads: int | None = None) -> CompiledModel:
+        from tosaic.kernels.plan import Plan
+
+        directory = Path(directory)
+        if not (directory / "plan.json").is_file():
+            raise FileNotFoundError(f"no compiled model in {directory} (plan.json is missing)")
+        plan, meta = Plan.load(directory)
+        io = ([_tensor_info_from(t) for t in meta["inputs"]], [_tensor_info_from(t) for t in meta["outputs"]])
+        return cls(None, meta["target"], threads, plan=plan, io=io)
+
+    def profile(self, inputs, repeat: int = 10) -> list[dict]:
+        """Median seconds of each dispatch over `repeat` runs, slowest first (target "cpu")."""
+        if self._executable is None:
+            raise ValueError("profiling needs a compiled target; compile with target='cpu'")
+        arrays = self._arrays(inputs)
+        state = dict(self._state)
+        return self._executable.profile(arrays, state, repeat)
 
     @property
     def stateful(self) -> bool:
@@ -73,7 +142,10 @@ class CompiledModel:
     def _invoke(self, arrays, keep_all: bool = False):
         # Run on a copy of the state and keep it only when the run succeeds: a failed run changes nothing.
         state = dict(self._state)
-        result = interpret(self.graph, arrays, keep_all=keep_all, state=state)
+        if self._executable is not None:
+            result = self._executable.run(arrays, state)
+        else:
+            result = interpret(self.graph, arrays, keep_all=keep_all, state=state)
         self._state = state
         return result
 
@@ -110,6 +182,9 @@ class CompiledModel:
 
     def run_all(self, inputs) -> dict[str, np.ndarray]:
         """Run and return every value that is a tensor of the source model, by that tensor's name. Like
-        `run`, this is one invocation: a stateful model's variables move on."""
+        `run`, this is one invocation: a stateful model's variables move on. Interpreter only: compiled
+        kernels fuse layers, so their intermediate tensors never exist."""
+        if self._executable is not None:
+            raise ValueError("per-layer values exist only with target='interp' (compiled dispatches fuse layers)")
         _, env = self._invoke(self._arrays(inputs), keep_all=True)
         return {name: env[value] for value, name in self.graph.source_names.items() if value in env}

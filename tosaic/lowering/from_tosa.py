@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.ir import Graph, Operation, TensorType, Value, integer_range
+from tosaic.ir import Graph, Operation, TensorType, Value, element_type_of, integer_range
 from tosaic.lowering import scalar as S
 from tosaic.lowering.structured import PARALLEL, REDUCTION, Access, AffineMap, LoweringError, generic, lowest
 from tosaic.quant import reciprocal_scale
@@ -39,13 +39,14 @@ class LoweringContext:
         self.op: Operation | None = None
 
     def emit(self, op: Operation) -> Operation:
-        if op.loc is None and self.op is not None:
-            op.loc = self.op.loc or self.op.name
+        if self.op is not None:
+            if op.loc is None:
+                op.loc = self.op.loc or self.op.name
+            self.graph.origins[op] = [f"{self.op.name}" + (f" ({self.op.loc})" if self.op.loc else "")]
         return self.graph.append(op)
 
     def const(self, array: np.ndarray) -> Value:
         array = np.ascontiguousarray(array)
-        from tosaic.ir import element_type_of
         op = self.emit(Operation("linalg.const", [], {"values": array},
                                  [TensorType(array.shape, element_type_of(array))]))
         return op.result
@@ -74,6 +75,7 @@ def lower(source: Graph) -> Graph:
         ctx.values[v] = ctx.graph.add_input(v.type, v.name)
     ctx.graph.io_info = dict(source.io_info)
     ctx.graph.state = initial_state(source)
+    ctx.graph.origins = {}
     for op in source.ops:
         ctx.op = op
         if op.name == "tosa.const":
@@ -122,6 +124,10 @@ def _per_channel_or_scalar(ctx, v: Value, per_channel: bool, what: str, index: i
 
 @lowers("tosa.identity", "tosa.reshape")
 def _reshape(ctx, op):
+    x = op.operands[0]
+    if x in ctx.constants and x not in ctx.values:
+        ctx.constants[op.result] = np.asarray(ctx.constants[x]).reshape(op.result.type.shape)
+        return []
     return ctx.emit(Operation("linalg.reshape", [ctx.operand(op.operands[0])], {}, [op.result.type])).results
 
 

@@ -1,0 +1,141 @@
+"""Bufferization: one arena for every activation, offsets assigned from liveness.
+
+Values that share bytes are grouped first: a reshape is a view of its operand; a concat operand made by a
+dispatch that nothing else reads is written straight into its slice of the concat (when that slice is
+contiguous); an elementwise dispatch writes over an input that dies there and is read at the same index
+(in place). Each group gets one live interval (first write to last read, in dispatch order; model
+outputs live to the end) and the groups are placed greedily, largest first, at the lowest offset that
+overlaps no group alive at the same time (the strategy of TFLite's arena planner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tosaic.ir import Graph, Operation, Value
+from tosaic.lowering.fusion import Dispatch
+from tosaic.lowering.structured import is_elementwise
+
+ALIGNMENT = 64
+
+
+@dataclass
+class ArenaPlan:
+    """Byte offsets of activation values in one arena of `size` bytes."""
+
+    size: int
+    offsets: dict[Value, int]
+    activation_bytes: int
+
+
+def _nbytes(v: Value) -> int:
+    return v.type.size * v.type.numpy_dtype.itemsize
+
+
+def _concat_slices(op: Operation):
+    """(operand, byte offset in the result) for a concat whose operand slices are contiguous, else []."""
+    axis = op.attrs["axis"]
+    shape = op.result.type.shape
+    if any(d != 1 for d in shape[:axis]):
+        return []
+    step = int(np.prod(shape[axis + 1:], dtype=np.int64)) * op.result.type.numpy_dtype.itemsize
+    slices, position = [], 0
+    for v in op.operands:
+        slices.append((v, position * step))
+        position += v.type.shape[axis]
+    return slices
+
+
+def plan_arena(graph: Graph, steps: list) -> ArenaPlan:
+    """Place every activation of `graph` in one arena. `steps` is the execution order: Dispatch objects and
+    the non-dispatch ops (`linalg.concat`, `linalg.reshape`, variable reads and writes)."""
+    producer_step: dict[Value, int] = {v: -1 for v in graph.inputs}
+    readers: dict[Value, list[int]] = {}
+    for i, step in enumerate(steps):
+        outs = step.outputs if isinstance(step, Dispatch) else step.results
+        ins = step.inputs if isinstance(step, Dispatch) else step.operands
+        for v in outs:
+            producer_step[v] = i
+        for v in ins:
+            readers.setdefault(v, []).append(i)
+    dispatch_outputs = {v for s in steps if isinstance(s, Dispatch) for v in s.outputs}
+
+    parent: dict[Value, tuple[Value, int]] = {}  # value -> (value whose bytes it shares, byte offset)
+    for step in steps:
+        if isinstance(step, Dispatch):
+            continue
+        if step.name == "linalg.reshape":
+            parent[step.result] = (step.operands[0], 0)
+        elif step.name == "linalg.concat":
+            for v, offset in _concat_slices(step):
+                if v in dispatch_outputs and v not in parent and len(readers.get(v, [])) == 1 and v not in graph.outputs:
+                    parent[v] = (step.result, offset)
+
+    def root(v: Value) -> tuple[Value, int]:
+        offset = 0
+        while v in parent:
+            v, extra = parent[v]
+            offset += extra
+        return v, offset
+
+    end = len(steps)
+    members: dict[Value, list[Value]] = {}
+    for v in producer_step:
+        members.setdefault(root(v)[0], []).append(v)
+
+    def interval(r: Value) -> tuple[int, int]:
+        vs = members.get(r, [r])
+        first = min(producer_step[v] for v in vs)
+        last = max([first] + [i for v in vs for i in readers.get(v, [])] + [end for v in vs if v in graph.outputs])
+        return first, last
+
+    # In place: an elementwise dispatch's output takes the bytes of an input read at the same index that
+    # dies at this dispatch.
+    for i, step in enumerate(steps):
+        if not isinstance(step, Dispatch) or len(step.outputs) != 1:
+            continue
+        elementwise = step.epilogue if step.epilogue is not None else (step.root if is_elementwise(step.root) else None)
+        if elementwise is None:
+            continue
+        (out,) = step.outputs
+        if out in parent or out in graph.outputs:
+            continue
+        for v, access in zip(elementwise.operands, elementwise.attrs["accesses"]):
+            r, offset = root(v)
+            if v.owner is not None and v.owner.name == "linalg.const" or v in graph.inputs:
+                continue
+            if access.map is None or not access.map.is_identity() or v.type.shape != out.type.shape \
+                    or v.type.numpy_dtype.itemsize != out.type.numpy_dtype.itemsize:
+                continue
+            if step.epilogue is not None and v in step.root.operands:
+                continue
+            if interval(r)[1] != i or r in graph.outputs:
+                continue
+            parent[out] = (v, 0)
+            members.setdefault(r, []).append(out)
+            break
+
+    roots = sorted({root(v)[0] for v in producer_step}, key=lambda r: -_nbytes(r))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
+    base: dict[Value, int] = {}
+    for r in roots:
+        size = _nbytes(r)
+        first, last = interval(r)
+        offset = 0
+        for o, s, f, l in sorted(placed):
+            if l < first or last < f:
+                continue
+            if offset + size <= o:
+                break
+            offset = max(offset, -(-(o + s) // ALIGNMENT) * ALIGNMENT)
+        placed.append((offset, size, first, last))
+        base[r] = offset
+    offsets = {}
+    for v in producer_step:
+        r, extra = root(v)
+        offsets[v] = base[r] + extra
+    size = max((o + s for o, s, _, _ in placed), default=0)
+    activation_bytes = sum(_nbytes(v) for v in producer_step if not (v.owner is not None and v.owner.name == "linalg.reshape"))
+    return ArenaPlan(-(-size // ALIGNMENT) * ALIGNMENT, offsets, activation_bytes)

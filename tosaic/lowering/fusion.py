@@ -1,0 +1,177 @@
+"""Fusion: inline elementwise producers into their consumers, then form dispatch regions.
+
+Two rewrites, in the seed talk's order of dispatch region formation:
+
+1. `fuse_elementwise`: a parallel generic op whose only user is another generic op, read through an affine
+   map without padding, is inlined into that user: its body replaces the user's `in` leaf, its inputs join
+   the user's with their maps composed through the user's map, its `index` leaves become the user's map
+   rows. RESCALE/ADD/CLAMP/TABLE chains collapse into one body; SLICE, TRANSPOSE, REVERSE copies fold into
+   the indexing maps of whoever reads them.
+2. `form_dispatches`: every compute op becomes a dispatch; a conv, depthwise conv, matmul, pool or
+   reduction whose only user is an elementwise generic op reading it with the identity map takes that op
+   as its epilogue, which the kernel runs on the accumulator in registers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tosaic.ir import Graph, Operation, Value
+from tosaic.lowering import scalar as S
+from tosaic.lowering.structured import NAMED, REDUCTION, Access, AffineMap, generic, is_elementwise
+
+
+def _use_counts(graph: Graph) -> dict[Value, int]:
+    counts: dict[Value, int] = {}
+    for op in graph.ops:
+        for v in op.operands:
+            counts[v] = counts.get(v, 0) + 1
+    for v in graph.outputs:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def _origins(graph: Graph, op: Operation) -> list[str]:
+    return graph.origins.get(op, [op.loc or op.name])
+
+
+def _inline(consumer: Operation, slot: int, producer: Operation) -> Operation:
+    """`consumer` with every read of `producer`'s result (input `slot`) replaced by the producer's body."""
+    c_inputs, c_accesses = list(consumer.operands), list(consumer.attrs["accesses"])
+    read_map = c_accesses[slot].map
+    inputs = [v for i, v in enumerate(c_inputs) if i != slot]
+    accesses = [a for i, a in enumerate(c_accesses) if i != slot]
+    renumber = {i: (i if i < slot else i - 1) for i in range(len(c_inputs)) if i != slot}
+    first_new = len(inputs)
+    for v, access in zip(producer.operands, producer.attrs["accesses"]):
+        inputs.append(v)
+        accesses.append(access if access.map is None else Access(access.map.compose(read_map), access.pad))
+    rows = read_map.exprs()
+
+    def rewrite_producer(e: S.Expr):
+        if e.op == "in":
+            return S.inp(first_new + e.arg, e.dtype)
+        if e.op == "index":
+            return rows[e.arg]
+        if e.op == "extract":
+            i, pad = e.arg
+            return S.Expr("extract", e.dtype, tuple(S.substitute(s, rewrite_producer) for s in e.src),
+                          (first_new + i, pad))
+        return None
+
+    (body,) = producer.attrs["bodies"]
+    inlined = S.substitute(body, rewrite_producer)
+
+    def rewrite_consumer(e: S.Expr):
+        if e.op == "in":
+            return inlined if e.arg == slot else S.inp(renumber[e.arg], e.dtype)
+        if e.op == "extract":
+            i, pad = e.arg
+            return S.Expr("extract", e.dtype, tuple(S.substitute(s, rewrite_consumer) for s in e.src),
+                          (renumber[i], pad))
+        return None
+
+    a = consumer.attrs
+    bodies = [S.substitute(b, rewrite_consumer) for b in a["bodies"]]
+    inits = [None if i is None else S.substitute(i, rewrite_consumer) for i in a["inits"]]
+    fused = generic(inputs, [r.type for r in consumer.results], a["domain"], a["iterators"], accesses, bodies,
+                    inits, consumer.loc)
+    fused.results = consumer.results
+    for r in fused.results:
+        r.owner = fused
+    return fused
+
+
+def _inlinable(graph: Graph, counts, consumer: Operation, slot: int) -> Operation | None:
+    v = consumer.operands[slot]
+    producer = v.owner
+    access = consumer.attrs["accesses"][slot]
+    if producer is None or not is_elementwise(producer) or counts.get(v, 0) != 1 or v in graph.outputs:
+        return None
+    if access.map is None or access.pad is not None:
+        return None
+    return producer
+
+
+def fuse_elementwise(graph: Graph) -> Graph:
+    """Inline single-use elementwise generic producers into the generic ops that read them (in place)."""
+    changed = True
+    while changed:
+        changed = False
+        counts = _use_counts(graph)
+        for position, op in enumerate(graph.ops):
+            if op.name != "linalg.generic":
+                continue
+            for slot in range(len(op.operands)):
+                producer = _inlinable(graph, counts, op, slot)
+                if producer is None:
+                    continue
+                fused = _inline(op, slot, producer)
+                graph.origins[fused] = _origins(graph, producer) + _origins(graph, op)
+                graph.ops[position] = fused
+                graph.ops.remove(producer)
+                changed = True
+                break
+            if changed:
+                break
+    return graph
+
+
+# ---------------------------------------------------------------------------------------- dispatches
+
+
+@dataclass
+class Dispatch:
+    """One kernel launch: a compute `root` and optionally an elementwise `epilogue` that reads the root's
+    result as its input `slot` (in registers, never stored). `origins` are the TOSA ops inside."""
+
+    name: str
+    root: Operation
+    epilogue: Operation | None = None
+    slot: int = 0
+    origins: list[str] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list[Value]:
+        extra = [] if self.epilogue is None else [v for i, v in enumerate(self.epilogue.operands) if i != self.slot]
+        return list(self.root.operands) + extra
+
+    @property
+    def outputs(self) -> list[Value]:
+        return list((self.epilogue or self.root).results)
+
+
+ROOTS = NAMED + ("linalg.generic",)
+
+
+def _takes_epilogue(op: Operation) -> bool:
+    return op.name in NAMED or (op.name == "linalg.generic" and REDUCTION in op.attrs["iterators"]
+                                and len(op.results) == 1)
+
+
+def form_dispatches(graph: Graph) -> list[Dispatch]:
+    """Group the compute ops of `graph` (after `fuse_elementwise`) into dispatches, in program order."""
+    counts = _use_counts(graph)
+    users: dict[Value, list[Operation]] = graph.users()
+    absorbed: set[int] = set()
+    position = {id(op): i for i, op in enumerate(graph.ops)}
+    dispatches = []
+    for op in graph.ops:
+        if op.name not in ROOTS or id(op) in absorbed:
+            continue
+        dispatch = Dispatch(f"dispatch_{len(dispatches)}", op, origins=list(_origins(graph, op)))
+        if _takes_epilogue(op) and counts.get(op.result, 0) == 1 and op.result not in graph.outputs:
+            (user,) = users[op.result]
+            if is_elementwise(user) and user.attrs["domain"] == op.result.type.shape:
+                slots = [i for i, v in enumerate(user.operands) if v is op.result]
+                access = user.attrs["accesses"][slots[0]]
+                if len(slots) == 1 and access.pad is None and access.map == AffineMap.identity(len(user.attrs["domain"])):
+                    dispatch.epilogue, dispatch.slot = user, slots[0]
+                    dispatch.origins += _origins(graph, user)
+                    absorbed.add(id(user))
+        dispatches.append(dispatch)
+    # A dispatch runs where its last op stood: an epilogue may read values made after its root.
+    dispatches.sort(key=lambda d: position[id(d.epilogue or d.root)])
+    for i, d in enumerate(dispatches):
+        d.name = f"dispatch_{i}"
+    return dispatches
