@@ -1,4 +1,4 @@
-"""The `tosaic` command: import, run and validate models.
+"""The `tosaic` command: import, inspect, compile, run and validate models.
 
 Exit codes: 0 success (for `validate`: every output bit-exact; for `ops`: every op supported),
 1 `validate` found differences or `ops` found unsupported ops,
@@ -49,7 +49,7 @@ def cmd_run(args) -> int:
     import tosaic
     from tosaic.validate import random_inputs
 
-    model = tosaic.compile(args.model, target=args.target)
+    model = tosaic.compile(args.model, target=args.target, threads=args.threads)
     inputs = _load_inputs(args.inputs, model)
     if inputs is None:
         inputs = random_inputs(model, args.seed)
@@ -68,8 +68,9 @@ def cmd_validate(args) -> int:
     import tosaic
     from tosaic.validate import validate
 
-    inputs = _load_inputs(args.inputs, tosaic.compile(args.model, target=args.target)) if args.inputs else None
-    report = validate(args.model, inputs, target=args.target, per_layer=args.per_layer, seed=args.seed)
+    inputs = _load_inputs(args.inputs, tosaic.compile(args.model)) if args.inputs else None
+    report = validate(args.model, inputs, target=args.target, per_layer=args.per_layer, seed=args.seed,
+                      threads=args.threads)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -85,6 +86,71 @@ def cmd_validate(args) -> int:
                 print(f"  first differing tensor: '{d['tensor']}' from {d['op']}: "
                       f"{d['differing']}/{d['elements']} differ, max |diff| {d['max_difference']:g}")
     return 0 if report.exact else EXIT_MISMATCH
+
+
+def _dispatch_text(graph) -> str:
+    from tosaic.kernels.cpu import kernel_for
+    from tosaic.kernels.plan import build_plan, structured_stages
+
+    _, dispatches, _ = structured_stages(graph)
+    plan = build_plan(graph)
+    lines = []
+    for d in dispatches:
+        spec = kernel_for(d)
+        outs = ", ".join(str(v.type) for v in d.outputs)
+        lines.append(f"{d.name}: {spec.template} kernel {spec.key} -> {outs}")
+        for origin in d.origins:
+            lines.append(f"    {origin}")
+    lines.append(f"{plan.dispatch_count} dispatches, {plan.kernel_count} kernels; arena {plan.arena_bytes} bytes "
+                 f"for {plan.activation_bytes} bytes of activations; {sum(c.nbytes for c in plan.consts)} bytes "
+                 f"of packed weights")
+    return "\n".join(lines) + "\n"
+
+
+def _kernels_text(graph) -> str:
+    from tosaic.kernels.plan import build_plan
+
+    plan = build_plan(graph)
+    users: dict[str, list[str]] = {}
+    for step in plan.steps:
+        if step.kind == "kernel":
+            users.setdefault(step.key, []).append(step.name)
+    parts = []
+    for key, source in plan.sources.items():
+        parts.append(f"# ===== kernel {key}, used by {', '.join(users[key])}\n{source}")
+    return "\n".join(parts)
+
+
+def cmd_inspect(args) -> int:
+    import tosaic
+    from tosaic.lowering.fusion import fuse_elementwise
+    from tosaic.lowering.from_tosa import lower
+    from tosaic.lowering.structured import print_structured
+    from tosaic.tosa.mlir import print_graph
+
+    graph = tosaic.load_graph(args.model)
+    if args.stage == "tosa":
+        text = print_graph(graph, elide_constants=True)
+    elif args.stage == "linalg":
+        structured = lower(graph)
+        text = print_structured(fuse_elementwise(structured) if args.fused else structured) + "\n"
+    elif args.stage == "dispatch":
+        text = _dispatch_text(graph)
+    else:
+        text = _kernels_text(graph)
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    import tosaic
+
+    model = tosaic.compile(args.model, target="cpu", threads=args.threads)
+    model.save(args.output)
+    plan = model.plan
+    print(f"compiled {args.model}: {plan.dispatch_count} dispatches, {plan.kernel_count} kernels, "
+          f"arena {plan.arena_bytes} bytes; saved to {args.output}")
+    return 0
 
 
 def cmd_ops(args) -> int:
@@ -127,12 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="with --all: as Markdown (docs/SUPPORTED_OPS.md)")
     p.set_defaults(fn=cmd_ops)
 
+    p = sub.add_parser("inspect", help="print one stage of the compiler: tosa, linalg, dispatch or kernels")
+    p.add_argument("model")
+    p.add_argument("--stage", choices=("tosa", "linalg", "dispatch", "kernels"), default="dispatch")
+    p.add_argument("--fused", action="store_true", help="with --stage linalg: after elementwise fusion")
+    p.set_defaults(fn=cmd_inspect)
+
+    p = sub.add_parser("compile", help="compile for the CPU and save the compiled model to a directory")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="directory to save the compiled model in")
+    p.add_argument("--threads", type=int, default=None, help="threads the kernels use (default: all cores)")
+    p.set_defaults(fn=cmd_compile)
+
     for name, fn, help_text in (("run", cmd_run, "run a model on inputs from an .npz file"),
                                 ("validate", cmd_validate, "compare with LiteRT's reference kernels")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("model")
         p.add_argument("--inputs", help=".npz with in_0, in_1, ... or arrays named like the model inputs")
-        p.add_argument("--target", default="interp")
+        p.add_argument("--target", default="interp", choices=("interp", "cpu"))
+        p.add_argument("--threads", type=int, default=None, help="threads of the cpu target (default: all cores)")
         p.add_argument("--seed", type=int, default=0, help="seed of the random inputs used when --inputs is absent")
         p.set_defaults(fn=fn)
         if name == "run":

@@ -119,11 +119,11 @@ def first_divergence(model: CompiledModel, model_path: str | Path, inputs: list[
 
 
 def validate(model_path: str | Path, inputs: list[np.ndarray] | None = None, target: str = "interp",
-             per_layer: bool = False, seed: int = 0) -> ValidationReport:
+             per_layer: bool = False, seed: int = 0, threads: int | None = None) -> ValidationReport:
     """Run tosaic and LiteRT BUILTIN_REF on the same inputs and compare every output element."""
     import tosaic
 
-    model = tosaic.compile(model_path, target=target)
+    model = tosaic.compile(model_path, target=target, threads=threads)
     if inputs is None:
         inputs = random_inputs(model, seed)
     ours = model.run(inputs)
@@ -131,5 +131,7 @@ def validate(model_path: str | Path, inputs: list[np.ndarray] | None = None, tar
     outputs = [compare(info.name, o, r) for info, o, r in zip(model.outputs, ours, reference)]
     report = ValidationReport(str(model_path), target, outputs)
     if per_layer:
-        report.first_divergence, report.layers_compared = first_divergence(model, model_path, inputs)
+        # Compiled dispatches fuse layers; the interpreter has every tensor to name the first that differs.
+        layers = model if target == "interp" else tosaic.compile(model_path)
+        report.first_divergence, report.layers_compared = first_divergence(layers, model_path, inputs)
     return report

@@ -70,7 +70,9 @@ def _module(template: str, signature: list[str], body: list[str], params) -> str
 def _param_values(params) -> tuple:
     values = []
     for value, dtype in params:
-        if S.is_float(dtype):
+        if dtype == "f64":
+            values.append(np.float64(value))
+        elif S.is_float(dtype):
             values.append(np.float32(value))
         elif dtype == "i1":
             values.append(np.bool_(value))
@@ -89,11 +91,25 @@ class _Accesses:
     def __init__(self, op, prefix: str, index, params, skip: int | None = None, acc: str | None = None):
         self.op, self.prefix, self.index, self.params = op, prefix, index, params
         self.skip, self.acc = skip, acc
+        self.extra: list[tuple[str, np.ndarray]] = []  # derived constants: (argument name, array)
 
     def array(self, i: int) -> str:
         return f"{self.prefix}{i}"
 
-    def read(self, i: int, e: S.Expr) -> str:
+    def constant(self, i: int):
+        v = self.op.operands[i]
+        return v.owner.attrs["values"] if i != self.skip and v.owner is not None and v.owner.name == "linalg.const" else None
+
+    def same_layout(self, i: int, j: int) -> bool:
+        a, b = self.op.attrs["accesses"][i], self.op.attrs["accesses"][j]
+        return a == b and self.op.operands[i].type.shape == self.op.operands[j].type.shape
+
+    def derived(self, i: int, array: np.ndarray) -> str:
+        name = f"{self.prefix}x{len(self.extra)}"
+        self.extra.append((name, array))
+        return self.read(i, None, name)
+
+    def read(self, i: int, e: S.Expr | None, name: str | None = None) -> str:
         if i == self.skip:
             return self.acc
         access = self.op.attrs["accesses"][i]
@@ -105,7 +121,7 @@ class _Accesses:
             else:
                 terms = [(self.index[j] if c == 1 else f"{c} * {self.index[j]}") for j, c in enumerate(coeffs) if c]
                 rows.append(" + ".join(terms) or "0")
-        arr = self.array(i)
+        arr = name or self.array(i)
         text = f"{arr}[{', '.join(rows)}]"
         if access.pad is None:
             return text
@@ -114,23 +130,22 @@ class _Accesses:
         return f"{text} if {inside} else p{len(self.params) - 1}"
 
 
-def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, prefix: str) -> tuple[list[str], list]:
+def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, prefix: str):
     """Statements computing the epilogue of `d` on accumulator `acc` and storing it at `out[store_index]`;
-    and the epilogue's array arguments (its inputs other than the accumulator) in order."""
+    the epilogue's array arguments (its inputs other than the accumulator, then derived constants) and
+    their parameter names."""
     if d.epilogue is None:
-        return [f"{out}[{store_index}] = {acc}"], []
+        return [f"{out}[{store_index}] = {acc}"], [], []
     e = d.epilogue
     reads = _Accesses(e, prefix, index, params, skip=d.slot, acc=acc)
-    r = BodyRenderer(reads.read, reads.array, index, params=params, prefix=f"{prefix}t")
+    r = BodyRenderer(reads.read, reads.array, index, params=params, prefix=f"{prefix}t", inputs=reads)
     (body,) = e.attrs["bodies"]
     value = r.render(body)
     arrays = [ArrayArg(v, v.type.shape) for i, v in enumerate(e.operands) if i != d.slot]
-    return r.lines + [f"{out}[{store_index}] = {value}"], arrays
-
-
-def _epilogue_names(d: Dispatch) -> list[str]:
-    e = d.epilogue
-    return [] if e is None else [f"e{i}" for i in range(len(e.operands)) if i != d.slot]
+    names = [f"{prefix}{i}" for i in range(len(e.operands)) if i != d.slot]
+    arrays += [ArrayArg(array=a) for _, a in reads.extra]
+    names += [n for n, _ in reads.extra]
+    return r.lines + [f"{out}[{store_index}] = {value}"], arrays, names
 
 
 # --------------------------------------------------------------------------------------------- generic
@@ -195,15 +210,16 @@ def generic_kernel(d: Dispatch) -> KernelSpec:
         inner_lines = step.lines + [f"{', '.join(accs)} = {', '.join(values)}"]
         lines += loop + _indent(inner_lines, len(red))
     else:
-        r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="t")
+        r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="t", inputs=reads)
         values = [r.render(b) for b in op.attrs["bodies"]]
         lines += r.lines + [f"{a} = {v}" for a, v in zip(accs, values)]
     par_index = ", ".join(f"d{j}" for j in par) or "0"
     arrays_epi: list = []
+    epi_names: list = []
     if d.epilogue is not None:
         out_index = _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
                                    [f"d{j}" for j in par], [domain[j] for j in par])
-        epi, arrays_epi = _epilogue(d, accs[0], out_index, params, "o0", par_index, "e")
+        epi, arrays_epi, epi_names = _epilogue(d, accs[0], out_index, params, "o0", par_index, "e")
         lines += epi
     else:
         lines += [f"o{i}[{par_index}] = {a}" for i, a in enumerate(accs)]
@@ -211,7 +227,9 @@ def generic_kernel(d: Dispatch) -> KernelSpec:
     shape = tuple(domain[j] for j in par) or (1,)
     outputs = [ArrayArg(v, shape) for v in d.outputs]
     inputs = [ArrayArg(v, v.type.shape) for v in op.operands]
-    signature = [f"o{i}" for i in range(len(outputs))] + [f"i{i}" for i in range(len(inputs))] + _epilogue_names(d)
+    inputs += [ArrayArg(array=a) for _, a in reads.extra]
+    signature = [f"o{i}" for i in range(len(outputs))] + [f"i{i}" for i in range(len(op.operands))] \
+        + [n for n, _ in reads.extra] + epi_names
     return KernelSpec("generic", _module("generic", signature, body, params), outputs + inputs + arrays_epi,
                       _param_values(params), tuple(int(n) for n in domain))
 
@@ -237,7 +255,13 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
     packed = np.ascontiguousarray(np.transpose(w.owner.attrs["values"], (1, 2, 3, 0)))  # [KH, KW, IC, OC]
     params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
     index = ["b", "y", "xo", "c"]
-    epi, epi_arrays = _epilogue(d, "v", index, params, "out", "b, y, xo, c", "e")
+    epi, epi_arrays, epi_names = _epilogue(d, "v", index, params, "out", "b, y, xo, c", "e")
+    if x.type.dtype == "i8" and not op.attrs["weight_zp"]:
+        # |x - zp| <= 255 and |w| <= 128: the product fits int16 (16 lanes per vector multiply).
+        product = "ar[c] += np.int32(np.int16(xv * np.int16(wr[c])))"
+    else:
+        weight = f"{mul_t}(wr[c] - p1)" if op.attrs["weight_zp"] else f"{mul_t}(wr[c])"
+        product = f"ar[c] = {acc_t}(ar[c] + xv * {weight})"
     body = [
         "N, OH, OW, OC, H, W, IC = D",
         "for r in prange(N * OH):",
@@ -252,24 +276,24 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
         "        if iy < 0 or iy >= H:",
         "            continue",
         f"        for kx in range({kw}):",
-        "            for xo in range(OW):",
-        f"                ix = xo * {sx} + kx * {dx} - p3",
-        "                if ix < 0 or ix >= W:",
-        "                    continue",
+        f"            x0 = max(0, (p3 - kx * {dx} + {sx - 1}) // {sx})",
+        f"            x1 = min(OW, (W - 1 + p3 - kx * {dx}) // {sx} + 1)",
+        "            for xo in range(x0, x1):",
+        f"                xr = x[b, iy, xo * {sx} + kx * {dx} - p3]",
+        "                ar = acc[xo]",
         "                for k in range(IC):",
-        f"                    xv = {mul_t}(x[b, iy, ix, k] - p0)",
+        f"                    xv = {mul_t}(xr[k] - p0)",
+        "                    wr = wp[ky, kx, k]",
         "                    for c in range(OC):",
-        f"                        acc[xo, c] = {acc_t}(acc[xo, c] + xv * {mul_t}(wp[ky, kx, k, c] - p1))",
+        f"                        {product}",
         "    for xo in range(OW):",
         "        for c in range(OC):",
         "            v = acc[xo, c]",
         *_indent(epi, 3),
     ]
-    if op.attrs["weight_zp"] == 0:
-        body = [line.replace(f"{mul_t}(wp[ky, kx, k, c] - p1)", f"{mul_t}(wp[ky, kx, k, c])") for line in body]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
               ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
-    signature = ["out", "x", "wp", "bias"] + _epilogue_names(d)
+    signature = ["out", "x", "wp", "bias"] + epi_names
     return KernelSpec("conv", _module("conv", signature, body, params), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
 
@@ -293,20 +317,18 @@ def depthwise_kernel(d: Dispatch) -> KernelSpec:
     packed = np.ascontiguousarray(np.asarray(w.owner.attrs["values"]).reshape(kh, kw, c * mult))
     params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
     index = ["b", "y", "xo", "c"]
-    epi, epi_arrays = _epilogue(d, "v", index, params, "out", "b, y, xo, c", "e")
+    epi, epi_arrays, epi_names = _epilogue(d, "v", index, params, "out", "b, y, xo, c", "e")
     weight = f"{mul_t}(wp[ky, kx, c] - p1)" if op.attrs["weight_zp"] else f"{mul_t}(wp[ky, kx, c])"
-    if mult == 1:
-        tap = [
-            "                for c in range(OC):",
-            f"                    acc[xo, c] = {acc_t}(acc[xo, c] + {mul_t}(x[b, iy, ix, c] - p0) * {weight})",
-        ]
+    narrow = x.type.dtype == "i8" and mult == 1 and not op.attrs["weight_zp"]
+    if narrow:
+        # |x - zp| <= 255 and |w| <= 128: the product fits int16, so LLVM multiplies 16 lanes at a time.
+        tap = [f"ar[c] += np.int32(np.int16((np.int16(xr[c]) - z) * np.int16(wr[c])))"]
     else:
-        tap = [
-            "                for c in range(OC):",
-            f"                    acc[xo, c] = {acc_t}(acc[xo, c] + {mul_t}(x[b, iy, ix, c // {mult}] - p0) * {weight})",
-        ]
+        channel = "c" if mult == 1 else f"c // {mult}"
+        tap = [f"ar[c] = {acc_t}(ar[c] + {mul_t}(xr[{channel}] - p0) * {weight.replace('wp[ky, kx, c]', 'wr[c]')})"]
     body = [
         "N, OH, OW, OC, H, W = D",
+        "z = np.int16(p0)",
         "for r in prange(N * OH):",
         "    b = r // OH",
         "    y = r % OH",
@@ -319,19 +341,24 @@ def depthwise_kernel(d: Dispatch) -> KernelSpec:
         "        if iy < 0 or iy >= H:",
         "            continue",
         f"        for kx in range({kw}):",
-        "            for xo in range(OW):",
-        f"                ix = xo * {sx} + kx * {dx} - p3",
-        "                if ix < 0 or ix >= W:",
-        "                    continue",
-        *tap,
+        "            wr = wp[ky, kx]",
+        # The output columns whose tap stays inside the row: no per-pixel bounds test.
+        f"            x0 = max(0, (p3 - kx * {dx} + {sx - 1}) // {sx})",
+        f"            x1 = min(OW, (W - 1 + p3 - kx * {dx}) // {sx} + 1)",
+        "            for xo in range(x0, x1):",
+        f"                xr = x[b, iy, xo * {sx} + kx * {dx} - p3]",
+        "                ar = acc[xo]",
+        "                for c in range(OC):",
+        *_indent(tap, 5),
         "    for xo in range(OW):",
+        "        ar = acc[xo]",
         "        for c in range(OC):",
-        "            v = acc[xo, c]",
+        "            v = ar[c]",
         *_indent(epi, 3),
     ]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
               ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
-    signature = ["out", "x", "wp", "bias"] + _epilogue_names(d)
+    signature = ["out", "x", "wp", "bias"] + epi_names
     return KernelSpec("depthwise", _module("depthwise", signature, body, params), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2]))
 
@@ -365,7 +392,10 @@ def is_gemm(d: Dispatch) -> bool:
 
 
 def gemm_kernel(d: Dispatch) -> KernelSpec:
-    """1x1 conv as GEMM over [M, K] activations and [N, K] weights; four rows per weight load."""
+    """1x1 conv as GEMM over [M, K] activations and [N, K] weights. Each output is one int32 dot product
+    (a single reduction is what LLVM turns into vpmaddwd; register blocking several makes it widen to
+    i64), the row's accumulators go to a buffer, and the epilogue runs as its own loop over channels,
+    which vectorizes. Sixteen rows per parallel task amortize the buffer."""
     op = d.root
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
@@ -374,45 +404,35 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     weights = np.asarray(w.owner.attrs["values"]).reshape(oc, ic)
     zp = op.attrs["input_zp"]
+    # sum_k (a - zp) * w = sum_k a * w - zp * sum_k w: the zero point folds into the bias.
     folded = _bias(bias, oc, op.result.type.dtype).astype(np.int64) - zp * weights.astype(np.int64).sum(axis=1)
     folded = folded.astype(np.int64 if op.result.type.dtype == "i48" else np.int32)
     params: list = []
-    flat = ["m", "0", "0", "c"]
     e = d.epilogue
-    rows = {}
-    lines = []
-    for r in range(4):
-        if e is not None:
-            reads = _GemmReads(e, d.slot, f"v{r}", f"m{r}", params)
-            renderer = BodyRenderer(reads.read, reads.array, flat, params=params, prefix=f"r{r}t")
-            value = renderer.render(e.attrs["bodies"][0])
-            rows[r] = renderer.lines + [f"out[m{r}, c] = {value}"]
-        else:
-            rows[r] = [f"out[m{r}, c] = v{r}"]
-    k_loop = [
-        "for k in range(K):",
-        f"    wv = {mul_t}(wp[c, k])",
-        *[f"    s{r} = {acc_t}(s{r} + {mul_t}(a[m{r}, k]) * wv)" for r in range(4)],
-    ]
+    if e is not None:
+        reads = _GemmReads(e, d.slot, "v", "m", params, (m_rows, oc))
+        renderer = BodyRenderer(reads.read, reads.array, ["m", "0", "0", "c"], params=params, prefix="t",
+                                inputs=reads)
+        value = renderer.render(e.attrs["bodies"][0])
+        epilogue = renderer.lines + [f"o[c] = {value}"]
+    else:
+        epilogue = ["o[c] = v"]
     body = [
         "M, N, K = D",
-        "for blk in prange((M + 3) // 4):",
-        "    m0 = blk * 4",
-        "    if m0 + 4 <= M:",
-        "        m1, m2, m3 = m0 + 1, m0 + 2, m0 + 3",
+        "for chunk in prange((M + 15) // 16):",
+        f"    row = np.empty(N, dtype={acc_t})",
+        "    for m in range(chunk * 16, min(M, chunk * 16 + 16)):",
+        "        am = a[m]",
         "        for c in range(N):",
-        *[f"            s{r} = {acc_t}(0)" for r in range(4)],
-        *_indent(k_loop, 3),
-        *[f"            v{r} = {acc_t}(s{r} + bias[c])" for r in range(4)],
-        *[line for r in range(4) for line in _indent(rows[r], 3)],
-        "    else:",
-        "        for m0 in range(blk * 4, M):",
-        "            for c in range(N):",
-        f"                s0 = {acc_t}(0)",
-        "                for k in range(K):",
-        f"                    s0 = {acc_t}(s0 + {mul_t}(a[m0, k]) * {mul_t}(wp[c, k]))",
-        f"                v0 = {acc_t}(s0 + bias[c])",
-        *_indent(rows[0], 4),
+        "            wc = wp[c]",
+        f"            s = {acc_t}(0)",
+        "            for k in range(K):",
+        f"                s = {acc_t}(s + {mul_t}(am[k]) * {mul_t}(wc[k]))",
+        f"            row[c] = {acc_t}(s + bias[c])",
+        "        o = out[m]",
+        "        for c in range(N):",
+        "            v = row[c]",
+        *_indent(epilogue, 3),
     ]
     arrays = [ArrayArg(d.outputs[0], (m_rows, oc)), ArrayArg(x, (m_rows, ic)), ArrayArg(array=np.ascontiguousarray(weights)),
               ArrayArg(array=folded)]
@@ -425,33 +445,39 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
             shape = (m_rows, oc) if access.map.is_identity() else v.type.shape
             arrays.append(ArrayArg(v, shape))
             signature.append(f"e{i}")
+        arrays += [ArrayArg(array=a) for _, a in reads.extra]
+        signature += [n for n, _ in reads.extra]
     return KernelSpec("gemm", _module("gemm", signature, body, params), arrays, _param_values(params),
                       (m_rows, oc, ic))
 
 
-class _GemmReads:
+class _GemmReads(_Accesses):
     """Epilogue reads on the [M, N] view: identity-mapped inputs at [m, c], the rest at their map with
     only the channel loop (c) and constant offsets."""
 
-    def __init__(self, e, slot, acc, m, params):
-        self.e, self.slot, self.acc, self.m, self.params = e, slot, acc, m, params
+    def __init__(self, e, slot, acc, m, params, flat_shape):
+        super().__init__(e, "e", [], params, skip=slot, acc=acc)
+        self.m, self.flat_shape = m, flat_shape
 
-    def array(self, i):
-        return f"e{i}"
+    def derived(self, i: int, array: np.ndarray) -> str:
+        if self.op.attrs["accesses"][i].map.is_identity():
+            array = array.reshape(self.flat_shape)
+        return super().derived(i, array)
 
-    def read(self, i, expr):
-        if i == self.slot:
+    def read(self, i, expr, name=None):
+        if i == self.skip:
             return self.acc
-        access = self.e.attrs["accesses"][i]
+        arr = name or self.array(i)
+        access = self.op.attrs["accesses"][i]
         if access.map.is_identity():
-            return f"e{i}[{self.m}, c]"
-        rank = len(self.e.attrs["domain"])
+            return f"{arr}[{self.m}, c]"
+        rank = len(self.op.attrs["domain"])
         rows = []
         for coeffs, offset in zip(access.map.coeffs, access.map.offsets):
             c = coeffs[rank - 1]
             term = "c" if c == 1 else (f"{c} * c" if c else "")
             rows.append(" + ".join(t for t in (term, str(offset) if offset else "") if t) or "0")
-        return f"e{i}[{', '.join(rows)}]"
+        return f"{arr}[{', '.join(rows)}]"
 
 
 def kernel_for(d: Dispatch) -> KernelSpec:

@@ -18,6 +18,7 @@ import numpy as np
 from tosaic.ir import Graph, Value
 from tosaic.kernels.cpu import ArrayArg, kernel_for
 from tosaic.lowering.bufferize import plan_arena
+from tosaic.lowering.canonicalize import simplify_bodies
 from tosaic.lowering.from_tosa import lower
 from tosaic.lowering.fusion import Dispatch, form_dispatches, fuse_elementwise
 
@@ -140,7 +141,7 @@ def _steps_in_order(graph: Graph, dispatches: list[Dispatch]) -> list:
 
 def structured_stages(graph: Graph):
     """(structured program after fusion, dispatches, execution order) for a TOSA graph."""
-    structured = fuse_elementwise(lower(graph))
+    structured = simplify_bodies(fuse_elementwise(lower(graph)))
     dispatches = form_dispatches(structured)
     return structured, dispatches, _steps_in_order(structured, dispatches)
 

@@ -9,6 +9,8 @@ multipliers, shifts or bounds.
 
 from __future__ import annotations
 
+import numpy as np
+
 from tosaic.ir import INTEGER_BITS, integer_range
 from tosaic.lowering import scalar as S
 
@@ -70,12 +72,15 @@ class BodyRenderer:
     `extract`); `index[d]` the source of loop dimension d; `outs[i]` the name of output i's running value.
     `params` collects (value, dtype) of constants, shared by every body of one kernel."""
 
-    def __init__(self, read, array, index, outs=(), params=None, prefix="t"):
+    def __init__(self, read, array, index, outs=(), params=None, prefix="t", inputs=None):
         self.read, self.array, self.index, self.outs = read, array, index, list(outs)
         self.params = [] if params is None else params
         self.lines: list[str] = []
         self.prefix = prefix
         self.count = 0
+        # `inputs`, when given, knows the kernel's inputs: `constant(i)` (the array of a constant input
+        # or None) and `derived(i, array)` (source reading a new constant laid out like input i).
+        self.inputs = inputs
 
     def param(self, value, dtype: str) -> str:
         self.params.append((value, dtype))
@@ -83,9 +88,47 @@ class BodyRenderer:
 
     def render(self, expr: S.Expr) -> str:
         names = {}
+        ranges = S.value_ranges(expr)
+        requants = {}
+        if self.inputs is not None:
+            uses = _use_counts(expr)
+            for e in S.nodes(expr):
+                match = _match_requant(e, ranges, uses, self.inputs)
+                if match is not None:
+                    requants[e] = match
+        absorbed = {n for m in requants.values() for n in m.interior}
         for e in S.nodes(expr):
+            if e in absorbed:
+                continue
+            if e in requants:
+                names[e] = self._float_requant(requants[e], names)
+                continue
+            if e.op == "cast" and self._idle_cast(e, ranges):
+                names[e] = names[e.src[0]]
+                continue
             names[e] = self._node(e, [names[s] for s in e.src])
         return names[expr]
+
+    @staticmethod
+    def _idle_cast(e: S.Expr, ranges) -> bool:
+        """An integer cast the operand's range already satisfies changes no value (loads stay narrow
+        types in Numba, which is what lets LLVM keep vector lanes narrow)."""
+        src = e.src[0].dtype
+        if S.is_float(src) or S.is_float(e.dtype) or "i1" in (src, e.dtype):
+            return False
+        r = ranges.get(e.src[0])
+        low, high = S.dtype_range(e.dtype)
+        return r is not None and low <= r[0] and r[1] <= high
+
+    def _float_requant(self, m: "Requant", names) -> str:
+        """`clamp(apply_scale(v, mult, shift) + zp, lo, hi)` in float64 (see `_match_requant`): AVX2 has
+        no 64-bit multiply or per-lane arithmetic shift, but it has four float64 lanes."""
+        v = names[m.value]
+        f = self._emit(f"np.float64({v}) * {m.scale} + 0.5")
+        if m.round_term is not None:
+            f = self._emit(f"{f} + ({m.round_term} if {v} >= 0 else -{m.round_term})")
+        f = self._emit(f"min(max({f}, {self.param(m.low - m.zp, 'f64')}), {self.param(m.high - m.zp, 'f64')})")
+        return self._emit(f"np.int64(np.floor({f})) + {self.param(m.zp, 'i64')}")
 
     def _emit(self, text: str) -> str:
         name = f"{self.prefix}{self.count}"
@@ -156,9 +199,9 @@ class BodyRenderer:
         if op == "clz":
             return f"_clz32({a[0]})"
         if op == "neg":
-            text = f"-{a[0]}"
+            text = f"-np.int64({a[0]})"
         elif op == "abs":
-            text = f"abs({a[0]})"
+            text = f"abs(np.int64({a[0]}))"
         elif op == "div":
             text = f"_tdiv({a[0]}, {a[1]})"
         elif op == "lshr":
@@ -169,6 +212,90 @@ class BodyRenderer:
         if op in _OVERFLOWING and dtype != "i64":
             return _WRAP[dtype].format(text)
         return text
+
+
+class Requant:
+    """A matched requantization: `value` scaled by `scale` (source of mult * 2^-shift, float64) with the
+    double-rounding term `round_term` (source of 2^(30-shift) where shift > 31, or None), plus `zp`,
+    clamped to [low, high]; `interior` are the nodes it replaces."""
+
+    def __init__(self, value, scale, round_term, zp, low, high, interior):
+        self.value, self.scale, self.round_term = value, scale, round_term
+        self.zp, self.low, self.high, self.interior = zp, low, high, interior
+
+
+def _use_counts(expr: S.Expr) -> dict:
+    uses: dict = {}
+    for e in S.nodes(expr):
+        for s in e.src:
+            uses[s] = uses.get(s, 0) + 1
+    return uses
+
+
+def _operand_values(e: S.Expr, inputs):
+    """The constant values of a scalar-body leaf, shaped like its input (a const is a 0-d array); else
+    None."""
+    if e.op == "const":
+        return np.asarray(e.arg, dtype=np.int64)
+    if e.op == "in":
+        values = inputs.constant(e.arg)
+        return None if values is None else np.asarray(values, dtype=np.int64)
+    return None
+
+
+def _uncast(e: S.Expr) -> S.Expr:
+    """A leaf under widening integer casts (which change no value)."""
+    while e.op == "cast" and not S.is_float(e.dtype) and not S.is_float(e.src[0].dtype) \
+            and INTEGER_BITS.get(e.src[0].dtype, 64) <= INTEGER_BITS[e.dtype] and e.src[0].dtype != "i1":
+        e = e.src[0]
+    return e
+
+
+def _match_requant(e: S.Expr, ranges, uses, inputs) -> Requant | None:
+    """Whether `e` is `min(max(apply_scale(v, m, s) [+ zp], lo), hi)` with constant m, s, zp, lo, hi that
+    float64 computes exactly: v*m + 2^(s-1) +- 2^30 is exact below 2^53, and above it the result's
+    magnitude is at least 2^(53-s) - 3, beyond both bounds, so rounding error cannot change the clamp."""
+    if e.op != "min" or e.src[1].op != "const" or e.src[0].op != "max" or e.src[0].src[1].op != "const":
+        return None
+    top_max = e.src[0]
+    inner = top_max.src[0]
+    interior = [top_max]
+    zp = 0
+    if inner.op == "add" and inner.src[1].op == "const":
+        zp = inner.src[1].arg
+        interior.append(inner)
+        inner = inner.src[0]
+    if inner.op != "apply_scale":
+        return None
+    interior.append(inner)
+    value, mult, shift = inner.src
+    mult, shift = _uncast(mult), _uncast(shift)
+    m_values, s_values = _operand_values(mult, inputs), _operand_values(shift, inputs)
+    r = ranges.get(value)
+    if m_values is None or s_values is None or r is None or max(abs(r[0]), abs(r[1])) >= 1 << 53:
+        return None
+    if mult.op == "in" and shift.op == "in" and not inputs.same_layout(mult.arg, shift.arg):
+        return None
+    if m_values.min() < 0 or m_values.max() >= 1 << 31 or s_values.min() < 2 or s_values.max() > 62:
+        return None
+    low, high = top_max.src[1].arg, e.src[1].arg
+    if max(abs(low - zp), abs(high - zp)) + 3 >= 2.0 ** (53 - int(s_values.max())):
+        return None
+    if any(uses.get(n, 0) > 1 for n in interior):
+        return None
+    mf = m_values.astype(np.float64) * np.exp2(-s_values.astype(np.float64))
+    rt = np.where(s_values > 31, np.exp2(30.0 - s_values.astype(np.float64)), 0.0) if inner.arg else None
+    scale = _constant_source(mf, mult, shift, inputs)
+    round_term = None if rt is None or not rt.any() else _constant_source(rt, mult, shift, inputs)
+    return Requant(value, scale, round_term, zp, low, high, set(interior))
+
+
+def _constant_source(values: np.ndarray, mult: S.Expr, shift: S.Expr, inputs) -> str:
+    if values.ndim == 0:
+        return repr(float(values))
+    # Laid out like whichever of multiplier and shift is an input (both alike when both are).
+    like = mult if mult.op == "in" else shift
+    return inputs.derived(like.arg, np.ascontiguousarray(values))
 
 
 def map_source(coeffs, offset_param: str, index) -> str:

@@ -260,3 +260,106 @@ def render_text(expr: Expr) -> str:
         return f"{e.op}({', '.join(text(s) for s in e.src)}):{e.dtype}"
 
     return text(expr)
+
+
+# ------------------------------------------------------------------------------------ value ranges
+
+
+def dtype_range(dtype: str) -> tuple[int, int]:
+    if dtype == "i1":
+        return 0, 1
+    bits = INTEGER_BITS[dtype]
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _fits(r, dtype):
+    lo, hi = dtype_range(dtype)
+    return r is not None and lo <= r[0] and r[1] <= hi
+
+
+def value_ranges(expr: Expr) -> dict:
+    """Inclusive [low, high] of every integer node of `expr` (None for floats), by interval arithmetic;
+    a node whose exact interval leaves its dtype gets the dtype's range (it wraps)."""
+    ranges: dict = {}
+    for e in nodes(expr):
+        if is_float(e.dtype):
+            ranges[e] = None
+            continue
+        a = [ranges[s] for s in e.src]
+        full = dtype_range(e.dtype)
+        r = None
+        if e.op == "const":
+            r = (e.arg, e.arg)
+        elif e.op == "cast" and not is_float(e.src[0].dtype) and e.dtype != "i1":
+            r = a[0] if _fits(a[0], e.dtype) else None
+        elif e.op in ("add", "sub", "mul") and all(x is not None for x in a):
+            (l0, h0), (l1, h1) = a
+            if e.op == "add":
+                r = (l0 + l1, h0 + h1)
+            elif e.op == "sub":
+                r = (l0 - h1, h0 - l1)
+            else:
+                products = [l0 * l1, l0 * h1, h0 * l1, h0 * h1]
+                r = (min(products), max(products))
+        elif e.op in ("min", "max") and all(x is not None for x in a):
+            fn = min if e.op == "min" else max
+            r = (fn(a[0][0], a[1][0]), fn(a[0][1], a[1][1]))
+        elif e.op == "select" and a[1] is not None and a[2] is not None:
+            r = (min(a[1][0], a[2][0]), max(a[1][1], a[2][1]))
+        elif e.op == "apply_scale" and a[0] is not None and a[1] is not None and a[2] is not None \
+                and a[2][0] == a[2][1] and a[1][0] >= 0:
+            s = a[2][0]
+            corner = [v * m for v in a[0] for m in a[1]]
+            r = ((min(corner) >> s) - 1, (max(corner) >> s) + 1)
+        elif e.op == "shl" and a[0] is not None and a[1] is not None and a[1][0] == a[1][1] and 0 <= a[1][0] < 63:
+            r = (a[0][0] << a[1][0], a[0][1] << a[1][0])
+        elif e.op == "ashr" and a[0] is not None and a[1] is not None and a[1][0] == a[1][1] and a[1][0] >= 0:
+            r = (a[0][0] >> a[1][0], a[0][1] >> a[1][0])
+        elif e.op == "and" and a[1] is not None and a[1][0] == a[1][1] and a[1][0] >= 0 and e.dtype != "i1":
+            r = (0, a[1][0])
+        ranges[e] = r if _fits(r, e.dtype) else full
+    return ranges
+
+
+def simplify(expr: Expr) -> Expr:
+    """Drop arithmetic that cannot change a value: `x + 0`, `x - 0`, and clamps `max(x, c)` / `min(x, c)`
+    that the range of x already satisfies."""
+    for _ in range(8):
+        ranges = value_ranges(expr)
+
+        def rule(e: Expr):
+            if e.op in ("add", "sub") and e.src[1].op == "const" and e.src[1].arg == 0 and e.src[0].dtype == e.dtype:
+                return e.src[0]
+            if e.op == "add" and e.src[0].op == "const" and e.src[0].arg == 0 and e.src[1].dtype == e.dtype:
+                return e.src[1]
+            if e.op == "apply_scale" and e.src[1].op == "const" and e.src[2].op == "const":
+                # (v * 2^k + round) >> s with k >= s is v << (k - s): the round term (below 2^s, and
+                # not negative: double rounding moves it by 2^30 only when s > 31) shifts out.
+                m, s = e.src[1].arg, e.src[2].arg
+                if m > 0 and m & (m - 1) == 0 and m.bit_length() - 1 >= s:
+                    return binary("shl", e.src[0], const(m.bit_length() - 1 - s, "i64"), "i64")
+            if e.op in ("max", "min") and e.src[1].op == "const" and not is_float(e.dtype):
+                r = ranges.get(e.src[0])
+                if r is not None and (r[0] >= e.src[1].arg if e.op == "max" else r[1] <= e.src[1].arg):
+                    return e.src[0]
+            return None
+
+        simpler = _rewrite_once(expr, rule)
+        if simpler == expr:
+            return expr
+        expr = simpler
+    return expr
+
+
+def _rewrite_once(expr: Expr, rule) -> Expr:
+    memo = {}
+
+    def walk(e):
+        if e in memo:
+            return memo[e]
+        rebuilt = Expr(e.op, e.dtype, tuple(walk(s) for s in e.src), e.arg) if e.src else e
+        replaced = rule(e) if rebuilt == e else rule(rebuilt)
+        memo[e] = rebuilt if replaced is None else replaced
+        return memo[e]
+
+    return walk(expr)

@@ -39,7 +39,7 @@ class AffineMap:
     @staticmethod
     def broadcast(shape, domain) -> AffineMap:
         """Numpy/TOSA broadcasting of a same-rank tensor over `domain`: size-1 dims read index 0."""
-        return AffineMap(tuple(tuple(int(j == k and shape[k] != 1) for j in range(len(domain)))
+        return AffineMap(tuple(tuple(int(j == k and shape[k] == domain[k]) for j in range(len(domain)))
                                for k in range(len(shape))), (0,) * len(shape))
 
     @staticmethod
