@@ -417,18 +417,39 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
         epilogue = renderer.lines + [f"o[c] = {value}"]
     else:
         epilogue = ["o[c] = v"]
+    # Few input channels and many output channels: the dot product would run in LLVM's scalar remainder
+    # loop, so accumulate outer products instead, output channels innermost, (x - zp) * w in int16
+    # (|x - zp| <= 255, |w| <= 128), which vectorizes 16 lanes wide (measured 1.3-1.4x for K <= 24).
+    outer = x.type.dtype == "i8" and ic < 32 and oc >= 64
+    if outer:
+        params.append((zp, "i64"))
+        accumulate = [
+            "        for c in range(N):",
+            "            row[c] = bias[c]",
+            "        for k in range(K):",
+            f"            xv = np.int16(am[k]) - np.int16(p{len(params) - 1})",
+            "            wk = wp[k]",
+            "            for c in range(N):",
+            "                row[c] += np.int32(np.int16(xv * np.int16(wk[c])))",
+        ]
+        weights = weights.T
+        folded = _bias(bias, oc, op.result.type.dtype)
+    else:
+        accumulate = [
+            "        for c in range(N):",
+            "            wc = wp[c]",
+            f"            s = {acc_t}(0)",
+            "            for k in range(K):",
+            f"                s = {acc_t}(s + {mul_t}(am[k]) * {mul_t}(wc[k]))",
+            f"            row[c] = {acc_t}(s + bias[c])",
+        ]
     body = [
         "M, N, K = D",
         "for chunk in prange((M + 15) // 16):",
         f"    row = np.empty(N, dtype={acc_t})",
         "    for m in range(chunk * 16, min(M, chunk * 16 + 16)):",
         "        am = a[m]",
-        "        for c in range(N):",
-        "            wc = wp[c]",
-        f"            s = {acc_t}(0)",
-        "            for k in range(K):",
-        f"                s = {acc_t}(s + {mul_t}(am[k]) * {mul_t}(wc[k]))",
-        f"            row[c] = {acc_t}(s + bias[c])",
+        *accumulate,
         "        o = out[m]",
         "        for c in range(N):",
         "            v = row[c]",
@@ -447,7 +468,8 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
             signature.append(f"e{i}")
         arrays += [ArrayArg(array=a) for _, a in reads.extra]
         signature += [n for n, _ in reads.extra]
-    return KernelSpec("gemm", _module("gemm", signature, body, params), arrays, _param_values(params),
+    template = "gemm_outer" if outer else "gemm"
+    return KernelSpec(template, _module(template, signature, body, params), arrays, _param_values(params),
                       (m_rows, oc, ic))
 
 
