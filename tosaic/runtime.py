@@ -165,14 +165,20 @@ class CompiledModel:
         if len(inputs) != len(self.inputs):
             raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
         arrays = []
-        for info, value, array in zip(self.inputs, self.graph.inputs, inputs):
+        for info, storage, array in zip(self.inputs, self._storage_dtypes(), inputs):
             array = np.asarray(array)
             if array.dtype != info.dtype:
                 raise ValueError(f"input '{info.name}' must be {info.dtype}, got {array.dtype}")
             if array.shape != info.shape:
                 raise ValueError(f"input '{info.name}' must have shape {list(info.shape)}, got {list(array.shape)}")
-            arrays.append(np.array(array, copy=True).view(value.type.numpy_dtype))
+            arrays.append(np.array(array, copy=True).view(storage))
         return arrays
+
+    def _storage_dtypes(self) -> list[np.dtype]:
+        """The dtype each input is stored in (uint8 travels as int8 bits)."""
+        if self.graph is not None:
+            return [v.type.numpy_dtype for v in self.graph.inputs]
+        return [np.dtype(ref[3]) for ref in self._executable.plan.inputs]
 
     def run(self, inputs) -> list[np.ndarray]:
         """Run on a list of arrays in input order, one array, or a dict by input name."""

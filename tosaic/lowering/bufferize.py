@@ -81,9 +81,14 @@ def plan_arena(graph: Graph, steps: list) -> ArenaPlan:
         return v, offset
 
     end = len(steps)
-    members: dict[Value, list[Value]] = {}
-    for v in producer_step:
-        members.setdefault(root(v)[0], []).append(v)
+
+    def groups() -> dict[Value, list[Value]]:
+        members: dict[Value, list[Value]] = {}
+        for v in producer_step:
+            members.setdefault(root(v)[0], []).append(v)
+        return members
+
+    members = groups()
 
     def interval(r: Value) -> tuple[int, int]:
         vs = members.get(r, [r])
@@ -102,7 +107,9 @@ def plan_arena(graph: Graph, steps: list) -> ArenaPlan:
         (out,) = step.outputs
         if out in parent or out in graph.outputs:
             continue
-        for v, access in zip(elementwise.operands, elementwise.attrs["accesses"]):
+        for slot, (v, access) in enumerate(zip(elementwise.operands, elementwise.attrs["accesses"])):
+            if step.epilogue is not None and slot == step.slot or v not in producer_step:
+                continue  # the accumulator lives in registers; constants have no bytes here
             r, offset = root(v)
             if v.owner is not None and v.owner.name == "linalg.const" or v in graph.inputs:
                 continue
@@ -114,7 +121,7 @@ def plan_arena(graph: Graph, steps: list) -> ArenaPlan:
             if interval(r)[1] != i or r in graph.outputs:
                 continue
             parent[out] = (v, 0)
-            members.setdefault(r, []).append(out)
+            members = groups()  # out brings its own views along
             break
 
     roots = sorted({root(v)[0] for v in producer_step}, key=lambda r: -_nbytes(r))
