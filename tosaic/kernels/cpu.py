@@ -261,10 +261,12 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
         # |x - zp| <= 255 and |w| <= 128: the product fits int16 (16 lanes per vector multiply).
         product = "ar[c] += np.int32(np.int16(xv * np.int16(wr[c])))"
     else:
-        weight = f"{mul_t}(wr[c] - p1)" if op.attrs["weight_zp"] else f"{mul_t}(wr[c])"
+        weight = f"({mul_t}(wr[c]) - zw)" if op.attrs["weight_zp"] else f"{mul_t}(wr[c])"
         product = f"ar[c] = {acc_t}(ar[c] + xv * {weight})"
     body = [
         "N, OH, OW, OC, H, W, IC = D",
+        f"z = {mul_t}(p0)",
+        f"zw = {mul_t}(p1)",
         "for r in prange(N * OH):",
         "    b = r // OH",
         "    y = r % OH",
@@ -283,7 +285,7 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
         f"                xr = x[b, iy, xo * {sx} + kx * {dx} - p3]",
         "                ar = acc[xo]",
         "                for k in range(IC):",
-        f"                    xv = {mul_t}(xr[k] - p0)",
+        f"                    xv = {mul_t}(xr[k]) - z",
         "                    wr = wp[ky, kx, k]",
         "                    for c in range(OC):",
         f"                        {product}",
@@ -378,17 +380,19 @@ def depthwise_kernel(d: Dispatch) -> KernelSpec:
     params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
     index = ["b", "y", "xo", "c"]
     epi, epi_arrays, epi_names = _epilogue(d, "v", index, params, "out", "b, y, xo, c", "e")
-    weight = f"{mul_t}(wp[ky, kx, c] - p1)" if op.attrs["weight_zp"] else f"{mul_t}(wp[ky, kx, c])"
+    weight = f"({mul_t}(wr[c]) - zw)" if op.attrs["weight_zp"] else f"{mul_t}(wr[c])"
     narrow = x.type.dtype == "i8" and mult == 1 and not op.attrs["weight_zp"]
     if narrow:
         # |x - zp| <= 255 and |w| <= 128: the product fits int16, so LLVM multiplies 16 lanes at a time.
         tap = [f"ar[c] += np.int32(np.int16((np.int16(xr[c]) - z) * np.int16(wr[c])))"]
     else:
         channel = "c" if mult == 1 else f"c // {mult}"
-        tap = [f"ar[c] = {acc_t}(ar[c] + {mul_t}(xr[{channel}] - p0) * {weight.replace('wp[ky, kx, c]', 'wr[c]')})"]
+        tap = [f"ar[c] = {acc_t}(ar[c] + ({mul_t}(xr[{channel}]) - zx) * {weight})"]
     body = [
         "N, OH, OW, OC, H, W = D",
         "z = np.int16(p0)",
+        f"zx = {mul_t}(p0)",
+        f"zw = {mul_t}(p1)",
         "for r in prange(N * OH):",
         "    b = r // OH",
         "    y = r % OH",
@@ -490,7 +494,7 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
             "        for c in range(N):",
             "            row[c] = bias[c]",
             "        for k in range(K):",
-            f"            xv = np.int16(am[k]) - np.int16(p{len(params) - 1})",
+            "            xv = np.int16(am[k]) - z",
             "            wk = wp[k]",
             "            for c in range(N):",
             "                row[c] += np.int32(np.int16(xv * np.int16(wk[c])))",
@@ -508,6 +512,9 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
         ]
     body = [
         "M, N, K = D",
+        # Conversions of parameters happen once, outside the parallel loop: inside it they kept LLVM
+        # from vectorizing the accumulation (measured 9.1 ms against 2.6 ms).
+        *([f"z = np.int16(p{len(params) - 1})"] if outer else []),
         "for chunk in prange((M + 15) // 16):",
         f"    row = np.empty(N, dtype={acc_t})",
         "    for mm in range(chunk * 16, min(M, chunk * 16 + 16)):",
