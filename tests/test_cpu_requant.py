@@ -31,7 +31,7 @@ def _boundary_values(rng, multipliers, shifts, low, high, count):
     return np.clip(values, low, high)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(channels=st.integers(1, 6), out_dtype=st.sampled_from(["i8", "i16", "i32"]),
        double_round=st.booleans(), per_channel=st.booleans(), power_of_two=st.booleans(),
        shift=st.integers(20, 45), out_zp=st.integers(-100, 100), clamp=st.booleans(), seed=st.integers(0, 2**16))

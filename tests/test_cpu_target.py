@@ -1,0 +1,316 @@
+"""The cpu target end to end: every model in tests/data against LiteRT's stored BUILTIN_REF outputs and
+against target="interp"; streaming models step by step against LiteRT; thread counts; save/load, and a
+second process that loads a saved model from a warm kernel cache compiling nothing; input checking; and
+unseen random networks (tests/network_generator.py) against LiteRT, bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from litert_ref import random_inputs, run_reference
+from network_generator import build_network
+
+import model_zoo
+import tosaic
+from test_models import io_arrays
+from test_stateful import LiteRTStepper, input_stream
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO = [p.stem for p in model_zoo.SUPPORTED]
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model(name: str, threads: int = 2) -> tosaic.CompiledModel:
+    return tosaic.compile(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"), target="cpu", threads=threads)
+
+
+@functools.lru_cache(maxsize=None)
+def interp_model(name: str) -> tosaic.CompiledModel:
+    return tosaic.compile(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"))
+
+
+def assert_same(got, want, what=""):
+    assert len(got) == len(want), what
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and g.shape == w.shape, (what, i, g.dtype, g.shape, w.dtype, w.shape)
+        if g.tobytes() != w.tobytes():
+            diff = g.astype(np.float64) - w.astype(np.float64)
+            raise AssertionError(f"{what} output {i}: {np.count_nonzero(diff)}/{diff.size} elements differ, "
+                                 f"max |diff| {np.abs(diff).max()}")
+
+
+def fresh_inputs(model: tosaic.CompiledModel, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for info in model.inputs:
+        if info.dtype.kind in "iu":
+            limits = np.iinfo(info.dtype)
+            arrays.append(rng.integers(limits.min, limits.max, size=info.shape, endpoint=True).astype(info.dtype))
+        else:
+            arrays.append(rng.uniform(-1, 1, size=info.shape).astype(info.dtype))
+    return arrays
+
+
+# ------------------------------------------------------------------------------------- every model
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_cpu_matches_stored_reference_and_interp(name):
+    inputs, refs = io_arrays(name)
+    model = cpu_model(name)
+    assert model.target == "cpu" and model.plan is not None
+    ours = model.run(inputs)
+    if refs:   # op_tile has none (LiteRT's reference resolver refuses its TILE version)
+        assert_same(ours, refs, f"{name} vs stored LiteRT")
+    interp = interp_model(name)
+    interp.reset()
+    assert_same(ours, interp.run(inputs), f"{name} vs interp")
+    if not model.stateful:
+        # A second run on other inputs: nothing left over in the arena changes the result.
+        other = fresh_inputs(model, 99)
+        assert_same(model.run(other), interp.run(other), f"{name} second run")
+        assert_same(model.run(inputs), ours, f"{name} rerun")
+
+
+def test_plan_and_memory_reports():
+    model = cpu_model("arch_ds_cnn_kws_49x10")
+    plan = model.plan
+    assert plan.dispatch_count == sum(s.kind == "kernel" for s in plan.steps) > 0
+    assert 0 < plan.kernel_count <= plan.dispatch_count
+    memory = model.memory
+    assert memory["arena_bytes"] == plan.arena_bytes and memory["activation_bytes"] == plan.activation_bytes
+    assert memory["weight_bytes"] > 0
+    rows = model.profile(fresh_inputs(model, 0), repeat=2)
+    assert len(rows) == len(plan.steps) and all(r["seconds"] >= 0 for r in rows)
+    assert rows == sorted(rows, key=lambda r: -r["seconds"])
+    assert tosaic.compile(model_zoo.DATA / "op_add_same.tflite").plan is None
+
+
+# ------------------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize("name", ["stream_kws_int8_state", "stream_kws_float_state"])
+def test_streaming_models_step_with_litert_and_reset(name):
+    model_bytes = (model_zoo.DATA / f"{name}.tflite").read_bytes()
+    model = tosaic.compile(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"), target="cpu")
+    interp = tosaic.compile(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"))
+    assert model.stateful
+    stream = input_stream(model, 6, seed=3)
+    litert = LiteRTStepper(model_bytes)
+    first = []
+    for step, inputs in enumerate(stream):
+        ours = model.run(inputs)
+        assert_same(ours, litert(inputs), f"step {step} vs LiteRT")
+        assert_same(ours, interp.run(inputs), f"step {step} vs interp")
+        first.append(ours)
+    # The state moved on: the same inputs now give other outputs than at step 0 (for the int8 ring buffer).
+    model.reset()
+    fresh = LiteRTStepper(model_bytes)
+    for step, inputs in enumerate(stream):
+        ours = model.run(inputs)
+        assert_same(ours, first[step], f"after reset, step {step}")
+        assert_same(ours, fresh(inputs), f"after reset, step {step} vs a new LiteRT interpreter")
+
+
+def test_failed_run_keeps_state():
+    model = tosaic.compile(model_zoo.DATA / "stream_kws_int8_state.tflite", target="cpu")
+    stream = input_stream(model, 3, seed=8)
+    model.run(stream[0])
+    before = model.state
+    with pytest.raises(ValueError):
+        model.run([np.zeros((1, 2), np.int8)])
+    after = model.state
+    assert before.keys() == after.keys()
+    assert all((before[k] is None and after[k] is None) or np.array_equal(before[k], after[k]) for k in before)
+
+
+# ---------------------------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize("name", ["arch_mobilenet_v1_0.25_128", "arch_ds_cnn_kws_49x10", "op_softmax_4x32x32",
+                                  "op_conv2d_big_56x56x64_k3", "var_16x8_op_fc_256x100_relu"])
+def test_one_and_two_threads_give_the_same_bits(name):
+    one, two = cpu_model(name, 1), cpu_model(name, 2)
+    assert one.plan.sources.keys() == two.plan.sources.keys()
+    for seed in range(2):
+        inputs = fresh_inputs(one, seed)
+        assert_same(one.run(inputs), two.run(inputs), f"{name} seed {seed}")
+
+
+def test_bad_thread_counts():
+    with pytest.raises(ValueError):
+        tosaic.compile(model_zoo.DATA / "op_add_same.tflite", target="cpu", threads=0)
+    with pytest.raises(ValueError):
+        tosaic.compile(model_zoo.DATA / "op_add_same.tflite", target="cpu", threads=10_000)
+
+
+# -------------------------------------------------------------------------------------- bad inputs
+
+
+def test_bad_inputs_raise_value_error():
+    model = cpu_model("op_add_same")
+    good = fresh_inputs(model, 0)
+    info = model.inputs[0]
+    with pytest.raises(ValueError, match="must be"):
+        model.run([good[0].astype(np.int16)] + good[1:])
+    with pytest.raises(ValueError, match="shape"):
+        model.run([good[0].reshape(-1)] + good[1:])
+    with pytest.raises(ValueError, match="shape"):
+        model.run([np.zeros((2, *info.shape[1:]), info.dtype)] + good[1:])
+    with pytest.raises(ValueError):
+        model.run(good[:1])
+    with pytest.raises(ValueError):
+        model.run(good + good[:1])
+    with pytest.raises(ValueError):
+        model.run({"no such input": good[0]})
+    # The model still runs after every refusal.
+    assert_same(model.run(good), interp_model("op_add_same").run(good))
+
+
+def test_float_input_model_refuses_int8():
+    model = cpu_model("var_floatio_op_conv2d_s2_same_relu6")
+    assert model.inputs[0].dtype == np.float32
+    with pytest.raises(ValueError):
+        model.run([np.zeros(model.inputs[0].shape, np.int8)])
+
+
+# ------------------------------------------------------------------------------------- save / load
+
+
+# Regression: a model from tosaic.load (graph None) once failed every run (CompiledModel._arrays read
+# self.graph.inputs).
+@pytest.mark.parametrize("name", ["arch_ds_cnn_kws_49x10", "op_softmax_1x10", "stream_kws_int8_state",
+                                  "var_16x8_op_fc_256x100_relu", "op_split_4_axis1"])
+def test_save_load_round_trip(name, tmp_path):
+    model = cpu_model(name)
+    model.reset()
+    model.save(tmp_path / "m")
+    loaded = tosaic.load(tmp_path / "m", threads=1)
+    assert loaded.target == "cpu" and loaded.graph is None
+    assert [(i.name, i.shape, i.dtype, i.scale, i.zero_point) for i in loaded.inputs] == \
+        [(i.name, i.shape, i.dtype, i.scale, i.zero_point) for i in model.inputs]
+    assert loaded.plan.dispatch_count == model.plan.dispatch_count
+    assert loaded.memory == model.memory
+    for seed in range(3):
+        inputs = fresh_inputs(model, seed)
+        assert_same(loaded.run(inputs), model.run(inputs), f"{name} seed {seed}")
+    model.reset()
+
+
+def test_save_needs_a_compiled_target_and_load_a_saved_model(tmp_path):
+    with pytest.raises(ValueError):
+        interp_model("op_add_same").save(tmp_path / "x")
+    with pytest.raises(FileNotFoundError):
+        tosaic.load(tmp_path / "nothing here")
+
+
+_SAVE = """
+import sys, tosaic
+tosaic.compile(sys.argv[1], target="cpu", threads=1).save(sys.argv[2])
+"""
+
+_LOAD = """
+import json, sys
+import numpy as np
+import tosaic
+from tosaic.kernels.cache import load_kernel
+model = tosaic.load(sys.argv[1], threads=1)
+stats = []
+for step in model.plan.steps:
+    if step.kind == "kernel":
+        fn = load_kernel(step.key, model.plan.sources[step.key])
+        stats.append({"key": step.key, "hits": sum(fn.stats.cache_hits.values()),
+                      "misses": sum(fn.stats.cache_misses.values())})
+x = np.load(sys.argv[2])
+try:
+    out = model.run([x])[0].tolist()
+except Exception as error:
+    out = f"{type(error).__name__}: {error}"
+print(json.dumps({"stats": stats, "out": out}))
+"""
+
+
+def _python(code: str, *args, env) -> str:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _snapshot(directory: Path) -> dict:
+    return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+
+
+def _save_then_load_in_another_process(tmp_path, monkeypatch):
+    """Process 1 compiles and saves a model into a fresh kernel cache; process 2 loads it from that cache.
+    Returns process 2's report (per-kernel Numba cache stats, the output) and the stored references."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TOSAIC_CACHE_DIR", str(cache))
+    env = dict(os.environ)
+    name = "op_conv2d_s2_valid_k1"       # two kernels: conv + generic
+    _python(_SAVE, model_zoo.DATA / f"{name}.tflite", tmp_path / "saved", env=env)
+    saved_keys = {p.stem for p in (tmp_path / "saved" / "kernels").glob("*.py")}
+    assert saved_keys and {f"tosaic_kernel_{k}.py" for k in saved_keys} <= {p.name for p in (cache / "kernels").glob("*.py")}
+    before = _snapshot(cache)
+    assert any(k.endswith(".nbi") for k in before) and any(k.endswith(".nbc") for k in before)
+    inputs, refs = io_arrays(name)
+    np.save(tmp_path / "x.npy", inputs[0])
+    report = json.loads(_python(_LOAD, tmp_path / "saved", tmp_path / "x.npy", env=env).strip().splitlines()[-1])
+    assert report["stats"], "the loaded plan has no kernels"
+    for s in report["stats"]:
+        assert s["hits"] > 0 and s["misses"] == 0, s
+    assert _snapshot(cache) == before, "loading the saved model wrote to the kernel cache"
+    return report, refs
+
+
+def test_second_process_loads_from_the_kernel_cache_compiling_nothing(tmp_path, monkeypatch):
+    _save_then_load_in_another_process(tmp_path, monkeypatch)
+
+
+def test_second_process_runs_the_loaded_model(tmp_path, monkeypatch):
+    report, refs = _save_then_load_in_another_process(tmp_path, monkeypatch)
+    assert not isinstance(report["out"], str), report["out"]
+    out = np.array(report["out"], dtype=refs[0].dtype).reshape(refs[0].shape)
+    assert np.array_equal(out, refs[0])
+
+
+# ------------------------------------------------------------------------------- random networks
+
+NETWORKS = [("mobilenet_v2", 0), ("mobilenet_v1", 3), ("kws", 1), ("mixed", 1), ("transformer", 0),
+            ("unet", 0), ("lstm", 1), ("mobilenet_v3", 0), ("int16", 0), ("int16", 1), ("float_edges", 0),
+            ("float_edges", 1)]
+
+
+# Each network's first compile costs 10-40 s of Numba time on a cold kernel cache: the default run keeps
+# five networks (keyword spotter, transformer, a 16x8 one and two float-edge ones); `-m slow` runs the rest.
+SLOW_NETWORKS = {("mobilenet_v1", 3), ("mixed", 1), ("unet", 0), ("lstm", 1), ("mobilenet_v3", 0), ("int16", 0),
+                 ("mobilenet_v2", 0)}
+NETWORKS = [pytest.param(*p, marks=pytest.mark.slow) if p in SLOW_NETWORKS else p for p in NETWORKS]
+
+
+@pytest.mark.parametrize("kind,seed", NETWORKS)
+def test_random_network_on_cpu_matches_litert(kind, seed):
+    net = build_network(seed, kind)
+    model = tosaic.compile(tosaic.import_tflite(net.model), target="cpu")
+    for k in range(2):
+        inputs = random_inputs(net.model, seed=seed * 7919 + k)
+        assert_same(model.run(inputs), run_reference(net.model, inputs), f"{net.summary()} input {k}")
+
+
+@pytest.mark.slow
+def test_random_mixed_network_seed0_compiles_for_cpu():
+    """Regression: bufferize once failed (KeyError) on conv -> rescale -> PRELU's input rescale, an epilogue
+    writing i32 of the accumulator's shape."""
+    net = build_network(0, "mixed")
+    model = tosaic.compile(tosaic.import_tflite(net.model), target="cpu")
+    inputs = random_inputs(net.model, seed=0)
+    assert_same(model.run(inputs), run_reference(net.model, inputs), net.summary())
