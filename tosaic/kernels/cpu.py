@@ -243,6 +243,42 @@ def _acc_types(x_dtype: str, acc_dtype: str):
     return ("np.int64" if wide else "np.int32"), ("np.int32" if x_dtype == "i16" else "np.int16")
 
 
+def _row_conv_body(header, kernel, stride, dilation, acc_t, per_tap, per_pixel, epilogue) -> list[str]:
+    """The loop nest the direct conv and depthwise templates share: one output row per parallel task,
+    its accumulators [OW, OC] in a row buffer started at the bias, every in-bounds tap added (only the
+    output columns whose tap stays inside the row: no per-pixel bounds test), then the epilogue per
+    element. `per_tap` runs once per tap, `per_pixel` for each output column with `xr` (the input pixel)
+    and `ar` (its accumulators)."""
+    (kh, kw), (sy, sx), (dy, dx) = kernel, stride, dilation
+    return [
+        *header,
+        "for r in prange(N * OH):",
+        "    b = r // OH",
+        "    y = r % OH",
+        f"    acc = np.empty((OW, OC), dtype={acc_t})",
+        "    for xo in range(OW):",
+        "        for c in range(OC):",
+        "            acc[xo, c] = bias[c]",
+        f"    for ky in range({kh}):",
+        f"        iy = y * {sy} + ky * {dy} - p2",
+        "        if iy < 0 or iy >= H:",
+        "            continue",
+        f"        for kx in range({kw}):",
+        *_indent(per_tap, 3),
+        f"            x0 = max(0, (p3 - kx * {dx} + {sx - 1}) // {sx})",
+        f"            x1 = min(OW, (W - 1 + p3 - kx * {dx}) // {sx} + 1)",
+        "            for xo in range(x0, x1):",
+        f"                xr = x[b, iy, xo * {sx} + kx * {dx} - p3]",
+        "                ar = acc[xo]",
+        *_indent(per_pixel, 4),
+        "    for xo in range(OW):",
+        "        ar = acc[xo]",
+        "        for c in range(OC):",
+        "            v = ar[c]",
+        *_indent(epilogue, 3),
+    ]
+
+
 def conv_kernel(d: Dispatch) -> KernelSpec:
     """Direct conv2d: per output row, accumulate every in-bounds tap into a row buffer [OW, OC]."""
     op = d.root
@@ -263,37 +299,15 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
     else:
         weight = f"({mul_t}(wr[c]) - zw)" if op.attrs["weight_zp"] else f"{mul_t}(wr[c])"
         product = f"ar[c] = {acc_t}(ar[c] + xv * {weight})"
-    body = [
-        "N, OH, OW, OC, H, W, IC = D",
-        f"z = {mul_t}(p0)",
-        f"zw = {mul_t}(p1)",
-        "for r in prange(N * OH):",
-        "    b = r // OH",
-        "    y = r % OH",
-        f"    acc = np.empty((OW, OC), dtype={acc_t})",
-        "    for xo in range(OW):",
-        "        for c in range(OC):",
-        "            acc[xo, c] = bias[c]",
-        f"    for ky in range({kh}):",
-        f"        iy = y * {sy} + ky * {dy} - p2",
-        "        if iy < 0 or iy >= H:",
-        "            continue",
-        f"        for kx in range({kw}):",
-        f"            x0 = max(0, (p3 - kx * {dx} + {sx - 1}) // {sx})",
-        f"            x1 = min(OW, (W - 1 + p3 - kx * {dx}) // {sx} + 1)",
-        "            for xo in range(x0, x1):",
-        f"                xr = x[b, iy, xo * {sx} + kx * {dx} - p3]",
-        "                ar = acc[xo]",
-        "                for k in range(IC):",
-        f"                    xv = {mul_t}(xr[k]) - z",
-        "                    wr = wp[ky, kx, k]",
-        "                    for c in range(OC):",
-        f"                        {product}",
-        "    for xo in range(OW):",
-        "        for c in range(OC):",
-        "            v = acc[xo, c]",
-        *_indent(epi, 3),
+    per_pixel = [
+        "for k in range(IC):",
+        f"    xv = {mul_t}(xr[k]) - z",
+        "    wr = wp[ky, kx, k]",
+        "    for c in range(OC):",
+        f"        {product}",
     ]
+    header = ["N, OH, OW, OC, H, W, IC = D", f"z = {mul_t}(p0)", f"zw = {mul_t}(p1)"]
+    body = _row_conv_body(header, (kh, kw), (sy, sx), (dy, dx), acc_t, [], per_pixel, epi)
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
               ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
     signature = ["out", "x", "wp", "bias"] + epi_names
@@ -388,38 +402,9 @@ def depthwise_kernel(d: Dispatch) -> KernelSpec:
     else:
         channel = "c" if mult == 1 else f"c // {mult}"
         tap = [f"ar[c] = {acc_t}(ar[c] + ({mul_t}(xr[{channel}]) - zx) * {weight})"]
-    body = [
-        "N, OH, OW, OC, H, W = D",
-        "z = np.int16(p0)",
-        f"zx = {mul_t}(p0)",
-        f"zw = {mul_t}(p1)",
-        "for r in prange(N * OH):",
-        "    b = r // OH",
-        "    y = r % OH",
-        f"    acc = np.empty((OW, OC), dtype={acc_t})",
-        "    for xo in range(OW):",
-        "        for c in range(OC):",
-        "            acc[xo, c] = bias[c]",
-        f"    for ky in range({kh}):",
-        f"        iy = y * {sy} + ky * {dy} - p2",
-        "        if iy < 0 or iy >= H:",
-        "            continue",
-        f"        for kx in range({kw}):",
-        "            wr = wp[ky, kx]",
-        # The output columns whose tap stays inside the row: no per-pixel bounds test.
-        f"            x0 = max(0, (p3 - kx * {dx} + {sx - 1}) // {sx})",
-        f"            x1 = min(OW, (W - 1 + p3 - kx * {dx}) // {sx} + 1)",
-        "            for xo in range(x0, x1):",
-        f"                xr = x[b, iy, xo * {sx} + kx * {dx} - p3]",
-        "                ar = acc[xo]",
-        "                for c in range(OC):",
-        *_indent(tap, 5),
-        "    for xo in range(OW):",
-        "        ar = acc[xo]",
-        "        for c in range(OC):",
-        "            v = ar[c]",
-        *_indent(epi, 3),
-    ]
+    header = ["N, OH, OW, OC, H, W = D", "z = np.int16(p0)", f"zx = {mul_t}(p0)", f"zw = {mul_t}(p1)"]
+    body = _row_conv_body(header, (kh, kw), (sy, sx), (dy, dx), acc_t, ["wr = wp[ky, kx]"],
+                          ["for c in range(OC):", *_indent(tap, 1)], epi)
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
               ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
     signature = ["out", "x", "wp", "bias"] + epi_names
