@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tosa_tools import requires_tosa_tools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from litert_ref import run_reference
@@ -280,8 +281,7 @@ def _validation_models():
 
 @pytest.mark.tosa_tools
 @pytest.mark.parametrize("name, model", list(_validation_models()), ids=lambda v: v if isinstance(v, str) else "")
+@requires_tosa_tools
 def test_tosa_opt_accepts_float_edge_graphs(name, model, tmp_path):
-    from test_tosa_validate import TOSA_OPT, check_with_tosa_opt
-    if not TOSA_OPT.exists():
-        pytest.skip(f"{TOSA_OPT} is absent (scripts/setup_tosa_tools.sh)")
+    from test_tosa_validate import check_with_tosa_opt
     check_with_tosa_opt(tosaic.import_tflite(model), tmp_path)

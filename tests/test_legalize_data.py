@@ -390,7 +390,7 @@ def test_shape_feeds_broadcast_to():
 
 # ------------------------------------------------------------------------------------ Arm's validator
 
-from tosa_tools import TOSA_OPT
+from tosa_tools import TOSA_OPT, requires_tosa_tools
 TARGET = "--tosa-attach-target=profiles=pro_int,pro_fp extensions=doubleround,int16 specification_version=1.0"
 
 
@@ -410,8 +410,6 @@ def combined_graph(models) -> Graph:
 def check_with_arm_validator(models, tmp_path) -> None:
     """tosa-opt --tosa-validate (strict, TOSA 1.0 PRO-INT + PRO-FP, EXT-DOUBLEROUND + EXT-INT16) accepts the
     models' graphs, and our parser reads tosa-opt's generic print of them back to the same text."""
-    if not TOSA_OPT.exists():
-        pytest.skip(f"{TOSA_OPT} is absent (scripts/setup_tosa_tools.sh)")
     graph = combined_graph(models)
     source = tmp_path / "graphs.mlir"
     source.write_text(print_graph(graph))
@@ -451,6 +449,6 @@ def representative_models():
     return models
 
 
-@pytest.mark.tosa_tools
+@requires_tosa_tools
 def test_representative_graphs_pass_arm_validator(tmp_path):
     check_with_arm_validator(representative_models(), tmp_path)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litert_ref import run_reference
 from test_legalize_data import DTYPES, check_with_arm_validator, compare, random_array
+from tosa_tools import requires_tosa_tools
 from tflite_builder import ModelBuilder
 
 import tosaic
@@ -142,6 +143,6 @@ def representative_models():
     return models
 
 
-@pytest.mark.tosa_tools
+@requires_tosa_tools
 def test_representative_graphs_pass_arm_validator(tmp_path):
     check_with_arm_validator(representative_models(), tmp_path)

@@ -279,20 +279,25 @@ def _row_conv_body(header, kernel, stride, dilation, acc_t, per_tap, per_pixel, 
     ]
 
 
+def _row_conv_epilogue(d: Dispatch):
+    """The runtime parameters both row templates start with (p0 input zp, p1 weight zp, p2 top and p3 left
+    padding) and the dispatch's epilogue on accumulator `v` at (b, y, xo, c)."""
+    op = d.root
+    top, _, left, _ = op.attrs["pad"]
+    params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
+    epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e")
+    return params, epi, epi_arrays, epi_names
+
+
 def conv_kernel(d: Dispatch) -> KernelSpec:
     """Direct conv2d: per output row, accumulate every in-bounds tap into a row buffer [OW, OC]."""
     op = d.root
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
     _, kh, kw, ic = w.type.shape
-    sy, sx = op.attrs["stride"]
-    dy, dx = op.attrs["dilation"]
-    top, _, left, _ = op.attrs["pad"]
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     packed = np.ascontiguousarray(np.transpose(w.owner.attrs["values"], (1, 2, 3, 0)))  # [KH, KW, IC, OC]
-    params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
-    index = ["b", "y", "xo", "c"]
-    epi, epi_arrays, epi_names = _epilogue(d, "v", index, params, "out", "b, y, xo, c", "e")
+    params, epi, epi_arrays, epi_names = _row_conv_epilogue(d)
     if x.type.dtype == "i8" and not op.attrs["weight_zp"]:
         # |x - zp| <= 255 and |w| <= 128: the product fits int16 (16 lanes per vector multiply).
         product = "ar[c] += np.int32(np.int16(xv * np.int16(wr[c])))"
@@ -307,7 +312,7 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
         f"        {product}",
     ]
     header = ["N, OH, OW, OC, H, W, IC = D", f"z = {mul_t}(p0)", f"zw = {mul_t}(p1)"]
-    body = _row_conv_body(header, (kh, kw), (sy, sx), (dy, dx), acc_t, [], per_pixel, epi)
+    body = _row_conv_body(header, (kh, kw), op.attrs["stride"], op.attrs["dilation"], acc_t, [], per_pixel, epi)
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
               ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
     signature = ["out", "x", "wp", "bias"] + epi_names
@@ -386,14 +391,9 @@ def depthwise_kernel(d: Dispatch) -> KernelSpec:
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
     kh, kw, c, mult = w.type.shape
-    sy, sx = op.attrs["stride"]
-    dy, dx = op.attrs["dilation"]
-    top, _, left, _ = op.attrs["pad"]
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     packed = np.ascontiguousarray(np.asarray(w.owner.attrs["values"]).reshape(kh, kw, c * mult))
-    params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
-    index = ["b", "y", "xo", "c"]
-    epi, epi_arrays, epi_names = _epilogue(d, "v", index, params, "out", "b, y, xo, c", "e")
+    params, epi, epi_arrays, epi_names = _row_conv_epilogue(d)
     weight = f"({mul_t}(wr[c]) - zw)" if op.attrs["weight_zp"] else f"{mul_t}(wr[c])"
     narrow = x.type.dtype == "i8" and mult == 1 and not op.attrs["weight_zp"]
     if narrow:
@@ -403,7 +403,7 @@ def depthwise_kernel(d: Dispatch) -> KernelSpec:
         channel = "c" if mult == 1 else f"c // {mult}"
         tap = [f"ar[c] = {acc_t}(ar[c] + ({mul_t}(xr[{channel}]) - zx) * {weight})"]
     header = ["N, OH, OW, OC, H, W = D", "z = np.int16(p0)", f"zx = {mul_t}(p0)", f"zw = {mul_t}(p1)"]
-    body = _row_conv_body(header, (kh, kw), (sy, sx), (dy, dx), acc_t, ["wr = wp[ky, kx]"],
+    body = _row_conv_body(header, (kh, kw), op.attrs["stride"], op.attrs["dilation"], acc_t, ["wr = wp[ky, kx]"],
                           ["for c in range(OC):", *_indent(tap, 1)], epi)
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
               ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
