@@ -77,7 +77,7 @@ def requantized_conv(rng, x_shape, w_shape, attrs, depthwise, int16, in_zp, w_zp
 
 
 @settings(max_examples=6, deadline=None)
-@given(m=st.integers(1, 23), k=st.sampled_from([1, 3, 4, 7, 15, 16, 17, 33]), n=st.integers(1, 19),
+@given(m=st.integers(1, 40), k=st.sampled_from([1, 3, 4, 7, 15, 16, 17, 33, 96]), n=st.integers(1, 150),
        batch=st.sampled_from([1, 2]), in_zp=zp8, out_zp=zp8, per_channel=st.booleans(), activation=st.booleans(),
        seed=seeds)
 def test_gemm_1x1_conv(m, k, n, batch, in_zp, out_zp, per_channel, activation, seed):
@@ -85,6 +85,16 @@ def test_gemm_1x1_conv(m, k, n, batch, in_zp, out_zp, per_channel, activation, s
     attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1)}
     graph, inputs = requantized_conv(rng, (batch, m, 1, k), (n, 1, 1, k), attrs, False, False, in_zp, 0,
                                      per_channel, out_zp, activation)
+    check_cpu(graph, inputs, "gemm")
+
+
+@pytest.mark.parametrize("m, k, n", [(37, 17, 83), (16, 2, 64), (5, 160, 130), (1, 1280, 40)])
+def test_gemm_tile_edges(m, k, n):
+    """Shapes across the GEMM tiles: rows past a 16-row task and a 4-row block, channels past a 16-wide
+    block and a 64-wide task, odd and long K."""
+    rng = np.random.default_rng(m * k * n)
+    attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1)}
+    graph, inputs = requantized_conv(rng, (1, m, 1, k), (n, 1, 1, k), attrs, False, False, -3, 0, True, 5, True)
     check_cpu(graph, inputs, "gemm")
 
 

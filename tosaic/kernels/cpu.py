@@ -28,6 +28,7 @@ import numpy as np
 from tosaic.ir import Value
 from tosaic.kernels.render import PRELUDE, BodyRenderer, map_source
 from tosaic.kernels.target import host
+from tosaic.kernels.x86 import BLOCK_N, pack_weights
 from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.structured import PARALLEL, generalize
@@ -321,10 +322,11 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
 
 
 def im2col_conv_kernel(d: Dispatch) -> KernelSpec:
-    """Conv2d with many taps (KH*KW*IC >= 64) on int8: per output row, gather each pixel's patch into a
-    row buffer (padded taps hold the zero point), then one int32 dot product per output channel against
-    weights packed [OC, KH*KW*IC], the zero point folded into the bias (measured 2.5x the direct form on
-    56x56x64 3x3)."""
+    """Conv2d on int8 by patches: per output row, gather each pixel's patch into a row buffer (padded taps
+    hold the zero point, which is folded into the bias), then multiply the patches by the weights. On
+    AVX2 hosts the patches are int16 and go through the GEMM micro-kernels of kernels/x86.py (every int8
+    conv with weight zero point 0); elsewhere each output channel is one int32 dot product against weights
+    packed [OC, KH*KW*IC], for convs with KH*KW*IC >= 64 (measured 2.5x the direct form on 56x56x64 3x3)."""
     op = d.root
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
@@ -337,15 +339,9 @@ def im2col_conv_kernel(d: Dispatch) -> KernelSpec:
     folded = (_bias(bias, oc, "i32").astype(np.int64) - zp * weights.astype(np.int64).sum(axis=1)).astype(np.int32)
     params: list = [(zp, "i64"), (top, "i64"), (left, "i64")]
     epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e")
-    body = [
-        "N, OH, OW, OC, H, W, IC = D",
-        f"T = {kh * kw} * IC",
-        "z = np.int8(p0)",
-        "for r in prange(N * OH):",
-        "    b = r // OH",
-        "    y = r % OH",
-        "    patch = np.empty((OW, T), dtype=np.int8)",
-        "    acc = np.empty(OC, dtype=np.int32)",
+    avx2 = host().x86_avx2
+    patch_t = "np.int16" if avx2 else "np.int8"
+    gather = [
         "    for xo in range(OW):",
         "        pr = patch[xo]",
         f"        for ky in range({kh}):",
@@ -360,22 +356,65 @@ def im2col_conv_kernel(d: Dispatch) -> KernelSpec:
         "                else:",
         "                    for k in range(IC):",
         "                        pr[base + k] = z",
-        "    for xo in range(OW):",
-        "        pr = patch[xo]",
-        "        for c in range(OC):",
-        "            wc = wp[c]",
-        "            s = np.int32(0)",
-        "            for k in range(T):",
-        "                s = np.int32(s + np.int16(pr[k]) * np.int16(wc[k]))",
-        "            acc[c] = np.int32(s + bias[c])",
-        "        for c in range(OC):",
-        "            v = acc[c]",
-        *_indent(epi, 3),
+    ]
+    if avx2:
+        # The patch width is padded to even with zeros, as the packed weights are.
+        multiply = [
+            "    pf = patch.reshape(-1)",
+            "    rf = acc.reshape(-1)",
+            "    for nb in range(NB):",
+            f"        w0 = nb * (TP // 2) * {2 * BLOCK_N}",
+            "        for xo in range(0, OW - 3, 4):",
+            f"            gemm_4x16(pf, xo * TP, TP, wf, w0, TP // 2, rf, xo * NB * {BLOCK_N} + nb * {BLOCK_N},"
+            f" NB * {BLOCK_N}, bias, nb * {BLOCK_N})",
+            "        for xo in range(OW - OW % 4, OW):",
+            f"            gemm_1x16(pf, xo * TP, TP, wf, w0, TP // 2, rf, xo * NB * {BLOCK_N} + nb * {BLOCK_N},"
+            f" NB * {BLOCK_N}, bias, nb * {BLOCK_N})",
+            "    for xo in range(OW):",
+            "        for c in range(OC):",
+            "            v = acc[xo, c]",
+            *_indent(epi, 3),
+        ]
+        setup = ["TP = T + T % 2", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}", "wf = wp.reshape(-1)"]
+        buffers = ["    patch = np.zeros((OW, TP), dtype=np.int16)",
+                   f"    acc = np.empty((OW, NB * {BLOCK_N}), dtype=np.int32)"]
+        packed = pack_weights(weights)
+        bias_arg = np.zeros(packed.shape[0] * BLOCK_N, dtype=np.int32)
+        bias_arg[:oc] = folded
+        header = ["from tosaic.kernels.x86 import gemm_1x16, gemm_4x16"]
+    else:
+        multiply = [
+            "    for xo in range(OW):",
+            "        pr = patch[xo]",
+            "        for c in range(OC):",
+            "            wc = wp[c]",
+            "            s = np.int32(0)",
+            "            for k in range(T):",
+            "                s = np.int32(s + np.int16(pr[k]) * np.int16(wc[k]))",
+            "            acc[c] = np.int32(s + bias[c])",
+            "        for c in range(OC):",
+            "            v = acc[c]",
+            *_indent(epi, 3),
+        ]
+        setup = []
+        buffers = ["    patch = np.empty((OW, T), dtype=np.int8)", "    acc = np.empty(OC, dtype=np.int32)"]
+        packed, bias_arg, header = np.ascontiguousarray(weights), folded, []
+    body = [
+        "N, OH, OW, OC, H, W, IC = D",
+        f"T = {kh * kw} * IC",
+        *setup,
+        f"z = {patch_t}(p0)",
+        "for r in prange(N * OH):",
+        "    b = r // OH",
+        "    y = r % OH",
+        *buffers,
+        *gather,
+        *multiply,
     ]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape),
-              ArrayArg(array=np.ascontiguousarray(weights)), ArrayArg(array=folded)] + epi_arrays
+              ArrayArg(array=packed), ArrayArg(array=bias_arg)] + epi_arrays
     signature = ["out", "x", "wp", "bias"] + epi_names
-    return KernelSpec("im2col", _module("im2col", signature, body, params), arrays, _param_values(params),
+    return KernelSpec("im2col", _module("im2col", signature, body, params, header), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
 
 
@@ -386,25 +425,73 @@ def _bias(bias: Value, channels: int, acc_dtype: str) -> np.ndarray:
 
 
 def depthwise_kernel(d: Dispatch) -> KernelSpec:
-    """Depthwise conv2d: per output row, taps outermost, channels innermost (vectorized)."""
+    """Depthwise conv2d, one output row per parallel task, channels innermost (vectorized). Where every
+    tap is inside the input (all but the border), each output's taps are summed in registers, unrolled
+    from the kernel size, and stored once into the row buffer; the border accumulates tap by tap,
+    skipping padded taps. The epilogue then runs over the row buffer as its own loop, which keeps the
+    products 16 lanes wide and the float epilogue 4."""
     op = d.root
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
     kh, kw, c, mult = w.type.shape
+    (sy, sx), (dy, dx) = op.attrs["stride"], op.attrs["dilation"]
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     packed = np.ascontiguousarray(np.asarray(w.owner.attrs["values"]).reshape(kh, kw, c * mult))
     params, epi, epi_arrays, epi_names = _row_conv_epilogue(d)
-    weight = f"({mul_t}(wr[c]) - zw)" if op.attrs["weight_zp"] else f"{mul_t}(wr[c])"
-    narrow = x.type.dtype == "i8" and mult == 1 and not op.attrs["weight_zp"]
-    if narrow:
-        # |x - zp| <= 255 and |w| <= 128: the product fits int16, so LLVM multiplies 16 lanes at a time.
-        tap = [f"ar[c] += np.int32(np.int16((np.int16(xr[c]) - z) * np.int16(wr[c])))"]
-    else:
-        channel = "c" if mult == 1 else f"c // {mult}"
-        tap = [f"ar[c] = {acc_t}(ar[c] + ({mul_t}(xr[{channel}]) - zx) * {weight})"]
-    header = ["N, OH, OW, OC, H, W = D", "z = np.int16(p0)", f"zx = {mul_t}(p0)", f"zw = {mul_t}(p1)"]
-    body = _row_conv_body(header, (kh, kw), op.attrs["stride"], op.attrs["dilation"], acc_t, ["wr = wp[ky, kx]"],
-                          ["for c in range(OC):", *_indent(tap, 1)], epi)
+    channel = "c" if mult == 1 else f"c // {mult}"
+
+    def product(xv: str, wv: str) -> str:
+        if x.type.dtype == "i8" and mult == 1 and not op.attrs["weight_zp"]:
+            # |x - zp| <= 255 and |w| <= 128: the product fits int16, so LLVM multiplies 16 lanes at a time.
+            return f"np.int32(np.int16((np.int16({xv}) - z) * np.int16({wv})))"
+        weight = f"({mul_t}({wv}) - zw)" if op.attrs["weight_zp"] else f"{mul_t}({wv})"
+        return f"({mul_t}({xv}) - zx) * {weight}"
+
+    taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
+    interior_sum = " + ".join(product(f"x{ky}[ix + {kx * dx}, {channel}]", f"w{ky}_{kx}[c]") for ky, kx in taps)
+    body = [
+        "N, OH, OW, OC, H, W = D",
+        "z = np.int16(p0)",
+        f"zx = {mul_t}(p0)",
+        f"zw = {mul_t}(p1)",
+        *[f"w{ky}_{kx} = wp[{ky}, {kx}]" for ky, kx in taps],
+        "for r in prange(N * OH):",
+        "    b = r // OH",
+        "    y = r % OH",
+        f"    acc = np.empty((OW, OC), dtype={acc_t})",
+        f"    iy0 = y * {sy} - p2",
+        f"    xa = min(OW, max(0, (p3 + {sx - 1}) // {sx}))",
+        f"    xb = max(xa, min(OW, (W - 1 + p3 - {(kw - 1) * dx}) // {sx} + 1))",
+        f"    if iy0 < 0 or iy0 + {(kh - 1) * dy} >= H:",
+        "        xb = xa",
+        "    else:",
+        *[f"        x{ky} = x[b, iy0 + {ky * dy}]" for ky in range(kh)],
+        "        for xo in range(xa, xb):",
+        f"            ix = xo * {sx} - p3",
+        "            ar = acc[xo]",
+        "            for c in range(OC):",
+        f"                ar[c] = {acc_t}(bias[c] + {interior_sum})",
+        "    for xo in range(OW):",
+        "        if xa <= xo < xb:",
+        "            continue",
+        "        ar = acc[xo]",
+        "        for c in range(OC):",
+        "            ar[c] = bias[c]",
+        f"        for ky in range({kh}):",
+        f"            iy = iy0 + ky * {dy}",
+        f"            ix = xo * {sx} - p3",
+        f"            for kx in range({kw}):",
+        f"                if 0 <= iy < H and 0 <= ix + kx * {dx} < W:",
+        f"                    xr = x[b, iy, ix + kx * {dx}]",
+        "                    wr = wp[ky, kx]",
+        "                    for c in range(OC):",
+        f"                        ar[c] = {acc_t}(ar[c] + {product(f'xr[{channel}]', 'wr[c]')})",
+        "    for xo in range(OW):",
+        "        ar = acc[xo]",
+        "        for c in range(OC):",
+        "            v = ar[c]",
+        *_indent(epi, 3),
+    ]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
               ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
     signature = ["out", "x", "wp", "bias"] + epi_names
@@ -469,7 +556,7 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
     # Few input channels and many output channels: the dot product would run in LLVM's scalar remainder
     # loop, so accumulate outer products instead, output channels innermost, (x - zp) * w in int16
     # (|x - zp| <= 255, |w| <= 128), which vectorizes 16 lanes wide (measured 1.3-1.4x for K <= 24).
-    avx2 = host().x86_avx2 and x.type.dtype == "i8" and ic % 16 == 0
+    avx2 = host().x86_avx2 and x.type.dtype == "i8"
     outer = not avx2 and x.type.dtype == "i8" and ic < 32 and oc >= 64
     if avx2:
         return _gemm_avx2(d, weights, folded, params, epilogue, reads if e is not None else None)
@@ -537,38 +624,51 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, head
 
 
 def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads) -> KernelSpec:
-    """The GEMM on x86 AVX2: blocks of two rows by four output channels from the `dot_2x4` micro-kernel
-    (kernels/x86.py), 1.3-1.8x the single dot product; remaining channels and a last odd row by dots."""
+    """The GEMM on x86 AVX2 from the broadcast micro-kernels of kernels/x86.py. A parallel task is 16
+    rows by 64 output channels: its rows are widened once into an int16 buffer (K padded to even with
+    zeros), blocks of four rows (single rows at the end) by 16 channels are written with their bias into
+    a row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes."""
+    bias = np.zeros(-(-folded.size // BLOCK_N) * BLOCK_N, dtype=np.int32)
+    bias[:folded.size] = folded
     body = [
         "M, N, K = D",
-        "af = a.reshape(-1)",
+        "KP = K + K % 2",
+        f"NB = (N + {BLOCK_N - 1}) // {BLOCK_N}",
+        "GROUPS = (NB + 3) // 4",
         "wf = wp.reshape(-1)",
-        "N4 = N - N % 4",
-        "for chunk in prange((M + 15) // 16):",
-        "    row = np.empty((2, N), dtype=np.int32)",
-        "    for m in range(chunk * 16, min(M, chunk * 16 + 16), 2):",
-        "        rows = min(2, M - m)",
-        "        if rows == 2:",
-        "            for c in range(0, N4, 4):",
-        "                r = dot_2x4(af, m * K, m * K + K, wf, c * K, c * K + K, c * K + 2 * K, c * K + 3 * K, K)",
-        *[f"                row[{i}, c + {j}] = np.int32(r[{4 * i + j}] + bias[c + {j}])" for i in range(2) for j in range(4)],
-        "        for j in range(rows):",
-        "            aj = a[m + j]",
-        "            for c in range(N4 if rows == 2 else 0, N):",
-        "                wc = wp[c]",
-        "                s = np.int32(0)",
-        "                for k in range(K):",
-        "                    s = np.int32(s + np.int16(aj[k]) * np.int16(wc[k]))",
-        "                row[j, c] = np.int32(s + bias[c])",
-        "        for j in range(rows):",
-        "            mm = m + j",
-        "            o = out[mm]",
-        "            rj = row[j]",
-        "            for c in range(N):",
-        "                v = rj[c]",
-        *_indent(epilogue, 4),
+        "for task in prange(((M + 15) // 16) * GROUPS):",
+        "    m0 = (task // GROUPS) * 16",
+        "    nb0 = (task % GROUPS) * 4",
+        "    nb1 = min(NB, nb0 + 4)",
+        "    rows = min(16, M - m0)",
+        "    a16 = np.zeros((16, KP), dtype=np.int16)",
+        "    for i in range(rows):",
+        "        am = a[m0 + i]",
+        "        ai = a16[i]",
+        "        for k in range(K):",
+        "            ai[k] = am[k]",
+        f"    row = np.empty((16, {4 * BLOCK_N}), dtype=np.int32)",
+        "    af = a16.reshape(-1)",
+        "    rf = row.reshape(-1)",
+        "    for nb in range(nb0, nb1):",
+        f"        w0 = nb * (KP // 2) * {2 * BLOCK_N}",
+        f"        r0 = (nb - nb0) * {BLOCK_N}",
+        "        for i in range(0, rows - 3, 4):",
+        f"            gemm_4x16(af, i * KP, KP, wf, w0, KP // 2, rf, i * {4 * BLOCK_N} + r0, {4 * BLOCK_N}, bias, nb * {BLOCK_N})",
+        "        for i in range(rows - rows % 4, rows):",
+        f"            gemm_1x16(af, i * KP, KP, wf, w0, KP // 2, rf, i * {4 * BLOCK_N} + r0, {4 * BLOCK_N}, bias, nb * {BLOCK_N})",
+        f"    c0 = nb0 * {BLOCK_N}",
+        f"    c1 = min(N, nb1 * {BLOCK_N})",
+        "    for i in range(rows):",
+        "        mm = m0 + i",
+        "        o = out[mm]",
+        "        rj = row[i]",
+        "        for c in range(c0, c1):",
+        "            v = rj[c - c0]",
+        *_indent(epilogue, 3),
     ]
-    return _gemm_spec(d, "gemm_avx2", body, params, weights, folded, reads, ["from tosaic.kernels.x86 import dot_2x4"])
+    return _gemm_spec(d, "gemm_avx2", body, params, pack_weights(weights), bias, reads,
+                      ["from tosaic.kernels.x86 import gemm_1x16, gemm_4x16"])
 
 
 class _GemmReads(_Accesses):
@@ -608,7 +708,8 @@ def kernel_for(d: Dispatch) -> KernelSpec:
         if is_gemm(d):
             return gemm_kernel(d)
         x, w = root.operands[:2]
-        if x.type.dtype == "i8" and not root.attrs["weight_zp"] and w.type.size // w.type.shape[0] >= 64:
+        if x.type.dtype == "i8" and not root.attrs["weight_zp"] \
+                and (host().x86_avx2 or w.type.size // w.type.shape[0] >= 64):
             return im2col_conv_kernel(d)
         return conv_kernel(d)
     if root.name == "linalg.depthwise_conv2d" and root.operands[1].owner.name == "linalg.const" \
