@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -266,10 +268,18 @@ def summary_rows(results: list[list[Engine]], threads: list[int]) -> list[list[s
     return rows
 
 
+def compact_ops(ops: str) -> str:
+    """A dispatch's TOSA ops without their TFLite origins, runs of one op counted: `tosa.rescale x5`."""
+    names = [re.sub(r" \(.*", "", op) for op in ops.split(" + tosa.")]
+    names = [n if n.startswith("tosa.") else f"tosa.{n}" for n in names]
+    runs = [(name, len(list(group))) for name, group in itertools.groupby(names)]
+    return " + ".join(name if count == 1 else f"{name} x{count}" for name, count in runs)
+
+
 def profile_rows(model, inputs: list[np.ndarray], repeat: int, top: int) -> list[list[str]]:
     dispatches = sorted(model.profile(inputs, repeat=repeat), key=lambda d: d["seconds"], reverse=True)
     total = sum(d["seconds"] for d in dispatches) or 1.0
-    return [[d["dispatch"], fmt(d["seconds"] * 1e3), f"{100 * d['seconds'] / total:.1f}", d["ops"]]
+    return [[d["dispatch"], fmt(d["seconds"] * 1e3), f"{100 * d['seconds'] / total:.1f}", compact_ops(d["ops"])]
             for d in dispatches[:top]]
 
 
