@@ -98,6 +98,26 @@ def test_gemm_tile_edges(m, k, n):
     check_cpu(graph, inputs, "gemm")
 
 
+@pytest.mark.parametrize("x_shape, w_shape, pad, template", [
+    ((1, 30, 1, 8), (70, 1, 1, 8), (0, 0, 0, 0), "gemm_outer"),   # few input channels, many output channels
+    ((2, 9, 1, 40), (13, 1, 1, 40), (0, 0, 0, 0), "gemm"),
+    ((1, 6, 7, 8), (11, 3, 3, 8), (1, 1, 0, 1), "im2col"),        # 72 taps
+    ((1, 5, 6, 3), (9, 3, 3, 3), (1, 0, 1, 1), "conv"),           # 27 taps: direct
+])
+def test_portable_templates_without_avx2(monkeypatch, x_shape, w_shape, pad, template):
+    """The templates a CPU without AVX2 gets (aarch64, or an x86 without it), chosen by the target
+    description: the same layers through them, bit-exact."""
+    from tosaic.kernels import cpu
+    from tosaic.kernels.target import CpuTarget
+
+    monkeypatch.setattr(cpu, "host", lambda: CpuTarget("generic", frozenset()))
+    rng = np.random.default_rng(sum(x_shape) * sum(w_shape))
+    attrs = {"pad": pad, "stride": (1, 1), "dilation": (1, 1)}
+    graph, inputs = requantized_conv(rng, x_shape, w_shape, attrs, False, False, 7, 0, True, -4, True)
+    model = check_cpu(graph, inputs)
+    assert template in [s.template for s in model.plan.steps if s.kind == "kernel"]
+
+
 @st.composite
 def fc_models(draw):
     rng = np.random.default_rng(draw(seeds))

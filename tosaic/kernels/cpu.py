@@ -5,10 +5,15 @@ A kernel is a template (its loop nest and schedule) plus the scalar bodies rende
 
 - `gemm`: a 1x1, stride-1, unpadded conv (and so every fully connected layer) with weight zero point 0, as
   C[m, n] = A[m, :] . W[n, :] over int8 (or int16) activations; the input zero point is folded into the
-  bias at compile time; rows are split over threads, four rows share each weight load.
+  bias at compile time. On AVX2 hosts, `gemm_avx2` runs the broadcast micro-kernels of `kernels/x86.py`
+  on tasks of 16 rows by 64 channels; elsewhere one dot product per output (`gemm`), or outer products
+  for few input channels (`gemm_outer`).
+- `im2col`: an int8 conv2d with weight zero point 0 as a GEMM over each output row's gathered patches (on
+  AVX2 through the same micro-kernels; elsewhere only for KH*KW*IC >= 64).
 - `conv`: any other conv2d, directly, one output row per parallel iteration with its accumulators in a
   row buffer, output channels innermost (vectorized); padded taps are skipped, the zero points subtracted.
-- `depthwise`: depthwise conv the same way, channels innermost.
+- `depthwise`: depthwise conv, one output row per parallel iteration, channels innermost; the taps of
+  interior pixels summed in registers, border pixels tap by tap.
 - `generic`: every other structured op from its indexing maps and body: parallel loops collapsed into one
   `prange`, reduction loops innermost.
 
@@ -531,7 +536,8 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
     """1x1 conv as GEMM over [M, K] activations and [N, K] weights. Each output is one int32 dot product
     (a single reduction is what LLVM turns into vpmaddwd; register blocking several makes it widen to
     i64), the row's accumulators go to a buffer, and the epilogue runs as its own loop over channels,
-    which vectorizes. Sixteen rows per parallel task amortize the buffer."""
+    which vectorizes. Sixteen rows per parallel task amortize the buffer. On AVX2 hosts int8 GEMMs use
+    the register-blocked micro-kernels instead (`_gemm_avx2`)."""
     op = d.root
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
