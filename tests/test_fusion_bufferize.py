@@ -385,6 +385,17 @@ def test_arena_is_no_bigger_than_the_activations():
     assert big >= 5
 
 
+def test_arena_placement_is_the_same_on_every_compile():
+    """Placement must not follow object hashes: the same model gets the same arena in every process.
+    (Equal-sized values once swapped places between compiles, changing the arena's size.)"""
+    path = model_zoo.DATA / "arch_ds_cnn_kws_49x10.tflite"
+    layouts = set()
+    for _ in range(4):
+        plan = build_plan(model_zoo.graph_of(path))
+        layouts.add((plan.arena_bytes, tuple(sorted((v["offset"], v["nbytes"]) for v in arena_values(plan)))))
+    assert len(layouts) == 1
+
+
 def test_mobilenet_v2_arena_reuses_memory():
     model = tosaic.compile(model_zoo.DATA / "arch_mobilenet_v2_1.0_224.tflite", target="cpu")
     memory = model.memory

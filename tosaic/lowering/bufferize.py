@@ -124,7 +124,9 @@ def plan_arena(graph: Graph, steps: list) -> ArenaPlan:
             members = groups()  # out brings its own views along
             break
 
-    roots = sorted({root(v)[0] for v in producer_step}, key=lambda r: -_nbytes(r))
+    # Largest first, ties by lifetime: the placement must not depend on hashing order, or the same model
+    # would get a different arena in another process.
+    roots = sorted(dict.fromkeys(root(v)[0] for v in producer_step), key=lambda r: (-_nbytes(r), interval(r)))
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
     base: dict[Value, int] = {}
     for r in roots:
