@@ -396,6 +396,28 @@ def test_arena_placement_is_the_same_on_every_compile():
     assert len(layouts) == 1
 
 
+def _in_place_steps(plan) -> list[str]:
+    """Kernel steps whose output takes exactly the bytes of one of their arena inputs."""
+    found = []
+    for s in plan.steps:
+        if s.kind != "kernel" or s.arrays[0][0] != "arena":
+            continue
+        out = s.arrays[0]
+        if any(a[0] == "arena" and a[1] == out[1] and _nbytes(a) == _nbytes(out) for a in s.arrays[1:]):
+            found.append(s.name)
+    return found
+
+
+@pytest.mark.parametrize("name, in_place", [("op_softmax_1x10", True), ("stream_kws_int8_state", True),
+                                            ("arch_mobilenet_v2_1.0_224", False)])
+def test_in_place_only_where_it_saves_bytes(name, in_place):
+    """Writing over a dying input is kept when it makes the arena smaller (these two models: 64 bytes
+    each) and dropped otherwise, since a kernel writing over its own input loses vectorized loops."""
+    plan = build_plan(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"))
+    assert bool(_in_place_steps(plan)) == in_place
+    assert not arena_conflicts(plan)
+
+
 def test_mobilenet_v2_arena_reuses_memory():
     model = tosaic.compile(model_zoo.DATA / "arch_mobilenet_v2_1.0_224.tflite", target="cpu")
     memory = model.memory

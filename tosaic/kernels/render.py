@@ -97,11 +97,21 @@ class BodyRenderer:
                 if match is not None:
                     requants[e] = match
         absorbed = {n for m in requants.values() for n in m.interior}
+        scales = {}
+        if self.inputs is not None:
+            for e in S.nodes(expr):
+                match = None if e in absorbed else _match_float_scale(e, ranges, uses, self.inputs)
+                if match is not None:
+                    scales[e] = match
+                    absorbed |= match.interior - {e}
         for e in S.nodes(expr):
             if e in absorbed:
                 continue
             if e in requants:
                 names[e] = self._float_requant(requants[e], names)
+                continue
+            if e in scales:
+                names[e] = self._float_scale(scales[e], names)
                 continue
             if e.op == "cast" and self._idle_cast(e, ranges):
                 names[e] = names[e.src[0]]
@@ -124,9 +134,10 @@ class BodyRenderer:
         """`clamp(apply_scale(v, mult, shift) + zp, lo, hi)` in float64 (see `_match_requant`): AVX2 has
         no 64-bit multiply or per-lane arithmetic shift, but it has four float64 lanes."""
         v = names[m.value]
-        f = self._emit(f"np.float64({v}) * {m.scale} + 0.5")
+        f = self._emit(f"np.float64({v}) * {self._constant(m.scale)} + 0.5")
         if m.round_term is not None:
-            f = self._emit(f"{f} + ({m.round_term} if {v} >= 0 else -{m.round_term})")
+            term = self._constant(m.round_term)
+            f = self._emit(f"{f} + ({term} if {v} >= 0 else -{term})")
         f = self._emit(f"min(max({f}, {self.param(m.low - m.zp, 'f64')}), {self.param(m.high - m.zp, 'f64')})")
         # The clamped value fits int32 whenever the bounds do: converting to int32 is one AVX2 instruction
         # for four lanes, to int64 it is four scalar conversions. Above a lower bound of 0 (ReLU-like
@@ -137,6 +148,20 @@ class BodyRenderer:
             # The result lies in [low, high], so the zero point is added in int32 lanes too.
             return self._emit(f"np.int32(np.int32({floored}) + {self.param(m.zp, 'i64')})")
         return self._emit(f"np.int64({floored}) + {self.param(m.zp, 'i64')}")
+
+    def _float_scale(self, m: "FloatScale", names) -> str:
+        """`apply_scale(u << k, mult, shift)` as floor(u * mult * 2^(k - shift) + 1/2 +- 2^(30 - shift)) in
+        float64 (see `_match_float_scale`)."""
+        u = names[m.value]
+        f = self._emit(f"np.float64({u}) * {self._constant(m.scale)} + 0.5")
+        if m.round_term is not None:
+            term = self._constant(m.round_term)
+            f = self._emit(f"{f} + ({term} if {u} >= 0 else -{term})")
+        return self._emit(f"np.{'int32' if m.narrow else 'int64'}(np.floor({f}))")
+
+    def _constant(self, source) -> str:
+        """A per-channel constant's read (source text), or a scalar's runtime parameter."""
+        return source if isinstance(source, str) else self.param(source, "f64")
 
     def _emit(self, text: str) -> str:
         name = f"{self.prefix}{self.count}"
@@ -232,6 +257,16 @@ class Requant:
         self.zp, self.low, self.high, self.interior = zp, low, high, interior
 
 
+class FloatScale:
+    """A matched `apply_scale(value << k, mult, shift)` outside a clamp: `scale` is the source of
+    mult * 2^(k - shift), `round_term` as in Requant; `narrow` when the result fits int32; `interior` are
+    the nodes it replaces (the apply_scale and an absorbed shift)."""
+
+    def __init__(self, value, scale, round_term, narrow, interior):
+        self.value, self.scale, self.round_term = value, scale, round_term
+        self.narrow, self.interior = narrow, interior
+
+
 def _use_counts(expr: S.Expr) -> dict:
     uses: dict = {}
     for e in S.nodes(expr):
@@ -298,9 +333,64 @@ def _match_requant(e: S.Expr, ranges, uses, inputs) -> Requant | None:
     return Requant(value, scale, round_term, zp, low, high, set(interior))
 
 
-def _constant_source(values: np.ndarray, mult: S.Expr, shift: S.Expr, inputs) -> str:
+def _match_float_scale(e: S.Expr, ranges, uses, inputs) -> FloatScale | None:
+    """Whether `e` is `apply_scale(u [<< k], m, s)` with constant m, s that float64 computes exactly
+    without a clamp after it: the result is floor((u*m + 2^(s-1-k) +- 2^(30-k)) / 2^(s-k)) (the round term
+    divides by 2^k for k <= s-1, and k <= 30 where double rounding adds 2^30), and in units of
+    2^(k-s) every term and partial sum is an integer below 2^53, so each float64 operation is exact.
+    (TFLite's ADD scales its inputs this way: 8-bit values shifted left by 20.)"""
+    if e.op != "apply_scale":
+        return None
+    value, mult, shift = e.src
+    k, inner, interior = 0, value, {e}
+    chain = [value]  # integer casts that keep every value of their operand, down to that operand
+    while chain[-1].op == "cast" and _keeps_values(chain[-1], ranges):
+        chain.append(chain[-1].src[0])
+    if chain[-1].op == "shl" and chain[-1].src[1].op == "const" and all(uses.get(n, 0) == 1 for n in chain):
+        # The shift and the widening casts above it are absorbed.
+        value = chain[-1]
+        k, inner = value.src[1].arg, value.src[0]
+        interior |= set(chain)
+        shifted = ranges.get(value)
+        if ranges.get(inner) is None or shifted != (ranges[inner][0] << k, ranges[inner][1] << k):
+            return None  # the shift may wrap in its type
+    mult, shift = _uncast(mult), _uncast(shift)
+    m_values, s_values = _operand_values(mult, inputs), _operand_values(shift, inputs)
+    r = ranges.get(inner)
+    if m_values is None or s_values is None or r is None:
+        return None
+    if mult.op == "in" and shift.op == "in" and not inputs.same_layout(mult.arg, shift.arg):
+        return None
+    if m_values.min() < 0 or m_values.max() >= 1 << 31 or s_values.min() < 1 or s_values.max() > 62:
+        return None
+    s_min, s_max = int(s_values.min()), int(s_values.max())
+    double = bool(e.arg) and s_max > 31
+    if k > s_min - 1 or (double and k > 30):
+        return None
+    bound = max(abs(r[0]), abs(r[1])) * int(m_values.max()) + (1 << (s_max - 1 - k)) + (1 << (30 - k) if double else 0)
+    if bound >= 1 << 53:
+        return None
+    shifts = s_values.astype(np.float64)
+    scale = _constant_source(m_values.astype(np.float64) * np.exp2(k - shifts), mult, shift, inputs)
+    rt = np.where(s_values > 31, np.exp2(30.0 - shifts), 0.0) if double else None
+    round_term = None if rt is None or not rt.any() else _constant_source(rt, mult, shift, inputs)
+    out = ranges.get(e)
+    narrow = out is not None and -(1 << 31) <= out[0] and out[1] < 1 << 31
+    return FloatScale(inner, scale, round_term, narrow, interior)
+
+
+def _keeps_values(cast: S.Expr, ranges) -> bool:
+    source = cast.src[0]
+    if S.is_float(cast.dtype) or S.is_float(source.dtype) or "i1" in (cast.dtype, source.dtype):
+        return False
+    r, (low, high) = ranges.get(source), S.dtype_range(cast.dtype)
+    return r is not None and low <= r[0] and r[1] <= high
+
+
+def _constant_source(values: np.ndarray, mult: S.Expr, shift: S.Expr, inputs) -> str | float:
+    """Source reading per-channel `values`, or the scalar itself (which becomes a runtime parameter)."""
     if values.ndim == 0:
-        return repr(float(values))
+        return float(values)
     # Laid out like whichever of multiplier and shift is an input (both alike when both are).
     like = mult if mult.op == "in" else shift
     return inputs.derived(like.arg, np.ascontiguousarray(values))

@@ -338,6 +338,8 @@ def simplify(expr: Expr) -> Expr:
                 m, s = e.src[1].arg, e.src[2].arg
                 if m > 0 and m & (m - 1) == 0 and m.bit_length() - 1 >= s:
                     return binary("shl", e.src[0], const(m.bit_length() - 1 - s, "i64"), "i64")
+                if m > 0 and m & (m - 1) == 0 and s >= 1:
+                    return _power_of_two_scale(e.src[0], m.bit_length() - 1, s, e.arg and s > 31)
             if e.op in ("max", "min") and e.src[1].op == "const" and not is_float(e.dtype):
                 r = ranges.get(e.src[0])
                 if r is not None and (r[0] >= e.src[1].arg if e.op == "max" else r[1] <= e.src[1].arg):
@@ -349,6 +351,22 @@ def simplify(expr: Expr) -> Expr:
             return expr
         expr = simpler
     return expr
+
+
+def _power_of_two_scale(v: Expr, k: int, s: int, double_round: bool) -> Expr | None:
+    """apply_scale(v, 2^k, s) for k < s as `(v + round / 2^k) >> (s - k)`: the round term 2^(s-1) (+-2^30
+    with double rounding) is a multiple of 2^k when k <= 30, so dividing it out of the sum changes no
+    floor. (TFLite's ADD rescales by 2^30 with shifts near 50; this keeps them off 64-bit multiplies.)"""
+    if double_round and k > 30:
+        return None
+    v = cast(v, "i64")
+    half = 1 << (s - 1 - k)
+    if double_round:
+        nudge = 1 << (30 - k)
+        round_term = select(binary("ge", v, const(0, "i64")), const(half + nudge, "i64"), const(half - nudge, "i64"))
+    else:
+        round_term = const(half, "i64")
+    return binary("ashr", binary("add", v, round_term), const(s - k, "i64"))
 
 
 def _rewrite_once(expr: Expr, rule) -> Expr:
