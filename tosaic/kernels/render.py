@@ -113,31 +113,17 @@ class BodyRenderer:
             if e in scales:
                 names[e] = self._float_scale(scales[e], names)
                 continue
-            if e.op == "cast" and self._idle_cast(e, ranges):
+            if e.op == "cast" and _keeps_values(e, ranges):
+                # Loads stay narrow types in Numba, which is what lets LLVM keep vector lanes narrow.
                 names[e] = names[e.src[0]]
                 continue
             names[e] = self._node(e, [names[s] for s in e.src])
         return names[expr]
 
-    @staticmethod
-    def _idle_cast(e: S.Expr, ranges) -> bool:
-        """An integer cast the operand's range already satisfies changes no value (loads stay narrow
-        types in Numba, which is what lets LLVM keep vector lanes narrow)."""
-        src = e.src[0].dtype
-        if S.is_float(src) or S.is_float(e.dtype) or "i1" in (src, e.dtype):
-            return False
-        r = ranges.get(e.src[0])
-        low, high = S.dtype_range(e.dtype)
-        return r is not None and low <= r[0] and r[1] <= high
-
     def _float_requant(self, m: "Requant", names) -> str:
         """`clamp(apply_scale(v, mult, shift) + zp, lo, hi)` in float64 (see `_match_requant`): AVX2 has
         no 64-bit multiply or per-lane arithmetic shift, but it has four float64 lanes."""
-        v = names[m.value]
-        f = self._emit(f"np.float64({v}) * {self._constant(m.scale)} + 0.5")
-        if m.round_term is not None:
-            term = self._constant(m.round_term)
-            f = self._emit(f"{f} + ({term} if {v} >= 0 else -{term})")
+        f = self._scaled(names[m.value], m.scale, m.round_term)
         f = self._emit(f"min(max({f}, {self.param(m.low - m.zp, 'f64')}), {self.param(m.high - m.zp, 'f64')})")
         # The clamped value fits int32 whenever the bounds do: converting to int32 is one AVX2 instruction
         # for four lanes, to int64 it is four scalar conversions. Above a lower bound of 0 (ReLU-like
@@ -152,16 +138,20 @@ class BodyRenderer:
     def _float_scale(self, m: "FloatScale", names) -> str:
         """`apply_scale(u << k, mult, shift)` as floor(u * mult * 2^(k - shift) + 1/2 +- 2^(30 - shift)) in
         float64 (see `_match_float_scale`)."""
-        u = names[m.value]
-        f = self._emit(f"np.float64({u}) * {self._constant(m.scale)} + 0.5")
-        if m.round_term is not None:
-            term = self._constant(m.round_term)
-            f = self._emit(f"{f} + ({term} if {u} >= 0 else -{term})")
+        f = self._scaled(names[m.value], m.scale, m.round_term)
         return self._emit(f"np.{'int32' if m.narrow else 'int64'}(np.floor({f}))")
 
-    def _constant(self, source) -> str:
-        """A per-channel constant's read (source text), or a scalar's runtime parameter."""
-        return source if isinstance(source, str) else self.param(source, "f64")
+    def _scaled(self, v: str, scale, round_term) -> str:
+        """`v * scale + 1/2 (+- round_term by the sign of v)` in float64; the floor is apply_scale's value.
+        A constant is a per-channel read (source text) or a scalar, which becomes a runtime parameter."""
+        def constant(source):
+            return source if isinstance(source, str) else self.param(source, "f64")
+
+        f = self._emit(f"np.float64({v}) * {constant(scale)} + 0.5")
+        if round_term is None:
+            return f
+        term = constant(round_term)
+        return self._emit(f"{f} + ({term} if {v} >= 0 else -{term})")
 
     def _emit(self, text: str) -> str:
         name = f"{self.prefix}{self.count}"
@@ -311,25 +301,17 @@ def _match_requant(e: S.Expr, ranges, uses, inputs) -> Requant | None:
     if inner.op != "apply_scale":
         return None
     interior.append(inner)
-    value, mult, shift = inner.src
-    mult, shift = _uncast(mult), _uncast(shift)
-    m_values, s_values = _operand_values(mult, inputs), _operand_values(shift, inputs)
+    value = inner.src[0]
+    constants = _scale_constants(inner, inputs)
     r = ranges.get(value)
-    if m_values is None or s_values is None or r is None or max(abs(r[0]), abs(r[1])) >= 1 << 53:
-        return None
-    if mult.op == "in" and shift.op == "in" and not inputs.same_layout(mult.arg, shift.arg):
-        return None
-    if m_values.min() < 0 or m_values.max() >= 1 << 31 or s_values.min() < 2 or s_values.max() > 62:
+    if constants is None or r is None or max(abs(r[0]), abs(r[1])) >= 1 << 53:
         return None
     low, high = top_max.src[1].arg, e.src[1].arg
-    if max(abs(low - zp), abs(high - zp)) + 3 >= 2.0 ** (53 - int(s_values.max())):
+    if max(abs(low - zp), abs(high - zp)) + 3 >= 2.0 ** (53 - int(constants[1].max())):
         return None
     if any(uses.get(n, 0) > 1 for n in interior):
         return None
-    mf = m_values.astype(np.float64) * np.exp2(-s_values.astype(np.float64))
-    rt = np.where(s_values > 31, np.exp2(30.0 - s_values.astype(np.float64)), 0.0) if inner.arg else None
-    scale = _constant_source(mf, mult, shift, inputs)
-    round_term = None if rt is None or not rt.any() else _constant_source(rt, mult, shift, inputs)
+    scale, round_term = _scale_sources(inner, *constants, 0, inputs)
     return Requant(value, scale, round_term, zp, low, high, set(interior))
 
 
@@ -341,28 +323,22 @@ def _match_float_scale(e: S.Expr, ranges, uses, inputs) -> FloatScale | None:
     (TFLite's ADD scales its inputs this way: 8-bit values shifted left by 20.)"""
     if e.op != "apply_scale":
         return None
-    value, mult, shift = e.src
-    k, inner, interior = 0, value, {e}
-    chain = [value]  # integer casts that keep every value of their operand, down to that operand
+    inner, k, interior = e.src[0], 0, {e}
+    chain = [inner]  # integer casts that keep every value of their operand, down to that operand
     while chain[-1].op == "cast" and _keeps_values(chain[-1], ranges):
         chain.append(chain[-1].src[0])
-    if chain[-1].op == "shl" and chain[-1].src[1].op == "const" and all(uses.get(n, 0) == 1 for n in chain):
+    shl = chain[-1]
+    if shl.op == "shl" and shl.src[1].op == "const" and all(uses.get(n, 0) == 1 for n in chain):
         # The shift and the widening casts above it are absorbed.
-        value = chain[-1]
-        k, inner = value.src[1].arg, value.src[0]
+        k, inner = shl.src[1].arg, shl.src[0]
         interior |= set(chain)
-        shifted = ranges.get(value)
-        if ranges.get(inner) is None or shifted != (ranges[inner][0] << k, ranges[inner][1] << k):
+        if ranges.get(inner) is None or ranges.get(shl) != (ranges[inner][0] << k, ranges[inner][1] << k):
             return None  # the shift may wrap in its type
-    mult, shift = _uncast(mult), _uncast(shift)
-    m_values, s_values = _operand_values(mult, inputs), _operand_values(shift, inputs)
+    constants = _scale_constants(e, inputs)
     r = ranges.get(inner)
-    if m_values is None or s_values is None or r is None:
+    if constants is None or r is None:
         return None
-    if mult.op == "in" and shift.op == "in" and not inputs.same_layout(mult.arg, shift.arg):
-        return None
-    if m_values.min() < 0 or m_values.max() >= 1 << 31 or s_values.min() < 1 or s_values.max() > 62:
-        return None
+    m_values, s_values = constants
     s_min, s_max = int(s_values.min()), int(s_values.max())
     double = bool(e.arg) and s_max > 31
     if k > s_min - 1 or (double and k > 30):
@@ -370,16 +346,39 @@ def _match_float_scale(e: S.Expr, ranges, uses, inputs) -> FloatScale | None:
     bound = max(abs(r[0]), abs(r[1])) * int(m_values.max()) + (1 << (s_max - 1 - k)) + (1 << (30 - k) if double else 0)
     if bound >= 1 << 53:
         return None
-    shifts = s_values.astype(np.float64)
-    scale = _constant_source(m_values.astype(np.float64) * np.exp2(k - shifts), mult, shift, inputs)
-    rt = np.where(s_values > 31, np.exp2(30.0 - shifts), 0.0) if double else None
-    round_term = None if rt is None or not rt.any() else _constant_source(rt, mult, shift, inputs)
+    scale, round_term = _scale_sources(e, m_values, s_values, k, inputs)
     out = ranges.get(e)
     narrow = out is not None and -(1 << 31) <= out[0] and out[1] < 1 << 31
     return FloatScale(inner, scale, round_term, narrow, interior)
 
 
+def _scale_constants(apply: S.Expr, inputs):
+    """The constant multipliers and shifts of `apply` (an apply_scale), shaped like their inputs, when
+    both are constants laid out alike and within the spec's ranges; else None."""
+    mult, shift = _uncast(apply.src[1]), _uncast(apply.src[2])
+    m_values, s_values = _operand_values(mult, inputs), _operand_values(shift, inputs)
+    if m_values is None or s_values is None:
+        return None
+    if mult.op == "in" and shift.op == "in" and not inputs.same_layout(mult.arg, shift.arg):
+        return None
+    if m_values.min() < 0 or m_values.max() >= 1 << 31 or s_values.min() < 2 or s_values.max() > 62:
+        return None
+    return m_values, s_values
+
+
+def _scale_sources(apply: S.Expr, m_values, s_values, k: int, inputs):
+    """Sources (or scalars) of mult * 2^(k - shift) and of the double-rounding term 2^(30 - shift) where
+    shift > 31 (None when no shift needs it)."""
+    mult, shift = _uncast(apply.src[1]), _uncast(apply.src[2])
+    shifts = s_values.astype(np.float64)
+    scale = _constant_source(m_values.astype(np.float64) * np.exp2(k - shifts), mult, shift, inputs)
+    rt = np.where(s_values > 31, np.exp2(30.0 - shifts), 0.0) if apply.arg else None
+    round_term = None if rt is None or not rt.any() else _constant_source(rt, mult, shift, inputs)
+    return scale, round_term
+
+
 def _keeps_values(cast: S.Expr, ranges) -> bool:
+    """Whether an integer cast changes no value: its operand's range fits the cast's type."""
     source = cast.src[0]
     if S.is_float(cast.dtype) or S.is_float(source.dtype) or "i1" in (cast.dtype, source.dtype):
         return False
