@@ -33,7 +33,7 @@ import numpy as np
 from tosaic.ir import Value
 from tosaic.kernels.render import PRELUDE, BodyRenderer, map_source
 from tosaic.kernels.target import host
-from tosaic.kernels.x86 import BLOCK_N, pack_weights
+from tosaic.kernels.x86 import BLOCK_N, pack_bias, pack_weights
 from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.structured import PARALLEL, generalize
@@ -341,7 +341,7 @@ def im2col_conv_kernel(d: Dispatch) -> KernelSpec:
     top, _, left, _ = op.attrs["pad"]
     weights = np.asarray(w.owner.attrs["values"]).reshape(oc, kh * kw * ic)
     zp = op.attrs["input_zp"]
-    folded = (_bias(bias, oc, "i32").astype(np.int64) - zp * weights.astype(np.int64).sum(axis=1)).astype(np.int32)
+    folded = _folded_bias(bias, weights, zp, "i32")
     params: list = [(zp, "i64"), (top, "i64"), (left, "i64")]
     epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e")
     avx2 = host().x86_avx2
@@ -369,12 +369,8 @@ def im2col_conv_kernel(d: Dispatch) -> KernelSpec:
             "    rf = acc.reshape(-1)",
             "    for nb in range(NB):",
             f"        w0 = nb * (TP // 2) * {2 * BLOCK_N}",
-            "        for xo in range(0, OW - 3, 4):",
-            f"            gemm_4x16(pf, xo * TP, TP, wf, w0, TP // 2, rf, xo * NB * {BLOCK_N} + nb * {BLOCK_N},"
-            f" NB * {BLOCK_N}, bias, nb * {BLOCK_N})",
-            "        for xo in range(OW - OW % 4, OW):",
-            f"            gemm_1x16(pf, xo * TP, TP, wf, w0, TP // 2, rf, xo * NB * {BLOCK_N} + nb * {BLOCK_N},"
-            f" NB * {BLOCK_N}, bias, nb * {BLOCK_N})",
+            *_indent(_micro_kernel_calls("pf", "xo", "OW", "TP", f"xo * NB * {BLOCK_N} + nb * {BLOCK_N}",
+                                         f"NB * {BLOCK_N}"), 2),
             "    for xo in range(OW):",
             "        for c in range(OC):",
             "            v = acc[xo, c]",
@@ -384,8 +380,7 @@ def im2col_conv_kernel(d: Dispatch) -> KernelSpec:
         buffers = ["    patch = np.zeros((OW, TP), dtype=np.int16)",
                    f"    acc = np.empty((OW, NB * {BLOCK_N}), dtype=np.int32)"]
         packed = pack_weights(weights)
-        bias_arg = np.zeros(packed.shape[0] * BLOCK_N, dtype=np.int32)
-        bias_arg[:oc] = folded
+        bias_arg = pack_bias(folded)
         header = ["from tosaic.kernels.x86 import gemm_1x16, gemm_4x16"]
     else:
         multiply = [
@@ -427,6 +422,22 @@ def _bias(bias: Value, channels: int, acc_dtype: str) -> np.ndarray:
     values = np.asarray(bias.owner.attrs["values"]).astype(np.int64).reshape(-1)
     values = np.broadcast_to(values, (channels,)) if values.size == 1 else values
     return np.ascontiguousarray(values.astype(np.int64 if acc_dtype == "i48" else np.int32))
+
+
+def _folded_bias(bias: Value, weights: np.ndarray, zp: int, acc_dtype: str) -> np.ndarray:
+    """The bias with the input zero point folded in, for weights [OC, taps]: sum (a - zp) * w is
+    sum a * w - zp * sum w."""
+    folded = _bias(bias, weights.shape[0], acc_dtype).astype(np.int64) - zp * weights.astype(np.int64).sum(axis=1)
+    return folded.astype(np.int64 if acc_dtype == "i48" else np.int32)
+
+
+def _micro_kernel_calls(a: str, row: str, rows: str, lda: str, out_offset: str, ldo: str) -> list[str]:
+    """Source running the micro-kernels of kernels/x86.py over rows 0 .. `rows`-1 (loop variable `row`) of
+    the flat int16 array `a` against the 16-channel block `nb` of `wf` starting at `w0`: blocks of four
+    rows, then single rows, into the flat int32 row buffer `rf` at `out_offset` (row stride `ldo`)."""
+    call = f"({a}, {row} * {lda}, {lda}, wf, w0, {lda} // 2, rf, {out_offset}, {ldo}, bias, nb * {BLOCK_N})"
+    return [f"for {row} in range(0, {rows} - 3, 4):", f"    gemm_4x16{call}",
+            f"for {row} in range({rows} - {rows} % 4, {rows}):", f"    gemm_1x16{call}"]
 
 
 def depthwise_kernel(d: Dispatch) -> KernelSpec:
@@ -546,9 +557,7 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     weights = np.asarray(w.owner.attrs["values"]).reshape(oc, ic)
     zp = op.attrs["input_zp"]
-    # sum_k (a - zp) * w = sum_k a * w - zp * sum_k w: the zero point folds into the bias.
-    folded = _bias(bias, oc, op.result.type.dtype).astype(np.int64) - zp * weights.astype(np.int64).sum(axis=1)
-    folded = folded.astype(np.int64 if op.result.type.dtype == "i48" else np.int32)
+    folded = _folded_bias(bias, weights, zp, op.result.type.dtype)
     params: list = []
     e = d.epilogue
     if e is not None:
@@ -634,8 +643,6 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads) -> KernelS
     rows by 64 output channels: its rows are widened once into an int16 buffer (K padded to even with
     zeros), blocks of four rows (single rows at the end) by 16 channels are written with their bias into
     a row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes."""
-    bias = np.zeros(-(-folded.size // BLOCK_N) * BLOCK_N, dtype=np.int32)
-    bias[:folded.size] = folded
     body = [
         "M, N, K = D",
         "KP = K + K % 2",
@@ -659,10 +666,7 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads) -> KernelS
         "    for nb in range(nb0, nb1):",
         f"        w0 = nb * (KP // 2) * {2 * BLOCK_N}",
         f"        r0 = (nb - nb0) * {BLOCK_N}",
-        "        for i in range(0, rows - 3, 4):",
-        f"            gemm_4x16(af, i * KP, KP, wf, w0, KP // 2, rf, i * {4 * BLOCK_N} + r0, {4 * BLOCK_N}, bias, nb * {BLOCK_N})",
-        "        for i in range(rows - rows % 4, rows):",
-        f"            gemm_1x16(af, i * KP, KP, wf, w0, KP // 2, rf, i * {4 * BLOCK_N} + r0, {4 * BLOCK_N}, bias, nb * {BLOCK_N})",
+        *_indent(_micro_kernel_calls("af", "i", "rows", "KP", f"i * {4 * BLOCK_N} + r0", f"{4 * BLOCK_N}"), 2),
         f"    c0 = nb0 * {BLOCK_N}",
         f"    c1 = min(N, nb1 * {BLOCK_N})",
         "    for i in range(rows):",
@@ -673,7 +677,7 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads) -> KernelS
         "            v = rj[c - c0]",
         *_indent(epilogue, 3),
     ]
-    return _gemm_spec(d, "gemm_avx2", body, params, pack_weights(weights), bias, reads,
+    return _gemm_spec(d, "gemm_avx2", body, params, pack_weights(weights), pack_bias(folded), reads,
                       ["from tosaic.kernels.x86 import gemm_1x16, gemm_4x16"])
 
 

@@ -36,6 +36,13 @@ def pack_weights(weights: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(n_pad // BLOCK_N, BLOCK_N, k_pad // 2, 2).transpose(0, 2, 1, 3))
 
 
+def pack_bias(bias: np.ndarray) -> np.ndarray:
+    """A per-channel int32 bias zero padded to whole 16-channel blocks, as the micro-kernel reads it."""
+    padded = np.zeros(-(-bias.size // BLOCK_N) * BLOCK_N, dtype=np.int32)
+    padded[:bias.size] = bias
+    return padded
+
+
 def _gemm_block(rows: int):
     @intrinsic
     def gemm_block(typingctx, a, a0, lda, w, w0, pairs, out, o0, ldo, bias, c):
