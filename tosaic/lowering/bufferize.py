@@ -3,9 +3,10 @@
 Values that share bytes are grouped first: a reshape is a view of its operand; a concat operand made by a
 dispatch that nothing else reads is written straight into its slice of the concat (when that slice is
 contiguous); an elementwise dispatch writes over an input that dies there and is read at the same index
-(in place, where that makes the arena smaller). Each group gets one live interval (first write to last read, in dispatch order; model
-outputs live to the end) and the groups are placed greedily, largest first, at the lowest offset that
-overlaps no group alive at the same time (the strategy of TFLite's arena planner).
+(in place, where that makes the arena smaller). Each group gets one live interval (first write to last
+read, in dispatch order; model outputs live to the end) and the groups are placed greedily, largest
+first, at the lowest offset that overlaps no group alive at the same time (the strategy of TFLite's
+arena planner).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def _interval(parent: dict, producer_step, readers, graph: Graph, end: int):
 def _in_place(steps, parent: dict, producer_step, readers, graph: Graph, end: int) -> dict:
     """`parent` extended with in-place sharing: an elementwise dispatch's output takes the bytes of an input
     read at the same index that dies at this dispatch."""
+    interval = _interval(parent, producer_step, readers, graph, end)
     for i, step in enumerate(steps):
         if not isinstance(step, Dispatch) or len(step.outputs) != 1:
             continue
@@ -120,7 +122,6 @@ def _in_place(steps, parent: dict, producer_step, readers, graph: Graph, end: in
         (out,) = step.outputs
         if out in parent or out in graph.outputs:
             continue
-        interval = _interval(parent, producer_step, readers, graph, end)
         for slot, (v, access) in enumerate(zip(elementwise.operands, elementwise.attrs["accesses"])):
             if step.epilogue is not None and slot == step.slot or v not in producer_step:
                 continue  # the accumulator lives in registers; constants have no bytes here
@@ -135,6 +136,7 @@ def _in_place(steps, parent: dict, producer_step, readers, graph: Graph, end: in
             if interval(r)[1] != i or r in graph.outputs:
                 continue
             parent[out] = (v, 0)
+            interval = _interval(parent, producer_step, readers, graph, end)  # out joins v's group
             break
     return parent
 
