@@ -89,16 +89,16 @@ def cmd_validate(args) -> int:
 
 
 def _dispatch_text(graph) -> str:
-    from tosaic.kernels.cpu import kernel_for
     from tosaic.kernels.plan import build_plan, structured_stages
 
-    _, dispatches, _ = structured_stages(graph)
-    plan = build_plan(graph)
+    stages = structured_stages(graph)
+    plan = build_plan(graph, stages)
+    kernels = {step.name: step for step in plan.steps if step.kind == "kernel"}
     lines = []
-    for d in dispatches:
-        spec = kernel_for(d)
+    for d in stages[1]:
+        step = kernels[d.name]
         outs = ", ".join(str(v.type) for v in d.outputs)
-        lines.append(f"{d.name}: {spec.template} kernel {spec.key} -> {outs}")
+        lines.append(f"{d.name}: {step.template} kernel {step.key} -> {outs}")
         for origin in d.origins:
             lines.append(f"    {origin}")
     lines.append(f"{plan.dispatch_count} dispatches, {plan.kernel_count} kernels; arena {plan.arena_bytes} bytes "

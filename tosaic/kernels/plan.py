@@ -146,8 +146,9 @@ def structured_stages(graph: Graph):
     return structured, dispatches, _steps_in_order(structured, dispatches)
 
 
-def build_plan(graph: Graph) -> Plan:
-    structured, dispatches, order = structured_stages(graph)
+def build_plan(graph: Graph, stages=None) -> Plan:
+    """The plan of a TOSA graph; `stages` are its `structured_stages`, when the caller has them already."""
+    structured, dispatches, order = stages or structured_stages(graph)
     arena = plan_arena(structured, order)
     b = _Builder(structured, arena.offsets)
     steps, sources = [], {}
