@@ -15,13 +15,17 @@ def run_tosaic(model: bytes, inputs) -> list[np.ndarray]:
     return tosaic.compile(tosaic.import_tflite(model)).run(inputs)
 
 
-def assert_bit_exact(model: bytes, inputs) -> None:
-    expected = run_reference(model, inputs)
-    actual = run_tosaic(model, inputs)
-    assert len(actual) == len(expected)
-    for got, want in zip(actual, expected):
-        assert got.dtype == want.dtype and got.shape == want.shape, (got.shape, want.shape)
-        if not np.array_equal(got, want):
-            diff = got.astype(np.int64) - want.astype(np.int64)
-            raise AssertionError(f"{np.count_nonzero(diff)} of {diff.size} elements differ, "
+def assert_same(got, want, what: str = "") -> None:
+    """Every output array equal in dtype, shape and every element; the message counts the differences."""
+    assert len(got) == len(want), what
+    for i, (g, w) in enumerate(zip(got, want)):
+        g, w = np.asarray(g), np.asarray(w)
+        assert g.dtype == w.dtype and g.shape == w.shape, (what, i, g.dtype, g.shape, w.dtype, w.shape)
+        if not np.array_equal(g, w):
+            diff = g.astype(np.float64) - w.astype(np.float64)
+            raise AssertionError(f"{what} output {i}: {np.count_nonzero(diff)} of {diff.size} elements differ, "
                                  f"max |diff| {np.abs(diff).max()}")
+
+
+def assert_bit_exact(model: bytes, inputs) -> None:
+    assert_same(run_tosaic(model, inputs), run_reference(model, inputs), "tosaic vs LiteRT")

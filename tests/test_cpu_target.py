@@ -20,9 +20,11 @@ from litert_ref import random_inputs, run_reference
 from network_generator import build_network
 
 import model_zoo
+from exactness import assert_same
 import tosaic
 from test_models import io_arrays
 from test_stateful import LiteRTStepper, input_stream
+from tosaic.validate import random_inputs as compiled_model_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = [p.stem for p in model_zoo.SUPPORTED]
@@ -36,28 +38,6 @@ def cpu_model(name: str, threads: int = 2) -> tosaic.CompiledModel:
 @functools.lru_cache(maxsize=None)
 def interp_model(name: str) -> tosaic.CompiledModel:
     return tosaic.compile(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"))
-
-
-def assert_same(got, want, what=""):
-    assert len(got) == len(want), what
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert g.dtype == w.dtype and g.shape == w.shape, (what, i, g.dtype, g.shape, w.dtype, w.shape)
-        if g.tobytes() != w.tobytes():
-            diff = g.astype(np.float64) - w.astype(np.float64)
-            raise AssertionError(f"{what} output {i}: {np.count_nonzero(diff)}/{diff.size} elements differ, "
-                                 f"max |diff| {np.abs(diff).max()}")
-
-
-def fresh_inputs(model: tosaic.CompiledModel, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for info in model.inputs:
-        if info.dtype.kind in "iu":
-            limits = np.iinfo(info.dtype)
-            arrays.append(rng.integers(limits.min, limits.max, size=info.shape, endpoint=True).astype(info.dtype))
-        else:
-            arrays.append(rng.uniform(-1, 1, size=info.shape).astype(info.dtype))
-    return arrays
 
 
 # ------------------------------------------------------------------------------------- every model
@@ -76,7 +56,7 @@ def test_cpu_matches_stored_reference_and_interp(name):
     assert_same(ours, interp.run(inputs), f"{name} vs interp")
     if not model.stateful:
         # A second run on other inputs: nothing left over in the arena changes the result.
-        other = fresh_inputs(model, 99)
+        other = compiled_model_inputs(model, 99)
         assert_same(model.run(other), interp.run(other), f"{name} second run")
         assert_same(model.run(inputs), ours, f"{name} rerun")
 
@@ -89,7 +69,7 @@ def test_plan_and_memory_reports():
     memory = model.memory
     assert memory["arena_bytes"] == plan.arena_bytes and memory["activation_bytes"] == plan.activation_bytes
     assert memory["weight_bytes"] > 0
-    rows = model.profile(fresh_inputs(model, 0), repeat=2)
+    rows = model.profile(compiled_model_inputs(model, 0), repeat=2)
     assert len(rows) == len(plan.steps) and all(r["seconds"] >= 0 for r in rows)
     assert rows == sorted(rows, key=lambda r: -r["seconds"])
     assert tosaic.compile(model_zoo.DATA / "op_add_same.tflite").plan is None
@@ -142,7 +122,7 @@ def test_one_and_two_threads_give_the_same_bits(name):
     one, two = cpu_model(name, 1), cpu_model(name, 2)
     assert one.plan.sources.keys() == two.plan.sources.keys()
     for seed in range(2):
-        inputs = fresh_inputs(one, seed)
+        inputs = compiled_model_inputs(one, seed)
         assert_same(one.run(inputs), two.run(inputs), f"{name} seed {seed}")
 
 
@@ -158,7 +138,7 @@ def test_bad_thread_counts():
 
 def test_bad_inputs_raise_value_error():
     model = cpu_model("op_add_same")
-    good = fresh_inputs(model, 0)
+    good = compiled_model_inputs(model, 0)
     info = model.inputs[0]
     with pytest.raises(ValueError, match="must be"):
         model.run([good[0].astype(np.int16)] + good[1:])
@@ -201,7 +181,7 @@ def test_save_load_round_trip(name, tmp_path):
     assert loaded.plan.dispatch_count == model.plan.dispatch_count
     assert loaded.memory == model.memory
     for seed in range(3):
-        inputs = fresh_inputs(model, seed)
+        inputs = compiled_model_inputs(model, seed)
         assert_same(loaded.run(inputs), model.run(inputs), f"{name} seed {seed}")
     model.reset()
 

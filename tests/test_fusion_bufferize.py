@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 from tflite_builder import ModelBuilder
 
 import model_zoo
+from exactness import assert_same
 import tosaic
 from litert_ref import run_reference
 from tosaic.ir import Graph, TensorType
 from tosaic.kernels.plan import build_plan, structured_stages
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.interpreter import interpret_structured
-from tosaic.lowering.structured import NAMED, is_elementwise
+from tosaic.lowering.structured import is_elementwise
 from tosaic.tosa.builder import TosaBuilder
 from tosaic.tosa.interpreter import initial_state, interpret
 
@@ -39,14 +40,6 @@ def random_inputs_for(graph: Graph, seed: int) -> list[np.ndarray]:
             info = np.iinfo(dtype)
             arrays.append(rng.integers(info.min, info.max, v.type.shape, endpoint=True).astype(dtype))
     return arrays
-
-
-def assert_same(got, want, what=""):
-    assert len(got) == len(want)
-    for i, (g, w) in enumerate(zip(got, want)):
-        g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype and g.shape == w.shape, (what, i, g.dtype, g.shape, w.dtype, w.shape)
-        assert np.array_equal(g, w), f"{what} output {i}: {int((g != w).sum())}/{g.size} elements differ"
 
 
 def check_execution(graph: Graph, seed: int = 0, cpu: bool = True) -> None:

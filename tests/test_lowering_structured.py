@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import model_zoo
+from exactness import assert_same
 from tosaic.ir import Graph, TensorType
 from tosaic.lowering.from_tosa import lower
 from tosaic.lowering.interpreter import interpret_structured, run_generic
@@ -37,17 +38,6 @@ def random_array(rng, t: TensorType, low=None, high=None) -> np.ndarray:
     lo = info.min if low is None else low
     hi = info.max if high is None else high
     return rng.integers(lo, hi, size=t.shape, endpoint=True, dtype=np.int64).astype(dtype)
-
-
-def assert_same(got, want, what=""):
-    assert len(got) == len(want), what
-    for i, (g, w) in enumerate(zip(got, want)):
-        g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype and g.shape == w.shape, (what, i, g.dtype, g.shape, w.dtype, w.shape)
-        if not np.array_equal(g, w):
-            diff = g.astype(np.float64) - w.astype(np.float64)
-            raise AssertionError(f"{what} output {i}: {np.count_nonzero(diff)}/{diff.size} elements differ, "
-                                 f"max |diff| {np.abs(diff).max()}")
 
 
 def _zoo_params():

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from exactness import assert_same
 from litert_ref import make_interpreter
 from tflite_builder import ModelBuilder
 
@@ -66,16 +67,6 @@ def input_stream(model: tosaic.CompiledModel, steps: int, seed: int) -> list[lis
     return stream
 
 
-def assert_same(step: int, got: list[np.ndarray], want: list[np.ndarray]) -> None:
-    assert len(got) == len(want)
-    for k, (g, w) in enumerate(zip(got, want)):
-        assert g.dtype == w.dtype and g.shape == w.shape, (step, k, g.dtype, g.shape, w.dtype, w.shape)
-        if g.tobytes() != w.tobytes():
-            diff = g.astype(np.float64) - w.astype(np.float64)
-            raise AssertionError(f"step {step}, output {k}: {np.count_nonzero(diff)} of {diff.size} elements "
-                                 f"differ, max |diff| {np.abs(diff).max()}")
-
-
 def assert_streams_match(model_bytes: bytes, steps: int = 32, seed: int = 0, compiled=None) -> tosaic.CompiledModel:
     """Step tosaic and LiteRT through the same inputs; then reset() tosaic and step it again next to a new
     LiteRT interpreter. Every output of every step must be bit-identical."""
@@ -84,11 +75,11 @@ def assert_streams_match(model_bytes: bytes, steps: int = 32, seed: int = 0, com
     stream = input_stream(model, steps, seed)
     reference = LiteRTStepper(model_bytes)
     for step, inputs in enumerate(stream):
-        assert_same(step, model.run(inputs), reference(inputs))
+        assert_same(model.run(inputs), reference(inputs), f"step {step}")
     model.reset()
     fresh = LiteRTStepper(model_bytes)
     for step, inputs in enumerate(stream[::-1]):
-        assert_same(steps + step, model.run(inputs), fresh(inputs))
+        assert_same(model.run(inputs), fresh(inputs), f"step {steps + step}")
     return model
 
 
@@ -367,7 +358,7 @@ def test_tensorflow_streaming_models(name):
     with np.load(DATA / f"{name}.io.npz") as io:
         inputs, refs = io["stream_in_0"], io["stream_ref_0"]
     for step, (x, ref) in enumerate(zip(inputs, refs)):
-        assert_same(step, model.run([x]), [ref])
+        assert_same(model.run([x]), [ref], f"step {step}")
     model.reset()
     assert_streams_match(path.read_bytes(), steps=40, seed=19, compiled=model)
 
