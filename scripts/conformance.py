@@ -14,18 +14,23 @@ TOSA 1.0 PRO-INT (+ EXT-INT16, EXT-DOUBLEROUND), this script
 3. turns each test.tosa into generic MLIR with `tosa-opt --tosa-deserialize ... -o test.mlir`;
 4. computes the expected outputs with `tosa_reference_model --test_desc desc.json` (ref-result-*.npy;
    i48 comes back as int64, which is also how tosaic stores i48);
-5. parses test.mlir with `tosaic.tosa.mlir.parse_mlir`, runs `tosaic.tosa.interpreter.interpret` on the
-   input .npy files and compares every output element, dtype and shape included.
+5. parses test.mlir with `tosaic.tosa.mlir.parse_mlir`, runs it on the input .npy files with
+   `tosaic.tosa.interpreter.interpret` (`--target interp`, the default) or compiled by
+   `tosaic.compile(graph, target="cpu")` (`--target cpu`), and compares every output element, dtype and
+   shape included.
 
 Usage (from the repository root):
 
     .venv/bin/python scripts/conformance.py [--ops conv2d,rescale,...] [--per-op N] [--out DIR] [-j 2]
+                                            [--target interp|cpu]
 
-It prints a table (op, dtype, generated, sampled, passed, failed, parse errors, unimplemented, other tosaic
-errors, tool errors), then every failure with the first differing element and every error, and writes
+It prints a table (op, dtype, generated, sampled, passed, failed, parse errors, unimplemented, refused by
+the target, other tosaic errors, tool errors), then every failure with the first differing element and every error, and writes
 the same as report.md and results.json into --out. The exit status is 1 when any comparison failed or
 tosaic raised on any test (parse error, unimplemented feature, runtime error), 2 on bad arguments, else 0.
-Tests that the reference model itself rejects (tool errors) are reported but do not change the status.
+Tests that the reference model itself rejects (tool errors) are reported but do not change the status, and
+neither are the compiled target's documented refusals (`tosaic.LoweringError`, raised at compile time with
+the op and the reason), which the table counts apart.
 
 The Arm tools live in their own venv (.tosa-venv) and are only ever run as subprocesses: they install
 top-level modules (`tosa`, `tests`, ...) that must not shadow this project's.
@@ -53,6 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import tosaic  # noqa: E402
 from tosaic.tosa.interpreter import IMPLEMENTATIONS, interpret  # noqa: E402
 
 try:
@@ -112,7 +118,7 @@ EXTRA_SHAPES = ["7", "3,2", "1,3,4", "2,5,3", "1,7,2", "3,2,6", "1,4,4,2", "2,3,
 EXPENSIVE = ["transpose_conv2d", "depthwise_conv2d", "conv2d", "avg_pool2d", "max_pool2d", "rescale", "resize", "pad",
              "reshape", "tile", "slice", "transpose", "mul", "cast"]
 
-STATUSES = ["pass", "fail", "parse", "unimpl", "error", "tool"]
+STATUSES = ["pass", "fail", "parse", "unimpl", "refused", "error", "tool"]
 
 
 # ----------------------------------------------------------------------------------------- generation
@@ -210,8 +216,15 @@ def compare(expected: np.ndarray, got) -> str | None:
     return "; ".join(problems) or None
 
 
-def run_test(op: str, dtype: str, test_dir: Path) -> dict:
-    """Deserialize, run the reference model, run tosaic and compare. Returns one result record."""
+def run_tosaic(graph, inputs, target: str):
+    """The graph's outputs on `target`: the TOSA interpreter, or the compiled model (one thread)."""
+    if target == "interp":
+        return interpret(graph, inputs)
+    return tosaic.compile(graph, target=target, threads=1).run(inputs)
+
+
+def run_test(op: str, dtype: str, test_dir: Path, target: str = "interp") -> dict:
+    """Deserialize, run the reference model, run tosaic on `target` and compare. Returns one result record."""
     record = {"op": op, "dtype": dtype, "test": test_dir.name, "dir": str(test_dir), "status": "pass", "detail": ""}
     try:
         desc = json.loads((test_dir / "desc.json").read_text())
@@ -247,9 +260,11 @@ def run_test(op: str, dtype: str, test_dir: Path) -> dict:
     else:
         inputs = [inputs_by_name[n] for n in desc["ifm_name"]]
     try:
-        outputs = interpret(graph, inputs)
+        outputs = run_tosaic(graph, inputs, target)
     except NotImplementedError as error:
         return {**record, "status": "unimpl", "detail": first_line(error)}
+    except tosaic.LoweringError as error:
+        return {**record, "status": "refused", "detail": first_line(error)}
     except Exception as error:  # noqa: BLE001
         where = traceback.extract_tb(error.__traceback__)[-1]
         return {**record, "status": "error",
@@ -314,7 +329,7 @@ def run_op(op: str, args) -> dict:
     for dtype, named in sorted(by_dtype.items()):
         result["generated"][dtype] = len(named)
         for name in sample(list(named), args.per_op):
-            result["records"].append(run_test(op, dtype, named[name]))
+            result["records"].append(run_test(op, dtype, named[name], args.target))
     result["seconds"] = time.time() - started
     return result
 
@@ -341,9 +356,9 @@ def summarize(results: list[dict]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ["op", "dtype", "generated", "sampled", "passed", "failed", "parse err", "unimpl", "other err",
-              "tool err"]
-    keys = ["op", "dtype", "generated", "sampled", "pass", "fail", "parse", "unimpl", "error", "tool"]
+    header = ["op", "dtype", "generated", "sampled", "passed", "failed", "parse err", "unimpl", "refused",
+              "other err", "tool err"]
+    keys = ["op", "dtype", "generated", "sampled", "pass", "fail", "parse", "unimpl", "refused", "error", "tool"]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
     for row in rows:
@@ -356,13 +371,14 @@ def markdown_table(rows: list[dict]) -> str:
 def report(results: list[dict], args, seconds: float, skipped: dict[str, str]) -> str:
     rows = summarize(results)
     records = [r for result in results for r in result["records"]]
-    parts = [f"# tosaic conformance run\n",
+    parts = [f"# tosaic conformance run, target {args.target}\n",
              f"TOSA {TOSA_VERSION}, {' + '.join(PROFILE + EXTENSIONS)}; dtypes {', '.join(args.dtypes)}; "
              f"{args.per_op} tests per (op, dtype); dims in [{args.dim_range}]; seed {args.seed}; "
              f"-j {args.jobs}; {seconds:.0f} s.\n",
              markdown_table(rows), ""]
     labels = {"fail": "Failures (output differs from the reference model)", "parse": "Parse errors",
-              "unimpl": "Unimplemented features", "error": "Other tosaic errors (exceptions while interpreting)",
+              "unimpl": "Unimplemented features", "refused": "Refused at compile time by the target",
+              "error": "Other tosaic errors (exceptions while interpreting)",
               "tool": "Tool errors (generator / tosa-opt / reference model; not counted against tosaic)"}
     for status, label in labels.items():
         chosen = [r for r in records if r["status"] == status]
@@ -414,6 +430,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pool", type=int, default=0,
                         help="tests the generator's selection keeps per input type (default per-op + 3: "
                              "it drops the tests outside the profile after selecting)")
+    parser.add_argument("--target", choices=("interp", "cpu"), default="interp",
+                        help="run tosaic's TOSA interpreter or the compiled CPU target (default %(default)s)")
     args = parser.parse_args(argv)
     args.dtypes = [d for d in args.dtypes.split(",") if d]
 

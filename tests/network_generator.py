@@ -219,6 +219,7 @@ class Network:
     builder: ModelBuilder
     model: bytes
     large: bool = False
+    int16: bool = False
 
     @property
     def op_names(self) -> list[str]:
@@ -230,7 +231,8 @@ class Network:
 
     def summary(self) -> str:
         counts = ", ".join(f"{k} x{v}" for k, v in sorted(self.op_counts.items()))
-        return f"{self.kind} seed {self.seed}: {len(self.builder.ops)} ops ({counts})"
+        variant = (" large" if self.large else "") + (" 16x8" if self.int16 else "")
+        return f"{self.kind}{variant} seed {self.seed}: {len(self.builder.ops)} ops ({counts})"
 
     def producer(self, tensor_name: str) -> int | None:
         """Index of the op producing the tensor of that name."""
@@ -268,12 +270,24 @@ class _Pending:
 
 
 class _Net:
-    def __init__(self, rng: np.random.Generator, description: str):
+    def __init__(self, rng: np.random.Generator, description: str, int16: bool = False, calib_n: int = _CALIB):
         self.rng = rng
         self.b = ModelBuilder(description=description)
-        self.v: dict[int, np.ndarray] = {}     # tensor -> calibration values, shape (CALIB, *shape)
+        self.v: dict[int, np.ndarray] = {}     # tensor -> calibration values, shape (calib_n, *shape)
         self._names: Counter = Counter()
-        self.dt = np.int8                      # activation dtype (np.int16 for 16x8 networks)
+        self.dt = np.int16 if int16 else np.int8   # activation dtype (np.int16 for 16x8 networks)
+        self.calib_n = calib_n
+
+    @property
+    def int16(self) -> bool:
+        return self.dt == np.int16
+
+    def qparams(self, lo, hi):
+        """Parameters for the real range [lo, hi] without calibration margin: asymmetric int8, or
+        symmetric int16 with zero point 0."""
+        if self.dt == np.int8:
+            return _qparams(lo, hi)
+        return float(np.float32(max(abs(float(lo)), abs(float(hi)), 1e-3) / 32767.0)), 0
 
     def calib(self, lo, hi):
         return _calibrated(lo, hi) if self.dt == np.int8 else _calibrated16(lo, hi)
@@ -299,9 +313,13 @@ class _Net:
         return float(s.scale[0]), int(s.zero_point[0])
 
     def input(self, shape: Sequence[int], scale: float, zp: int, name: str = "input") -> int:
+        """A model input; (scale, zp) are int8 parameters, which a 16x8 network turns into the int16
+        parameters of the same real range."""
+        if self.int16:
+            scale, zp = self.qparams((-128 - zp) * scale, (127 - zp) * scale)
         t = self.b.tensor(list(shape), self.dt, scale=scale, zero_point=zp, name=self.name(name))
         info = np.iinfo(self.dt)
-        ints = self.rng.integers(info.min, info.max + 1, size=(_CALIB, *shape))
+        ints = self.rng.integers(info.min, info.max + 1, size=(self.calib_n, *shape))
         self.v[t] = (ints - zp) * float(np.float32(scale))
         return t
 
@@ -403,7 +421,7 @@ class _Net:
                       stride_w=stride[1], dilation_h_factor=dilation[0],
                       dilation_w_factor=dilation[1], fused_activation_function=act)
 
-        return self._finish(out.reshape(_CALIB, *shape), shape, f"{nm}/out", emit, q)
+        return self._finish(out.reshape(self.calib_n, *shape), shape, f"{nm}/out", emit, q)
 
     def dwconv(self, x, mult=1, k=(3, 3), stride=(1, 1), padding="SAME", dilation=(1, 1),
                act="NONE", q=None, name="dwconv"):
@@ -431,7 +449,7 @@ class _Net:
                       dilation_w_factor=dilation[1], depth_multiplier=mult,
                       fused_activation_function=act)
 
-        return self._finish(out.reshape(_CALIB, *shape), shape, f"{nm}/out", emit, q)
+        return self._finish(out.reshape(self.calib_n, *shape), shape, f"{nm}/out", emit, q)
 
     def fc(self, x, units, act="NONE", bias=True, per_channel=True, keep_num_dims=False, q=None,
            logit_std=None, name="fc"):
@@ -439,7 +457,7 @@ class _Net:
         calibration batch (a classifier that is not absurdly confident on random inputs)."""
         xs = self.shape(x)
         depth = xs[-1]
-        xv = self.v[x].reshape(_CALIB, -1, depth)
+        xv = self.v[x].reshape(self.calib_n, -1, depth)
         wf = self.rng.normal(0, np.sqrt(2.0 / depth), size=(units, depth))
         scale, bf = self._fold_bn(xv @ wf.T, logit_std)
         wf *= scale[:, None]
@@ -470,7 +488,7 @@ class _Net:
                 opts["keep_num_dims"] = True
             self.b.op("FULLY_CONNECTED", [x, wt, bt], [t], **opts)
 
-        return self._finish(out.reshape(_CALIB, *shape), shape, f"{nm}/out", emit, q)
+        return self._finish(out.reshape(self.calib_n, *shape), shape, f"{nm}/out", emit, q)
 
     # ------------------------------------------------------------------------ quantization-keeping
     def pool(self, x, kind, f=(2, 2), stride=(2, 2), padding="VALID", act="NONE", name=None):
@@ -484,13 +502,13 @@ class _Net:
         shape = [1, oh, ow, c]
         s, zp = self.q(x)
         opname = "MAX_POOL_2D" if kind == "max" else "AVERAGE_POOL_2D"
-        return self._same_q(x, self.fake(out.reshape(_CALIB, *shape), s, zp), shape,
+        return self._same_q(x, self.fake(out.reshape(self.calib_n, *shape), s, zp), shape,
                             name or ("maxpool" if kind == "max" else "avgpool"), opname,
                             padding=padding, stride_h=stride[0], stride_w=stride[1],
                             filter_height=f[0], filter_width=f[1], fused_activation_function=act)
 
     def reshape(self, x, new_shape, with_option=False, name="reshape"):
-        vals = self.v[x].reshape(_CALIB, *new_shape)
+        vals = self.v[x].reshape(self.calib_n, *new_shape)
         opts = {"new_shape": list(new_shape)} if with_option else {}
         return self._same_q(x, vals, new_shape, name, "RESHAPE",
                             [self.i32(new_shape, "reshape/shape")], **opts)
@@ -523,7 +541,7 @@ class _Net:
             sl = slice(b, e, st)
             slices.append(sl)
             shape.append(len(range(*sl.indices(n))))
-        vals = self.v[x][(slice(None), *slices)].reshape(_CALIB, *shape)
+        vals = self.v[x][(slice(None), *slices)].reshape(self.calib_n, *shape)
         assert all(s > 0 for s in shape), shape
         return self._same_q(x, vals, shape, name, "STRIDED_SLICE",
                             [self.i32(begin, "ss/begin"), self.i32(end, "ss/end"),
@@ -553,28 +571,25 @@ class _Net:
     # ------------------------------------------------------------------------- requantizing ops
     def const_act(self, values: np.ndarray, q=None, name="const"):
         """Constant int8 activation operand (e.g. of MUL/SUB/MINIMUM), quantized from its range."""
-        if q is None:
-            q = _qparams(values.min(), values.max())
-        s, zp = q
+        s, zp = self.qparams(values.min(), values.max()) if q is None else q
         if self.dt == np.int16:
-            s, zp = float(np.float32(max(abs(values.min()), abs(values.max()), 1e-3) / 32767)), 0
             data = np.clip(np.round(values / s), -32768, 32767).astype(np.int16)
         else:
             data = _quant(values, s, zp).astype(np.int8)
         t = self.b.tensor(list(values.shape), self.dt, scale=s, zero_point=zp, data=data,
                           name=self.name(name))
         self.v[t] = np.broadcast_to((data.astype(np.float64) - zp) * float(np.float32(s)),
-                                    (_CALIB, *values.shape))
+                                    (self.calib_n, *values.shape))
         return t
 
     def binary(self, opname, a, bt, act="NONE", q=None, name=None):
         shape = list(np.broadcast_shapes(tuple(self.shape(a)), tuple(self.shape(bt))))
-        fa, fb = (self.v[t].reshape(_CALIB, *([1] * (len(shape) - len(self.shape(t)))), *self.shape(t))
+        fa, fb = (self.v[t].reshape(self.calib_n, *([1] * (len(shape) - len(self.shape(t)))), *self.shape(t))
                   for t in (a, bt))
         f = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply,
              "SQUARED_DIFFERENCE": lambda u, w: (u - w) ** 2}[opname]
         vals = self._act(f(fa, fb), act)
-        vals = np.broadcast_to(vals, (_CALIB, *shape))
+        vals = np.broadcast_to(vals, (self.calib_n, *shape))
 
         def emit(t):
             if opname == "SQUARED_DIFFERENCE":
@@ -620,6 +635,23 @@ class _Net:
 
         return self._finish(vals, shape, name or opname.lower(), emit, q)
 
+    def hard_swish(self, x, name="hard_swish"):
+        """HARD_SWISH; in a 16x8 network, which LiteRT's HARD_SWISH refuses, the spelling
+        x * relu6(x + 3) * (1/6) in ADD and MUL ops."""
+        if not self.int16:
+            return self.unary("HARD_SWISH", x, name=name)
+        three = self.const_act(np.full((1,) * len(self.shape(x)), 3.0), name=f"{name}/three")
+        gate = self.binary("ADD", x, three, act="RELU6", name=f"{name}/plus3")
+        sixth = self.const_act(np.full((1,) * len(self.shape(x)), 1 / 6), name=f"{name}/sixth")
+        return self.binary("MUL", self.binary("MUL", x, gate, name=f"{name}/times"), sixth, name=name)
+
+    def squared_difference(self, a, bt, name="sqdiff"):
+        """SQUARED_DIFFERENCE; in a 16x8 network, which LiteRT's refuses, SUB then MUL."""
+        if not self.int16:
+            return self.binary("SQUARED_DIFFERENCE", a, bt, name=name)
+        d = self.binary("SUB", a, bt, name=f"{name}/sub")
+        return self.binary("MUL", d, d, name=name)
+
     def prelu(self, x, name="prelu"):
         c = self.shape(x)[-1]
         alpha = self.rng.uniform(-0.3, 0.6, size=(1, 1, c))
@@ -641,7 +673,7 @@ class _Net:
         vals = self.v[x].mean(axis=tuple(a + 1 for a in axes), keepdims=True)
         shape = [1 if d in axes else n for d, n in enumerate(xs)] if keep_dims else \
             [n for d, n in enumerate(xs) if d not in axes]
-        vals = vals.reshape(_CALIB, *shape)
+        vals = vals.reshape(self.calib_n, *shape)
         nm = self.name(name)
 
         def emit(t):
@@ -656,7 +688,7 @@ class _Net:
         span = hi - lo
         lo2 = lo - self.rng.uniform(0, 0.5) * span
         hi2 = hi + self.rng.uniform(-0.1, 0.5) * span
-        return self.unary("QUANTIZE", x, q=_qparams(lo2, hi2), name=name)
+        return self.unary("QUANTIZE", x, q=self.qparams(lo2, hi2), name=name)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -828,7 +860,7 @@ def _mixed(net: _Net, rng, large: bool) -> list[int]:
 
     def b_hardswish(x):
         y = net.conv(x, _ch(rng, 4, 32), k=1, name="hs/conv")
-        return net.unary("HARD_SWISH", y, name="hard_swish")
+        return net.hard_swish(y, name="hard_swish")
 
     def b_tanh(x):
         y = net.conv(x, _ch(rng, 4, 32), k=3, name="tanh/conv")
@@ -1063,7 +1095,7 @@ def _transpose_conv(net: _Net, x, oc, k=3, stride=2, act_bias=True, name="tconv"
                                     name=f"{nm}/bias"))
         net.b.op("TRANSPOSE_CONV", ins, [t], padding="SAME", stride_h=stride, stride_w=stride)
 
-    return net._finish(out.reshape(_CALIB, *shape), shape, f"{nm}/out", emit, None)
+    return net._finish(out.reshape(net.calib_n, *shape), shape, f"{nm}/out", emit, None)
 
 
 def _resize(net: _Net, x, opname, factor=2, align_corners=False, half_pixel=False, name=None):
@@ -1092,7 +1124,7 @@ def _resize(net: _Net, x, opname, factor=2, align_corners=False, half_pixel=Fals
         out = top * (1 - dy) + bot * dy
     shape = [1, oh, ow, c]
     s, zp = net.q(x)
-    return net._same_q(x, net.fake(out.reshape(_CALIB, *shape), s, zp), shape,
+    return net._same_q(x, net.fake(out.reshape(net.calib_n, *shape), s, zp), shape,
                        name or opname.lower(), opname, [net.i32([oh, ow], "resize/size")],
                        align_corners=align_corners, half_pixel_centers=half_pixel)
 
@@ -1139,7 +1171,7 @@ def _layer_norm(net: _Net, x, name="ln"):
     """MEAN / SQUARED_DIFFERENCE / MEAN / ADD eps / RSQRT / SUB / MUL normalisation over the last axis."""
     d = len(net.shape(x)) - 1
     mu = net.mean(x, [d], keep_dims=True, name=f"{name}/mean")
-    var = net.mean(net.binary("SQUARED_DIFFERENCE", x, mu, name=f"{name}/sqdiff"), [d], keep_dims=True,
+    var = net.mean(net.squared_difference(x, mu, name=f"{name}/sqdiff"), [d], keep_dims=True,
                    name=f"{name}/var")
     eps = net.const_act(np.full([1] * (d + 1), float(net.v[var].mean()) * 0.05 + 1e-3),
                         name=f"{name}/eps")
@@ -1262,7 +1294,7 @@ def _mobilenet_v3(net: _Net, rng, large: bool) -> list[int]:
     h, w = _spatial(rng, 12 if large else 8, 32)
     x = net.input([1, h, w, 3], *_input_q(rng))
     x = net.conv(x, _ch(rng, 8, 16), k=3, stride=2, name="stem")
-    x = net.unary("HARD_SWISH", x, name="stem/hswish")
+    x = net.hard_swish(x, name="stem/hswish")
     nblocks = int(rng.integers(3, 7)) if large else int(rng.integers(2, 4))
     for i in range(nblocks):
         _, hh, ww, cin = net.shape(x)
@@ -1270,12 +1302,12 @@ def _mobilenet_v3(net: _Net, rng, large: bool) -> list[int]:
         exp = min(_MAX_C, cin * int(_choice(rng, [2, 3, 4])))
         y = net.conv(x, exp, k=1, act="NONE" if hswish else "RELU", name=f"b{i}/expand")
         if hswish:
-            y = net.unary("HARD_SWISH", y, name=f"b{i}/expand_hs")
+            y = net.hard_swish(y, name=f"b{i}/expand_hs")
         stride = 2 if min(hh, ww) >= 6 and rng.random() < 0.4 else 1
         y = net.dwconv(y, k=int(_choice(rng, [3, 5])), stride=stride,
                        act="NONE" if hswish else "RELU", name=f"b{i}/dw")
         if hswish:
-            y = net.unary("HARD_SWISH", y, name=f"b{i}/dw_hs")
+            y = net.hard_swish(y, name=f"b{i}/dw_hs")
         if rng.random() < 0.7:
             s = net.mean(y, [1, 2], keep_dims=True, name=f"b{i}/se/squeeze")
             s = net.conv(s, max(2, exp // 4), k=1, act="RELU", name=f"b{i}/se/reduce")
@@ -1295,7 +1327,7 @@ def _mobilenet_v3(net: _Net, rng, large: bool) -> list[int]:
         x = y
     feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
     feat = net.fc(feat, _ch(rng, 16, 48), name="head_fc")
-    feat = net.unary("HARD_SWISH", feat, name="head_hs")
+    feat = net.hard_swish(feat, name="head_hs")
     return [_head(net, rng, feat, int(rng.integers(3, 17)), large)]
 
 
@@ -1349,17 +1381,17 @@ def _float_edges(net: _Net, rng, large: bool) -> list[int]:
     h, w = _spatial(rng, 8, 24)
     shape = [1, h, w, int(_choice(rng, [1, 3]))]
     xf = net.b.tensor(shape, np.float32, name=net.name("input_float"))
-    net.v[xf] = net.rng.uniform(-1, 1, size=(_CALIB, *shape))
-    q = _qparams(-1.0, 1.0) if rng.random() < 0.5 else _calibrated(-1.0, 1.0)
-    x = net.b.tensor(shape, np.int8, scale=q[0], zero_point=q[1], name=net.name("input_q"))
+    net.v[xf] = net.rng.uniform(-1, 1, size=(net.calib_n, *shape))
+    q = net.qparams(-1.0, 1.0) if rng.random() < 0.5 else net.calib(-1.0, 1.0)
+    x = net.b.tensor(shape, net.dt, scale=q[0], zero_point=q[1], name=net.name("input_q"))
     net.b.op("QUANTIZE", [xf], [x])
-    net.v[x] = _fake(net.v[xf], float(np.float32(q[0])), q[1])
+    net.v[x] = net.fake(net.v[xf], float(np.float32(q[0])), q[1])
     x = net.conv(x, _ch(rng, 4, 16), k=3, stride=2, act="RELU6", name="stem")
     for i in range(int(rng.integers(1, 4))):
         y = net.dwconv(x, k=3, act="RELU6", name=f"b{i}/dw")
         x = net.conv(y, _ch(rng, 4, 24), k=1, name=f"b{i}/pw")
         if rng.random() < 0.5:
-            x = net.unary("HARD_SWISH", x, name=f"b{i}/hs")
+            x = net.hard_swish(x, name=f"b{i}/hs")
     outs = []
     feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
     probs = _head(net, rng, feat, int(rng.integers(3, 11)), large)
@@ -1370,7 +1402,100 @@ def _float_edges(net: _Net, rng, large: bool) -> list[int]:
     return outs
 
 
-MORE_KINDS = ("transformer", "unet", "lstm", "mobilenet_v3", "int16", "float_edges")
+def _resnet(net: _Net, rng, large: bool) -> list[int]:
+    """ResNet: conv stem (RELU, sometimes a stride-2 7x7 and a 3x3 max pool), stages of basic (two 3x3
+    convs) or bottleneck (1x1, 3x3, 1x1 expanding) blocks; a stage after the first starts with a stride-2
+    block whose shortcut is a 1x1 stride-2 projection conv (as is any block changing the channel count);
+    residual ADD with a fused RELU; global MEAN or AVERAGE_POOL_2D, FULLY_CONNECTED, sometimes SOFTMAX."""
+    h, w = _spatial(rng, 16 if large else 12, 48 if large else 32)
+    x = net.input([1, h, w, int(_choice(rng, [1, 3, 3]))], *_input_q(rng))
+    width = int(_choice(rng, [4, 6, 8]))
+    if rng.random() < 0.5:
+        x = net.conv(x, width, k=7, stride=2, act="RELU", name="stem")
+        if min(net.shape(x)[1:3]) >= 8:
+            x = net.pool(x, "max", f=3, stride=2, padding="SAME", name="stem/maxpool")
+    else:
+        x = net.conv(x, width, k=3, act="RELU", name="stem")
+    bottleneck = rng.random() < 0.4
+    expansion = 4 if bottleneck else 1
+    stages = int(rng.integers(3, 5)) if large else int(rng.integers(2, 4))
+    for s in range(stages):
+        planes = min(_MAX_C // expansion, width * 2 ** s)
+        for i in range(int(rng.integers(1, 3))):
+            _, hh, ww, cin = net.shape(x)
+            stride = 2 if s > 0 and i == 0 and min(hh, ww) >= 4 else 1
+            cout = planes * expansion
+            name = f"s{s}b{i}"
+            if bottleneck:
+                y = net.conv(x, planes, k=1, act="RELU", name=f"{name}/reduce")
+                y = net.conv(y, planes, k=3, stride=stride, act="RELU", name=f"{name}/conv")
+                y = net.conv(y, cout, k=1, name=f"{name}/expand")
+            else:
+                y = net.conv(x, planes, k=3, stride=stride, act="RELU", name=f"{name}/conv1")
+                y = net.conv(y, cout, k=3, name=f"{name}/conv2")
+            shortcut = x
+            if stride != 1 or cin != cout:
+                shortcut = net.conv(x, cout, k=1, stride=stride, name=f"{name}/projection")
+            operands = (shortcut, y) if rng.random() < 0.5 else (y, shortcut)
+            x = net.binary("ADD", *operands, act="RELU", name=f"{name}/add")
+    _, hh, ww, c = net.shape(x)
+    if rng.random() < 0.5:
+        feat = net.mean(x, [1, 2], keep_dims=False, name="global_mean")
+    else:
+        feat = net.reshape(net.pool(x, "avg", f=(hh, ww), stride=(1, 1), padding="VALID", name="global_pool"),
+                           [1, c])
+    classes = int(rng.integers(3, 21))
+    if rng.random() < 0.5:
+        return [_head(net, rng, feat, classes, large)]
+    return [net.fc(feat, classes, logit_std=float(rng.uniform(0.3, 1.0)), name="logits")]
+
+
+def _resnet18(net: _Net, rng, large: bool) -> list[int]:
+    """ResNet-18 as published, at 224x224: 7x7/2 stem, 3x3/2 max pool, four stages of two basic blocks
+    (64, 128, 256, 512 channels; stages 2-4 start with a stride-2 block and a 1x1/2 projection
+    shortcut), residual ADD then RELU, global average pool, 1000-way FULLY_CONNECTED."""
+    x = net.input([1, 224, 224, 3], float(np.float32(1 / 127.5)), -1)
+    x = net.conv(x, 64, k=7, stride=2, act="RELU", name="stem")
+    x = net.pool(x, "max", f=3, stride=2, padding="SAME", name="stem/maxpool")
+    for s, planes in enumerate((64, 128, 256, 512)):
+        for i in range(2):
+            stride = 2 if s > 0 and i == 0 else 1
+            name = f"layer{s + 1}.{i}"
+            y = net.conv(x, planes, k=3, stride=stride, act="RELU", name=f"{name}/conv1")
+            y = net.conv(y, planes, k=3, name=f"{name}/conv2")
+            shortcut = x if stride == 1 else net.conv(x, planes, k=1, stride=2, name=f"{name}/downsample")
+            x = net.binary("ADD", shortcut, y, act="RELU", name=f"{name}/add")
+    x = net.pool(x, "avg", f=(7, 7), stride=(1, 1), padding="VALID", name="avgpool")
+    return [net.fc(net.reshape(x, [1, 512]), 1000, logit_std=2.0, name="fc")]
+
+
+def _mobilenet_v2_224(net: _Net, rng, large: bool) -> list[int]:
+    """MobileNetV2 1.0 as published, at 224x224, in the ops Keras' model converts to: 3x3/2 stem of 32,
+    the seventeen inverted residual blocks (t, c, n, s) of the paper (a stride-2 depthwise conv is PAD
+    bottom/right then VALID), 1x1 head of 1280, MEAN over H and W, 1000-way FULLY_CONNECTED, SOFTMAX
+    (all RELU6)."""
+    x = net.input([1, 224, 224, 3], float(np.float32(1 / 127.5)), -1)
+    x = net.conv(x, 32, k=3, stride=2, act="RELU6", name="stem")
+    block = 0
+    for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                       (6, 160, 3, 2), (6, 320, 1, 1)):
+        for i in range(n):
+            cin = net.shape(x)[-1]
+            y = x if t == 1 else net.conv(x, cin * t, k=1, act="RELU6", name=f"block{block}/expand")
+            stride = s if i == 0 else 1
+            if stride == 2:
+                y = net.pad(y, [[0, 0], [0, 1], [0, 1], [0, 0]], name=f"block{block}/pad")
+            y = net.dwconv(y, k=3, stride=stride, padding="VALID" if stride == 2 else "SAME", act="RELU6",
+                           name=f"block{block}/depthwise")
+            y = net.conv(y, c, k=1, name=f"block{block}/project")
+            x = net.binary("ADD", x, y, name=f"block{block}/add") if net.shape(y) == net.shape(x) else y
+            block += 1
+    x = net.conv(x, 1280, k=1, act="RELU6", name="head_conv")
+    logits = net.fc(net.mean(x, [1, 2], keep_dims=False, name="global_mean"), 1000, logit_std=2.0, name="logits")
+    return [net.unary("SOFTMAX", logits, name="softmax")]
+
+
+MORE_KINDS = ("transformer", "unet", "lstm", "mobilenet_v3", "int16", "float_edges", "resnet")
 OPS_BY_KIND.update({
     "transformer": {"FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX", "ADD", "GELU", "MEAN",
                     "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "TRANSPOSE"},
@@ -1384,30 +1509,39 @@ OPS_BY_KIND.update({
               "FULLY_CONNECTED", "SOFTMAX", "CONCATENATION", "BATCH_MATMUL", "RESHAPE"},
     "float_edges": {"QUANTIZE", "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "MEAN",
                     "FULLY_CONNECTED", "SOFTMAX"},
+    "resnet": {"CONV_2D", "ADD", "MAX_POOL_2D", "MEAN", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED",
+               "SOFTMAX"},
 })
 ALL_KINDS = KINDS + MORE_KINDS
+# Published architectures at full size (224x224, real channel counts): slow to build and to run.
+FULL_KINDS = ("resnet18", "mobilenet_v2_224")
 
 
 _GENERATORS = {"mobilenet_v2": _mobilenet_v2, "mobilenet_v1": _mobilenet_v1, "kws": _kws,
                "mixed": _mixed, "transformer": _transformer, "unet": _unet, "lstm": _lstm,
-               "mobilenet_v3": _mobilenet_v3, "int16": _int16, "float_edges": _float_edges}
+               "mobilenet_v3": _mobilenet_v3, "int16": _int16, "float_edges": _float_edges, "resnet": _resnet,
+               "resnet18": _resnet18, "mobilenet_v2_224": _mobilenet_v2_224}
 
 
-def build_network(seed: int, kind: str, *, large: bool = False) -> Network:
-    """Generate a network; deterministic in (seed, kind, large)."""
+def build_network(seed: int, kind: str, *, large: bool = False, int16: bool = False) -> Network:
+    """Generate a network; deterministic in (seed, kind, large, int16). ``int16`` makes the 16x8 variant
+    of the kind (int16 activations with zero point 0, int8 weights, int64 biases), with the same
+    architecture draws as the int8 network of that seed."""
     if kind not in _GENERATORS:
-        raise ValueError(f"unknown network kind {kind!r}; one of {ALL_KINDS}")
-    salt = ALL_KINDS.index(kind) * 1_000_003 + (7 if large else 0)
+        raise ValueError(f"unknown network kind {kind!r}; one of {ALL_KINDS + FULL_KINDS}")
+    salt = (ALL_KINDS + FULL_KINDS).index(kind) * 1_000_003 + (7 if large else 0)
     rng = np.random.default_rng([int(seed), salt])
-    net = _Net(rng, f"tosaic tests/network_generator {kind} seed {seed}{' large' if large else ''}")
+    variant = (" large" if large else "") + (" 16x8" if int16 else "")
+    net = _Net(rng, f"tosaic tests/network_generator {kind} seed {seed}{variant}", int16=int16,
+               calib_n=2 if kind in FULL_KINDS else _CALIB)
     outs = _GENERATORS[kind](net, rng, large)
     net.b.outputs(outs)
-    return Network(kind, seed, net.b, net.b.build(), large)
+    return Network(kind, seed, net.b, net.b.build(), large, int16)
 
 
-def random_network(seed: int, kind: str, *, large: bool = False) -> bytes:
-    """An int8 TFLite flatbuffer of the given kind (see the module docstring)."""
-    return build_network(seed, kind, large=large).model
+def random_network(seed: int, kind: str, *, large: bool = False, int16: bool = False) -> bytes:
+    """A TFLite flatbuffer of the given kind (see the module docstring)."""
+    return build_network(seed, kind, large=large, int16=int16).model
 
 
 def single_op_model(net: Network, op_index: int, *, const_inputs: dict[int, np.ndarray] | None = None

@@ -53,7 +53,7 @@ def test_generator_is_deterministic():
 
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown network kind"):
-        build_network(0, "resnet")
+        build_network(0, "no_such_kind")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -13,11 +13,12 @@ from pathlib import Path
 from tosaic.importers.tflite.importer import LegalizationError, UnsupportedModelError, import_tflite
 from tosaic.importers.tflite.reader import TFLiteFormatError
 from tosaic.ir import Graph
+from tosaic.lowering.structured import LoweringError
 from tosaic.runtime import CompiledModel, TensorInfo
 from tosaic.tosa.mlir import MlirParseError, parse_mlir
 
 __all__ = ["compile", "load", "import_tflite", "parse_mlir", "CompiledModel", "TensorInfo", "Graph",
-           "TFLiteFormatError", "UnsupportedModelError", "LegalizationError", "MlirParseError"]
+           "TFLiteFormatError", "UnsupportedModelError", "LegalizationError", "MlirParseError", "LoweringError"]
 
 
 def load_graph(source) -> Graph:

@@ -67,6 +67,12 @@ class KernelSpec:
         return hashlib.sha256(self.source.encode()).hexdigest()[:20]
 
 
+def _operand(v: Value) -> ArrayArg:
+    """An activation or constant operand as a kernel reads it: a rank-0 tensor as a one-element vector
+    (read at [0]: Numba has no empty subscript in source)."""
+    return ArrayArg(v, v.type.shape or (1,))
+
+
 def _module(template: str, signature: list[str], body: list[str], params, header=()) -> str:
     unpack = [f"    p{i} = P[{i}]" for i in range(len(params))]
     lines = [HEADER, *header, PRELUDE, "", f"# template: {template}", DECORATOR,
@@ -113,7 +119,7 @@ class _Accesses:
 
     def derived(self, i: int, array: np.ndarray) -> str:
         name = f"{self.prefix}x{len(self.extra)}"
-        self.extra.append((name, array))
+        self.extra.append((name, np.reshape(array, np.shape(array) or (1,))))
         return self.read(i, None, name)
 
     def read(self, i: int, e: S.Expr | None, name: str | None = None) -> str:
@@ -129,7 +135,7 @@ class _Accesses:
                 terms = [(self.index[j] if c == 1 else f"{c} * {self.index[j]}") for j, c in enumerate(coeffs) if c]
                 rows.append(" + ".join(terms) or "0")
         arr = name or self.array(i)
-        text = f"{arr}[{', '.join(rows)}]"
+        text = f"{arr}[{', '.join(rows) or '0'}]"
         if access.pad is None:
             return text
         self.params.append((access.pad, e.dtype))
@@ -148,7 +154,7 @@ def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, 
     r = BodyRenderer(reads.read, reads.array, index, params=params, prefix=f"{prefix}t", inputs=reads)
     (body,) = e.attrs["bodies"]
     value = r.render(body)
-    arrays = [ArrayArg(v, v.type.shape) for i, v in enumerate(e.operands) if i != d.slot]
+    arrays = [_operand(v) for i, v in enumerate(e.operands) if i != d.slot]
     names = [f"{prefix}{i}" for i in range(len(e.operands)) if i != d.slot]
     arrays += [ArrayArg(array=a) for _, a in reads.extra]
     names += [n for n, _ in reads.extra]
@@ -233,7 +239,7 @@ def generic_kernel(d: Dispatch) -> KernelSpec:
     body += _indent(lines, depth)
     shape = tuple(domain[j] for j in par) or (1,)
     outputs = [ArrayArg(v, shape) for v in d.outputs]
-    inputs = [ArrayArg(v, v.type.shape) for v in op.operands]
+    inputs = [_operand(v) for v in op.operands]
     inputs += [ArrayArg(array=a) for _, a in reads.extra]
     signature = [f"o{i}" for i in range(len(outputs))] + [f"i{i}" for i in range(len(op.operands))] \
         + [n for n, _ in reads.extra] + epi_names
@@ -710,11 +716,17 @@ class _GemmReads(_Accesses):
         return f"{arr}[{', '.join(rows)}]"
 
 
+def _is_const(v: Value) -> bool:
+    return v.owner is not None and v.owner.name == "linalg.const"
+
+
 def kernel_for(d: Dispatch) -> KernelSpec:
-    """The kernel of one dispatch on the host CPU."""
+    """The kernel of one dispatch on the host CPU. The conv templates pack their weights and bias at
+    compile time; a conv whose weights or bias are runtime values (graph inputs, results of other ops)
+    runs the generic loop nest, which reads them in their TOSA layout."""
     root = d.root
-    if root.name == "linalg.conv2d" and root.operands[1].owner.name == "linalg.const" \
-            and root.operands[2].owner.name == "linalg.const":
+    packable = root.name in ("linalg.conv2d", "linalg.depthwise_conv2d") and all(map(_is_const, root.operands[1:]))
+    if packable and root.name == "linalg.conv2d":
         if is_gemm(d):
             return gemm_kernel(d)
         x, w = root.operands[:2]
@@ -722,8 +734,7 @@ def kernel_for(d: Dispatch) -> KernelSpec:
                 and (host().x86_avx2 or w.type.size // w.type.shape[0] >= 64):
             return im2col_conv_kernel(d)
         return conv_kernel(d)
-    if root.name == "linalg.depthwise_conv2d" and root.operands[1].owner.name == "linalg.const" \
-            and root.operands[2].owner.name == "linalg.const":
+    if packable:
         return depthwise_kernel(d)
     return generic_kernel(d)
 

@@ -53,7 +53,9 @@ class LoweringContext:
 
     def constant(self, v: Value, what: str) -> np.ndarray:
         if v not in self.constants:
-            raise LoweringError(f"{self.op.name} ({self.op.loc}): {what} must be a constant")
+            raise LoweringError(f"{self.op.name} ({self.op.loc}): {what} is a runtime value; TOSA 1.0 PRO-INT makes "
+                                f"it a compile-time constant (runtime ones belong to EXT-DYNAMIC, which the compiled "
+                                f"targets do not implement)")
         return self.constants[v]
 
     def scalar(self, v: Value, what: str) -> int:
@@ -330,13 +332,10 @@ def _transpose_conv2d(ctx, op):
                        S.binary("sub", S.cast(S.inp(1, w.type.dtype), wide), S.const(w_zp, wide)))
     term = S.select(valid, product, S.const(0, wide))
     body = S.cast(S.binary("add", S.cast(S.out(0, acc), wide), term), acc)
-    bias_value = np.asarray(ctx.constant(bias, "bias"))
-    if bias_value.size == 1:
-        bias_value = np.broadcast_to(bias_value, (oc,))
     w_map = AffineMap.rows([({3: 1}, 0), ({4: 1}, 0), ({5: 1}, 0), ({6: 1}, 0)], 7)
-    b_map = AffineMap.rows([({3: 1}, 0)], 7)
+    b_map = AffineMap.rows([({3: 1}, 0) if bias.type.shape[0] > 1 else ({}, 0)], 7)  # BC == 1 broadcasts
     init = S.cast(S.inp(2, bias.type.dtype), acc)
-    new = generic([ctx.operand(x), ctx.operand(w), ctx.const(bias_value)], [out], (n, oh, ow, oc, kh, kw, ic),
+    new = generic([ctx.operand(x), ctx.operand(w), ctx.operand(bias)], [out], (n, oh, ow, oc, kh, kw, ic),
                   (PARALLEL,) * 4 + (REDUCTION,) * 3, [Access(None), Access(w_map), Access(b_map)], [body], [init])
     return ctx.emit(new).results
 

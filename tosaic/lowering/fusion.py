@@ -82,6 +82,16 @@ def _inline(consumer: Operation, slot: int, producer: Operation) -> Operation:
     return fused
 
 
+def _takes_epilogue(op: Operation) -> bool:
+    return op.name in NAMED or (op.name == "linalg.generic" and REDUCTION in op.attrs["iterators"]
+                                and len(op.results) == 1)
+
+
+def _accumulators(op: Operation) -> set[Value]:
+    """The results of ops that take an epilogue (accumulators, kept in registers when fused) `op` reads."""
+    return {v for v in op.operands if v.owner is not None and _takes_epilogue(v.owner)}
+
+
 def _inlinable(graph: Graph, counts, consumer: Operation, slot: int) -> Operation | None:
     v = consumer.operands[slot]
     producer = v.owner
@@ -89,6 +99,11 @@ def _inlinable(graph: Graph, counts, consumer: Operation, slot: int) -> Operatio
     if producer is None or not is_elementwise(producer) or counts.get(v, 0) != 1 or v in graph.outputs:
         return None
     if access.map is None or access.pad is not None:
+        return None
+    # One kernel holds one accumulator: an op reading two (a residual ADD of two conv branches, as in a
+    # ResNet projection shortcut) keeps the second branch's requantization apart, to be that conv's own
+    # epilogue, so the int8 value is what is stored between the two kernels, not the int32 accumulator.
+    if len(_accumulators(consumer) | _accumulators(producer)) > 1:
         return None
     return producer
 
@@ -144,11 +159,6 @@ class Dispatch:
 ROOTS = NAMED + ("linalg.generic",)
 
 
-def _takes_epilogue(op: Operation) -> bool:
-    return op.name in NAMED or (op.name == "linalg.generic" and REDUCTION in op.attrs["iterators"]
-                                and len(op.results) == 1)
-
-
 def form_dispatches(graph: Graph) -> list[Dispatch]:
     """Group the compute ops of `graph` (after `fuse_elementwise`) into dispatches, in program order."""
     counts = _use_counts(graph)
@@ -162,7 +172,7 @@ def form_dispatches(graph: Graph) -> list[Dispatch]:
         dispatch = Dispatch(f"dispatch_{len(dispatches)}", op, origins=list(_origins(graph, op)))
         if _takes_epilogue(op) and counts.get(op.result, 0) == 1 and op.result not in graph.outputs:
             (user,) = users[op.result]
-            if is_elementwise(user) and user.attrs["domain"] == op.result.type.shape:
+            if id(user) not in absorbed and is_elementwise(user) and user.attrs["domain"] == op.result.type.shape:
                 slots = [i for i, v in enumerate(user.operands) if v is op.result]
                 access = user.attrs["accesses"][slots[0]]
                 if len(slots) == 1 and access.pad is None and access.map == AffineMap.identity(len(user.attrs["domain"])):

@@ -91,7 +91,8 @@ class Access:
 
 
 class LoweringError(ValueError):
-    """A TOSA op this lowering cannot turn into structured ops with exact semantics."""
+    """A TOSA op the compiled targets refuse at compile time (this lowering, or a target's code generation,
+    has no exact kernel for it); the message names the op, its location and why."""
 
 
 # ------------------------------------------------------------------------------------- construction
@@ -146,6 +147,8 @@ def _conv_like_generic(op: Operation, depthwise: bool) -> Operation:
         w_map = AffineMap.rows([({3: 1}, 0), ({4: 1}, 0), ({5: 1}, 0), ({6: 1}, 0)], 7)
         b_map = AffineMap.rows([({3: 1}, 0)], 7)
         result_type = op.result.type
+    if bias.type.shape[0] == 1:
+        b_map = AffineMap.rows([({}, 0)], 7)  # one bias for every channel (TOSA: broadcast when BC == 1)
     wide = "i64" if acc == "i48" else "i32"
     product = S.binary("mul", S.binary("sub", S.cast(S.inp(0, x.type.dtype), wide), S.const(op.attrs["input_zp"], wide)),
                        S.binary("sub", S.cast(S.inp(1, w.type.dtype), wide), S.const(op.attrs["weight_zp"], wide)))
