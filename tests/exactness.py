@@ -21,6 +21,16 @@ def assert_same(got, want, what: str = "") -> None:
     for i, (g, w) in enumerate(zip(got, want)):
         g, w = np.asarray(g), np.asarray(w)
         assert g.dtype == w.dtype and g.shape == w.shape, (what, i, g.dtype, g.shape, w.dtype, w.shape)
+        if g.dtype.kind == "f":
+            # Floats: the same bits (so -0.0 is not 0.0), except that any NaN equals any NaN (TOSA leaves
+            # the payload open).
+            bits = np.dtype(f"u{g.dtype.itemsize}")
+            differ = (g.view(bits) != w.view(bits)) & ~(np.isnan(g) & np.isnan(w))
+            if differ.any():
+                raise AssertionError(f"{what} output {i}: {np.count_nonzero(differ)} of {differ.size} elements "
+                                     f"differ, first at {np.argwhere(differ)[0].tolist()}: {g[differ][0]!r} "
+                                     f"against {w[differ][0]!r}")
+            continue
         if not np.array_equal(g, w):
             diff = g.astype(np.float64) - w.astype(np.float64)
             raise AssertionError(f"{what} output {i}: {np.count_nonzero(diff)} of {diff.size} elements differ, "

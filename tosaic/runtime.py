@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tosaic.ir import Graph, TensorType
+from tosaic.ir import Graph, ShapeType, TensorType
 from tosaic.tosa.interpreter import initial_state, interpret
 
 TARGETS = ("interp", "cpu")
@@ -49,7 +49,9 @@ def _tensor_info_from(d: dict) -> TensorInfo:
                       None if d["zero_point"] is None else tuple(d["zero_point"]))
 
 
-def _tensor_info(graph: Graph, name: str, t: TensorType) -> TensorInfo:
+def _tensor_info(graph: Graph, name: str, t: TensorType | ShapeType) -> TensorInfo:
+    if isinstance(t, ShapeType):  # a graph returning a !tosa.shape (CONST_SHAPE) gives an int64 vector
+        return TensorInfo(name, (t.rank,), np.dtype(np.int64))
     info = graph.io_info.get(name, {})
     dtype = np.dtype(info.get("dtype", t.numpy_dtype))
     scale = tuple(info["scale"]) if "scale" in info else None

@@ -111,14 +111,14 @@ class _Builder:
         key = id(array)
         if key not in self.const_index:
             self.const_index[key] = len(self.consts)
-            self.consts.append(np.ascontiguousarray(array))
+            self.consts.append(np.require(array, requirements="C"))  # keeps rank 0, unlike ascontiguousarray
         return ["const", self.const_index[key]]
 
     def ref(self, v: Value, shape=None) -> list:
         shape = list(v.type.shape if shape is None else shape)
         if v.owner is not None and v.owner.name == "linalg.const":
             values = v.owner.attrs["values"]
-            return self.const(np.ascontiguousarray(values).reshape(shape))
+            return self.const(np.require(values, requirements="C").reshape(shape))
         return ["arena", self.offsets[v], shape, v.type.numpy_dtype.str]
 
     def array(self, arg: ArrayArg) -> list:

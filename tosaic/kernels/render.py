@@ -46,12 +46,15 @@ def _clz32(x):
 
 @numba.njit(cache=True, nogil=True)
 def _tdiv(a, b):
+    a, b = np.int64(a), np.int64(b)  # loads stay int32, whose abs(-2^31) would wrap
     q = abs(a) // abs(b)
     return q if (a < 0) == (b < 0) else -q
 
 
 @numba.njit(cache=True, nogil=True)
 def _f2i(x, lo, hi):
+    if x != x:
+        return 0
     r = np.rint(np.float64(x))
     return np.int64(min(max(r, lo), hi))
 '''
@@ -181,7 +184,7 @@ class BodyRenderer:
         if op == "apply_scale":
             return self._emit(f"{'_apply_scale_dr' if e.arg else '_apply_scale'}({a[0]}, {a[1]}, {a[2]})")
         if S.is_float(dtype):
-            text = self._float(op, a)
+            text = self._float(op, a, e.arg)
         else:
             text = self._int(op, a, e)
         return self._emit(text)
@@ -201,13 +204,21 @@ class BodyRenderer:
         return _WRAP[dst].format(x)
 
     @staticmethod
-    def _float(op: str, a: list[str]) -> str:
+    def _float(op: str, a: list[str], nan_mode) -> str:
         if op in ("floor", "ceil"):
             return f"np.float32(np.{op}({a[0]}))"
         if op == "neg":
             return f"-{a[0]}"
+        if op == "abs":
+            return f"abs({a[0]})"
         if op in ("min", "max"):
-            return f"{op}({a[0]}, {a[1]})"
+            # TOSA apply_max_s / apply_min_s (tosaic.quant.float_ops): a tie keeps the first operand for
+            # max and the second for min; a NaN gives NaN, or with IGNORE the other operand.
+            x, y = a
+            keep_x = f"{x} {'>=' if op == 'max' else '<'} {y}"
+            if nan_mode == "IGNORE":
+                return f"{y} if {x} != {x} else ({x} if ({keep_x} or {y} != {y}) else {y})"
+            return f"{x} if ({keep_x} or {x} != {x}) else {y}"
         return f"{a[0]} {_INFIX[op]} {a[1]}"
 
     @staticmethod

@@ -49,18 +49,34 @@ def _concat_slices(op: Operation):
     return slices
 
 
+def _step_name(step) -> str:
+    if isinstance(step, Dispatch):
+        return f"{step.name} ({', '.join(step.origins)})"
+    return step.name
+
+
 def plan_arena(graph: Graph, steps: list) -> ArenaPlan:
     """Place every activation of `graph` in one arena. `steps` is the execution order: Dispatch objects and
-    the non-dispatch ops (`linalg.concat`, `linalg.reshape`, variable reads and writes)."""
+    the non-dispatch ops (`linalg.concat`, `linalg.reshape`, variable reads and writes).
+
+    Fusion decides which values exist in memory (a dispatch's accumulator lives in registers); the plan
+    checks that every value a step reads is a model input, a constant, or written by an earlier step, and
+    that no value is written twice."""
     producer_step: dict[Value, int] = {v: -1 for v in graph.inputs}
     readers: dict[Value, list[int]] = {}
     for i, step in enumerate(steps):
         outs = step.outputs if isinstance(step, Dispatch) else step.results
         ins = step.inputs if isinstance(step, Dispatch) else step.operands
-        for v in outs:
-            producer_step[v] = i
         for v in ins:
+            if v not in producer_step and not (v.owner is not None and v.owner.name == "linalg.const"):
+                raise AssertionError(f"tosaic internal error: step {i}, {_step_name(step)}, reads {v}, which no "
+                                     f"earlier step writes (fusion kept it in registers or never scheduled it)")
             readers.setdefault(v, []).append(i)
+        for v in outs:
+            if v in producer_step:
+                raise AssertionError(f"tosaic internal error: step {i}, {_step_name(step)}, writes {v}, which "
+                                     f"step {producer_step[v]} already wrote")
+            producer_step[v] = i
     dispatch_outputs = {v for s in steps if isinstance(s, Dispatch) for v in s.outputs}
 
     parent: dict[Value, tuple[Value, int]] = {}  # value -> (value whose bytes it shares, byte offset)

@@ -4,6 +4,12 @@ Each lowering reads the TOSA op's operands (constants already as arrays) and emi
 scalar bodies compute exactly what `tosaic/tosa/interpreter.py` computes for that op. Zero points, shifts,
 multipliers and TOSA shape operands must be constants (the importer always makes them so); per-channel
 multipliers and shifts become constant inputs read along the last dimension.
+
+Floats follow the spec's definitions exactly where an element's value does not depend on an order of
+accumulation the spec leaves to implementations' precision bounds: elementwise arithmetic, max/min/clamp
+with their NaN modes, casts, and reductions and max pooling combined in index order. Convolutions, matmuls
+and average pooling on floats, float argmax and resize, transcendental functions and f16 tensors are
+refused here, at compile time, with the op and the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import numpy as np
 from tosaic.ir import Graph, Operation, TensorType, Value, element_type_of, integer_range
 from tosaic.lowering import scalar as S
 from tosaic.lowering.structured import PARALLEL, REDUCTION, Access, AffineMap, LoweringError, generic, lowest
-from tosaic.quant import reciprocal_scale
+from tosaic.quant import float_ops, reciprocal_scale
 from tosaic.tosa.interpreter import initial_state
 
 LOWERINGS = {}
@@ -46,7 +52,7 @@ class LoweringContext:
         return self.graph.append(op)
 
     def const(self, array: np.ndarray) -> Value:
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # keeps rank 0
         op = self.emit(Operation("linalg.const", [], {"values": array},
                                  [TensorType(array.shape, element_type_of(array))]))
         return op.result
@@ -80,6 +86,10 @@ def lower(source: Graph) -> Graph:
     ctx.graph.origins = {}
     for op in source.ops:
         ctx.op = op
+        halves = [v.type for v in list(op.operands) + list(op.results) if getattr(v.type, "dtype", None) == "f16"]
+        if halves:
+            raise LoweringError(f"{op.name} ({op.loc}) on {halves[0]}: compiled targets have no f16 kernels; "
+                                f"use target='interp'")
         if op.name == "tosa.const":
             ctx.constants[op.result] = op.attrs["values"]
             continue
@@ -279,9 +289,17 @@ def _acc_dtype(op) -> str:
     return op.result.type.dtype
 
 
+def _refuse_float_accumulation(op, x: Value) -> None:
+    if S.is_float(x.type.dtype):
+        raise LoweringError(f"{op.name} ({op.loc}) on {x.type}: a float accumulation, whose order the spec leaves "
+                            f"to implementations, has no compiled kernel bit-exact with the interpreter; use "
+                            f"target='interp'")
+
+
 @lowers("tosa.conv2d", "tosa.depthwise_conv2d")
 def _conv(ctx, op):
     x, w, bias, input_zp, weight_zp = op.operands
+    _refuse_float_accumulation(op, x)
     name = "linalg.conv2d" if op.name == "tosa.conv2d" else "linalg.depthwise_conv2d"
     attrs = {"stride": tuple(op.attrs["stride"]), "dilation": tuple(op.attrs["dilation"]),
              "pad": tuple(op.attrs["pad"]), "input_zp": ctx.scalar(input_zp, "input_zp"),
@@ -297,6 +315,7 @@ def _conv(ctx, op):
 @lowers("tosa.matmul")
 def _matmul(ctx, op):
     a, b, a_zp, b_zp = op.operands
+    _refuse_float_accumulation(op, a)
     attrs = {"a_zp": ctx.scalar(a_zp, "a_zp"), "b_zp": ctx.scalar(b_zp, "b_zp")}
     return ctx.emit(Operation("linalg.matmul", [ctx.operand(a), ctx.operand(b)], attrs, [op.result.type])).results
 
@@ -306,6 +325,7 @@ def _transpose_conv2d(ctx, op):
     """out[n, oy, ox, oc] = bias + sum over (ky, kx, ic) of the input pixel (iy, ix) with
     iy * stride_y + out_pad_top + ky == oy (and likewise x): a gather by division, guarded."""
     x, w, bias, input_zp, weight_zp = op.operands
+    _refuse_float_accumulation(op, x)
     out = op.result.type
     n, oh, ow, oc = out.shape
     _, kh, kw, ic = w.type.shape
@@ -343,6 +363,7 @@ def _transpose_conv2d(ctx, op):
 @lowers("tosa.avg_pool2d")
 def _avg_pool2d(ctx, op):
     x, input_zp, output_zp = op.operands
+    _refuse_float_accumulation(op, x)
     out = op.result.type
     kernel, stride, pad = tuple(op.attrs["kernel"]), tuple(op.attrs["stride"]), tuple(op.attrs["pad"])
     acc_type = TensorType(out.shape, "i32")
@@ -373,9 +394,13 @@ def _avg_pool2d(ctx, op):
 @lowers("tosa.max_pool2d")
 def _max_pool2d(ctx, op):
     out = op.result.type
+    start, nan_mode = lowest(out.dtype), None
+    if S.is_float(out.dtype):
+        # The spec's start value (-inf, or NaN with IGNORE) also fills padded taps: apply_max passes over it.
+        nan_mode = op.attrs.get("nan_mode", float_ops.PROPAGATE)
+        start = float(float_ops.max_init(np.float32, nan_mode))
     attrs = {"kind": "max", "kernel": tuple(op.attrs["kernel"]), "stride": tuple(op.attrs["stride"]),
-             "pad": tuple(op.attrs["pad"]), "input_zp": 0, "pad_value": lowest(out.dtype),
-             "init": lowest(out.dtype)}
+             "pad": tuple(op.attrs["pad"]), "input_zp": 0, "pad_value": start, "init": start, "nan_mode": nan_mode}
     return ctx.emit(Operation("linalg.pool", [ctx.operand(op.operands[0])], attrs, [out])).results
 
 
@@ -391,10 +416,16 @@ def _wide(e: S.Expr) -> S.Expr:
     return e if S.is_float(e.dtype) or e.dtype == "i1" else S.cast(e, "i64")
 
 
+def _nan_mode(op):
+    """The NaN mode of a float max/min (None for integers, where it means nothing)."""
+    return op.attrs.get("nan_mode", float_ops.PROPAGATE) if S.is_float(op.operands[0].type.dtype) else None
+
+
 @lowers(*_BINARY)
 def _binary(ctx, op):
     fn = _BINARY[op.name]
-    return elementwise(ctx, op, lambda a, b: S.binary(fn, _wide(a), _wide(b)), op.operands)
+    nan_mode = _nan_mode(op) if fn in ("max", "min") else None
+    return elementwise(ctx, op, lambda a, b: S.binary(fn, _wide(a), _wide(b), arg=nan_mode), op.operands)
 
 
 @lowers("tosa.logical_left_shift")
@@ -446,8 +477,7 @@ def _select(ctx, op):
 @lowers("tosa.clamp")
 def _clamp(ctx, op):
     low, high = op.attrs["min_val"], op.attrs["max_val"]
-    dtype = op.result.type.dtype
-    return elementwise(ctx, op, lambda x: S.binary("min", S.binary("max", x, S.const(low, dtype)), S.const(high, dtype)))
+    return elementwise(ctx, op, lambda x: S.clamp(x, low, high, _nan_mode(op)))
 
 
 @lowers("tosa.abs")
@@ -494,10 +524,11 @@ def _float_transcendental(ctx, op):
 
 # ---------------------------------------------------------------------------------------- reductions
 
-_REDUCE = {"tosa.reduce_sum": ("add", lambda t: 0), "tosa.reduce_product": ("mul", lambda t: 1),
-           "tosa.reduce_max": ("max", lowest),
-           "tosa.reduce_min": ("min", lambda t: np.inf if S.is_float(t) else integer_range(t)[1]),
-           "tosa.reduce_all": ("and", lambda t: 1), "tosa.reduce_any": ("or", lambda t: 0)}
+_REDUCE = {"tosa.reduce_sum": ("add", lambda t, mode: 0), "tosa.reduce_product": ("mul", lambda t, mode: 1),
+           "tosa.reduce_max": ("max", lambda t, mode: float_ops.max_init(np.float32, mode) if mode else lowest(t)),
+           "tosa.reduce_min": ("min", lambda t, mode: float_ops.min_init(np.float32, mode) if mode
+                               else integer_range(t)[1]),
+           "tosa.reduce_all": ("and", lambda t, mode: 1), "tosa.reduce_any": ("or", lambda t, mode: 0)}
 
 
 def _reduction_domain(x: TensorType, axis: int):
@@ -514,12 +545,15 @@ def _reduce(ctx, op):
     x = op.operands[0]
     out = op.result.type
     combine, init = _REDUCE[op.name]
+    nan_mode = _nan_mode(op) if combine in ("max", "min") else None
     domain, x_map = _reduction_domain(x.type, op.attrs["axis"])
     iterators = (PARALLEL,) * (len(domain) - 1) + (REDUCTION,)
     acc = out.dtype if S.is_float(out.dtype) or out.dtype == "i1" else "i64"
-    body = S.cast(S.binary(combine, S.cast(S.out(0, out.dtype), acc), S.cast(S.inp(0, x.type.dtype), acc)), out.dtype)
+    # The accumulator is the first operand: apply_max_s(acc, value) in the spec's order.
+    body = S.cast(S.binary(combine, S.cast(S.out(0, out.dtype), acc), S.cast(S.inp(0, x.type.dtype), acc),
+                           arg=nan_mode), out.dtype)
     new = generic([ctx.operand(x)], [out], domain, iterators, [Access(x_map)], [body],
-                  [S.const(init(out.dtype), out.dtype)])
+                  [S.const(init(out.dtype, nan_mode), out.dtype)])
     return ctx.emit(new).results
 
 

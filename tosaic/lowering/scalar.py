@@ -8,6 +8,9 @@ Float nodes compute in float32 (the only float type the importer produces at mod
 Leaves: `in` (input `arg` read at its indexing map), `out` (output `arg`'s running value, in reductions),
 `index` (loop dimension `arg`), `const` (the number `arg`), `extract` (input `arg` read at the indices `src`,
 `pad`-valued outside; for gathers, tables, resize and transpose-conv, whose reads are not affine).
+
+Float `max` and `min` are TOSA's apply_max_s / apply_min_s (`tosaic.quant.float_ops`); their `arg` is the
+NaN mode, None meaning PROPAGATE.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tosaic.ir import INTEGER_BITS, NUMPY_DTYPES
+from tosaic.quant import float_ops
 
 UNARY = {"neg", "not", "abs", "clz", "floor", "ceil", "cast"}
 BINARY = {"add", "sub", "mul", "div", "floordiv", "mod", "shl", "ashr", "lshr", "and", "or", "xor",
@@ -61,10 +65,10 @@ def unary(op: str, x: Expr, dtype: str | None = None) -> Expr:
     return Expr(op, dtype or x.dtype, (x,))
 
 
-def binary(op: str, a: Expr, b: Expr, dtype: str | None = None) -> Expr:
+def binary(op: str, a: Expr, b: Expr, dtype: str | None = None, arg=None) -> Expr:
     if op in COMPARISONS:
         dtype = "i1"
-    return Expr(op, dtype or a.dtype, (a, b))
+    return Expr(op, dtype or a.dtype, (a, b), arg)
 
 
 def cast(x: Expr, dtype: str) -> Expr:
@@ -75,8 +79,8 @@ def select(c: Expr, a: Expr, b: Expr) -> Expr:
     return Expr("select", a.dtype, (c, a, b))
 
 
-def clamp(x: Expr, low: int, high: int) -> Expr:
-    return binary("min", binary("max", x, const(low, x.dtype)), const(high, x.dtype))
+def clamp(x: Expr, low, high, nan_mode: str | None = None) -> Expr:
+    return binary("min", binary("max", x, const(low, x.dtype), arg=nan_mode), const(high, x.dtype), arg=nan_mode)
 
 
 def apply_scale(value: Expr, multiplier: Expr, shift: Expr, double_round: bool) -> Expr:
@@ -163,8 +167,7 @@ def _cast(x, src: str, dst: str):
         return np.asarray(x).astype(NUMPY_DTYPES[dst])
     if is_float(src):
         # TOSA CAST float to integer: round half to even, then saturate.
-        low, high = -(1 << (INTEGER_BITS[dst] - 1)), (1 << (INTEGER_BITS[dst] - 1)) - 1
-        return np.clip(np.rint(np.asarray(x, dtype=np.float64)), low, high).astype(np.int64)
+        return float_ops.round_to_int(x, -(1 << (INTEGER_BITS[dst] - 1)), (1 << (INTEGER_BITS[dst] - 1)) - 1)
     return wrap(np.asarray(x).astype(np.int64), dst)
 
 
@@ -175,9 +178,13 @@ def _apply_scale(v, m, s, double_round):
     return (v * m + rnd) >> s
 
 
-def _float_binary(op, a, b):
-    return {"add": np.add, "sub": np.subtract, "mul": np.multiply, "min": np.minimum, "max": np.maximum,
-            "eq": np.equal, "gt": np.greater, "ge": np.greater_equal}[op](a, b)
+def _float_binary(op, a, b, nan_mode):
+    if op == "max":
+        return float_ops.apply_max(a, b, nan_mode or float_ops.PROPAGATE)
+    if op == "min":
+        return float_ops.apply_min(a, b, nan_mode or float_ops.PROPAGATE)
+    return {"add": np.add, "sub": np.subtract, "mul": np.multiply, "eq": np.equal, "gt": np.greater,
+            "ge": np.greater_equal}[op](a, b)
 
 
 def _int_binary(op, a, b, dtype):
@@ -223,7 +230,7 @@ def evaluate(expr: Expr, leaf):
         elif e.op == "not":
             v = np.logical_not(args[0]) if e.dtype == "i1" else np.invert(np.asarray(args[0], dtype=np.int64))
         elif is_float(e.src[0].dtype):
-            v = _float_binary(e.op, *args)
+            v = _float_binary(e.op, *args, e.arg)
         else:
             v = _int_binary(e.op, *args, e.src[0].dtype)
         if is_float(e.dtype):

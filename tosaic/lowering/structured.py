@@ -57,8 +57,9 @@ class AffineMap:
 
     def compose(self, inner: AffineMap) -> AffineMap:
         """`self ∘ inner`: first `inner` (loops -> an intermediate index space), then `self`."""
-        a, b = np.array(self.coeffs, dtype=np.int64).reshape(len(self.coeffs), -1), \
-            np.array(inner.coeffs, dtype=np.int64).reshape(len(inner.coeffs), -1)
+        # Explicit shapes: a map of a rank-0 tensor has no rows, one over a rank-0 domain empty rows.
+        a = np.array(self.coeffs, dtype=np.int64).reshape(len(self.coeffs), len(inner.coeffs))
+        b = np.array(inner.coeffs, dtype=np.int64).reshape(len(inner.coeffs), inner.ndims)
         coeffs = a @ b
         offsets = a @ np.array(inner.offsets, dtype=np.int64) + np.array(self.offsets, dtype=np.int64)
         return AffineMap(tuple(tuple(int(c) for c in row) for row in coeffs), tuple(int(o) for o in offsets))
@@ -184,7 +185,7 @@ def _pool_generic(op: Operation) -> Operation:
     value = S.binary("sub", S.cast(S.inp(0, x.type.dtype), dtype), S.const(op.attrs["input_zp"], dtype)) \
         if op.attrs["kind"] == "sum" else S.cast(S.inp(0, x.type.dtype), dtype)
     combine = "add" if op.attrs["kind"] == "sum" else "max"
-    body = S.binary(combine, S.out(0, dtype), value)
+    body = S.binary(combine, S.out(0, dtype), value, arg=op.attrs.get("nan_mode"))
     return generic([x], [op.result.type], (n, oh, ow, c, kh, kw), (PARALLEL,) * 4 + (REDUCTION,) * 2,
                    [Access(x_map, op.attrs["pad_value"])], [body], [S.const(op.attrs["init"], dtype)], op.loc)
 

@@ -3,16 +3,20 @@
 One implementation per op, registered by name. Integer tensors are computed in int64 and narrowed at the
 op's result type exactly where the spec saturates (apply_clip) or wraps. Convolutions and matmuls use
 float64 matrix products, which are exact here: every operand is below 2^17 in magnitude after zero-point
-subtraction and every partial sum stays far below 2^53, so BLAS speed costs no bits.
+subtraction and every partial sum stays far below 2^53, so BLAS speed costs no bits. Float max, min,
+clamp, reductions and max pooling follow the spec's definitions exactly (`tosaic.quant.float_ops`): NaN
+modes, which zero a tie returns, and the order values are combined in.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tosaic.ir import Graph, Operation, TensorType, integer_range
-from tosaic.quant import apply_scale_16, apply_scale_32, reciprocal_scale
+from tosaic.quant import apply_scale_16, apply_scale_32, float_ops, reciprocal_scale
 from tosaic.tosa.ops import variable_type
 
 IMPLEMENTATIONS = {}
@@ -125,8 +129,7 @@ def _cast(op, args):
         return x != 0
     if x.dtype.kind == "f" and out.dtype != "f32" and out.dtype != "f16":
         # Float to integer: round to nearest, ties to even, then saturate (TOSA CAST).
-        rounded = np.rint(x.astype(np.float64))
-        return saturate(rounded, out.dtype).astype(out.numpy_dtype)
+        return float_ops.round_to_int(x, *integer_range(out.dtype)).astype(out.numpy_dtype)
     if out.dtype in ("f32", "f16"):
         return x.astype(out.numpy_dtype)
     return narrow(wide(x), out)
@@ -188,6 +191,13 @@ def _table(op, args):
 # ----------------------------------------------------------------------------- convolution, matmul
 
 
+def _integers_only(op: Operation, x: np.ndarray) -> None:
+    """Convolutions and matmuls are implemented for integers; a float one is refused, never truncated."""
+    if x.dtype.kind == "f":
+        raise NotImplementedError(f"{op.name} ({op.loc or op.name}) on {x.dtype}: the interpreter implements "
+                                  f"integer convolutions and matmuls only")
+
+
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Integer matrix product through float64 BLAS; exact while partial sums stay below 2^53."""
     bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[-1]
@@ -225,6 +235,7 @@ def _taps(xp: np.ndarray, kernel, stride, dilation, out_hw):
 @impl("tosa.conv2d")
 def _conv2d(op, args):
     x, w, bias, input_zp, weight_zp = args
+    _integers_only(op, x)
     out = op.result.type
     pad, stride, dilation = op.attrs["pad"], op.attrs["stride"], op.attrs["dilation"]
     # Subtracting the zero point before padding with 0 makes every padded tap contribute exactly 0.
@@ -241,6 +252,7 @@ def _conv2d(op, args):
 @impl("tosa.depthwise_conv2d")
 def _depthwise_conv2d(op, args):
     x, w, bias, input_zp, weight_zp = args
+    _integers_only(op, x)
     out = op.result.type
     pad, stride, dilation = op.attrs["pad"], op.attrs["stride"], op.attrs["dilation"]
     kh, kw, c, m = w.shape
@@ -258,6 +270,7 @@ def _depthwise_conv2d(op, args):
 @impl("tosa.transpose_conv2d")
 def _transpose_conv2d(op, args):
     x, w, bias, input_zp, weight_zp = args
+    _integers_only(op, x)
     out = op.result.type
     out_pad, stride = op.attrs["out_pad"], op.attrs["stride"]
     oc, kh, kw, ic = w.shape
@@ -285,6 +298,7 @@ def _transpose_conv2d(op, args):
 @impl("tosa.matmul")
 def _matmul(op, args):
     a, b, a_zp, b_zp = args
+    _integers_only(op, a)
     acc = _exact_matmul(wide(a) - zp(a_zp), wide(b) - zp(b_zp))
     return narrow(acc, op.result.type)
 
@@ -297,10 +311,19 @@ def _avg_pool2d(op, args):
     x, input_zp, output_zp = args
     out = op.result.type
     kernel, stride, pad = op.attrs["kernel"], op.attrs["stride"], op.attrs["pad"]
-    values = _padded(wide(x) - zp(input_zp), pad, 0)
     inside = _padded(np.ones((1,) + x.shape[1:3] + (1,), dtype=np.int64), pad, 0)
-    acc = _windows(values, kernel, stride, (1, 1), out.shape[1:3]).sum(axis=(-2, -1))
     count = _windows(inside, kernel, stride, (1, 1), out.shape[1:3]).sum(axis=(-2, -1))
+    if x.dtype.kind == "f":
+        # The spec's float form: the in-bounds taps summed in order, divided by their count.
+        taps = _windows(_padded(x, pad, 0), kernel, stride, (1, 1), out.shape[1:3])
+        used = _windows(inside, kernel, stride, (1, 1), out.shape[1:3]).astype(bool)
+        acc = np.zeros(taps.shape[:4], dtype=x.dtype)
+        for ky in range(kernel[0]):
+            for kx in range(kernel[1]):
+                acc = np.where(used[..., ky, kx], acc + taps[..., ky, kx], acc)
+        return (acc / count.astype(x.dtype)).astype(x.dtype)
+    values = _padded(wide(x) - zp(input_zp), pad, 0)
+    acc = _windows(values, kernel, stride, (1, 1), out.shape[1:3]).sum(axis=(-2, -1))
     multipliers, shifts = reciprocal_scale(count)
     scaled = apply_scale_32(acc, multipliers, shifts, False)
     return saturate(scaled + zp(output_zp), out.dtype).astype(out.numpy_dtype)
@@ -311,9 +334,16 @@ def _max_pool2d(op, args):
     x = args[0]
     out = op.result.type
     kernel, stride, pad = op.attrs["kernel"], op.attrs["stride"], op.attrs["pad"]
-    lowest = integer_range(out.dtype)[0] if out.dtype.startswith("i") else -np.inf
-    values = _padded(x, pad, lowest)
-    return _windows(values, kernel, stride, (1, 1), out.shape[1:3]).max(axis=(-2, -1)).astype(out.numpy_dtype)
+    if out.dtype.startswith("i"):
+        values = _padded(x, pad, integer_range(out.dtype)[0])
+        return _windows(values, kernel, stride, (1, 1), out.shape[1:3]).max(axis=(-2, -1)).astype(out.numpy_dtype)
+    # Floats: apply_max over the taps in order from the spec's start value; a padded tap holds that start
+    # value (-inf, or NaN with IGNORE), which apply_max passes over as the spec's skipped taps.
+    mode = op.attrs.get("nan_mode", float_ops.PROPAGATE)
+    start = float_ops.max_init(x.dtype, mode)
+    windows = _windows(_padded(x, pad, start), kernel, stride, (1, 1), out.shape[1:3])
+    flat = windows.reshape(windows.shape[:-2] + (-1,))
+    return float_ops.reduce_sequential(lambda a, v: float_ops.apply_max(a, v, mode), flat, -1, start)[..., 0]
 
 
 # ------------------------------------------------------------------------------------- elementwise
@@ -321,7 +351,11 @@ def _max_pool2d(op, args):
 
 @impl("tosa.clamp")
 def _clamp(op, args):
-    return np.clip(args[0], op.attrs["min_val"], op.attrs["max_val"]).astype(args[0].dtype)
+    low, high = op.attrs["min_val"], op.attrs["max_val"]
+    if args[0].dtype.kind == "f":
+        mode = op.attrs.get("nan_mode", float_ops.PROPAGATE)
+        return float_ops.apply_clip(args[0], low, high, mode).astype(args[0].dtype)
+    return np.clip(args[0], low, high).astype(args[0].dtype)
 
 
 def _binary(fn):
@@ -331,8 +365,17 @@ def _binary(fn):
     return run
 
 
+@impl("tosa.maximum", "tosa.minimum")
+def _maximum_minimum(op, args):
+    a, b = args
+    if a.dtype.kind == "f":
+        fn = float_ops.apply_max if op.name == "tosa.maximum" else float_ops.apply_min
+        return fn(a, b, op.attrs.get("nan_mode", float_ops.PROPAGATE)).astype(op.result.type.numpy_dtype)
+    return narrow((np.maximum if op.name == "tosa.maximum" else np.minimum)(wide(a), wide(b)), op.result.type)
+
+
 for _name, _fn in {
-    "tosa.add": np.add, "tosa.sub": np.subtract, "tosa.maximum": np.maximum, "tosa.minimum": np.minimum,
+    "tosa.add": np.add, "tosa.sub": np.subtract,
     "tosa.bitwise_and": np.bitwise_and, "tosa.bitwise_or": np.bitwise_or, "tosa.bitwise_xor": np.bitwise_xor,
     "tosa.logical_and": np.logical_and, "tosa.logical_or": np.logical_or, "tosa.logical_xor": np.logical_xor,
     "tosa.equal": np.equal, "tosa.greater": np.greater, "tosa.greater_equal": np.greater_equal,
@@ -438,6 +481,7 @@ def _logical_not(op, args):
 
 for _name, _fn in {
     "tosa.exp": np.exp, "tosa.log": np.log, "tosa.reciprocal": np.reciprocal, "tosa.tanh": np.tanh,
+    "tosa.erf": np.vectorize(math.erf, otypes=[np.float64]),
     "tosa.floor": np.floor, "tosa.ceil": np.ceil, "tosa.sin": np.sin, "tosa.cos": np.cos,
 }.items():
     impl(_name)(lambda op, args, fn=_fn: fn(args[0]).astype(args[0].dtype))
@@ -458,9 +502,23 @@ def _sigmoid(op, args):
 
 def _reduce(fn):
     def run(op, args):
-        return narrow(fn(wide(args[0]), axis=op.attrs["axis"], keepdims=True), op.result.type)
+        x = args[0]
+        if x.dtype.kind == "f":
+            return _reduce_float(op, x)
+        return narrow(fn(wide(x), axis=op.attrs["axis"], keepdims=True), op.result.type)
 
     return run
+
+
+def _reduce_float(op, x: np.ndarray) -> np.ndarray:
+    """A float reduction as the spec's loop: the values combined one at a time along the axis."""
+    mode = op.attrs.get("nan_mode", float_ops.PROPAGATE)
+    combine, start = {
+        "tosa.reduce_sum": (np.add, 0.0), "tosa.reduce_product": (np.multiply, 1.0),
+        "tosa.reduce_max": (lambda a, v: float_ops.apply_max(a, v, mode), float_ops.max_init(x.dtype, mode)),
+        "tosa.reduce_min": (lambda a, v: float_ops.apply_min(a, v, mode), float_ops.min_init(x.dtype, mode)),
+    }[op.name]
+    return float_ops.reduce_sequential(combine, x, op.attrs["axis"], start)
 
 
 for _name, _fn in {

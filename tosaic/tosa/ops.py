@@ -486,6 +486,7 @@ def _resize(operands, attrs, dtype=None):
         span = (x.shape[axis + 1] - 1) * n - off + bor
         check(span % d == 0, f"resize: ((in - 1) * {n} - {off} + {bor}) is not a multiple of {d} (idiv_check)")
         out_hw.append(span // d + 1)
+        check(out_hw[-1] >= 1, f"resize: the output size {out_hw[-1]} is not positive")
     oh, ow = out_hw
     check(max(x.shape[1], x.shape[2], oh, ow) < 16384, "resize sizes must be below 16384")
     if attrs["mode"] == "BILINEAR" and x.dtype in ("i8", "i16"):
