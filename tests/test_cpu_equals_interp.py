@@ -573,3 +573,19 @@ def test_refusal_names_the_op_and_why(name, dtype, why):
     graph.set_outputs([TosaBuilder(graph).op(name, [x])], ["y"])
     with pytest.raises(tosaic.LoweringError, match=f"{name}.*{why}"):
         tosaic.compile(graph, target="cpu")
+
+
+def test_depthwise_with_runtime_weights_multiplier_and_per_channel_epilogue():
+    """Regression: the generic kernel of a depthwise conv (runtime weights) indexed its epilogue's
+    per-channel reads at channel 0 when the channel multiplier was above 1 (33 of 150 outputs wrong)."""
+    rng = np.random.default_rng(0)
+    graph = Graph("main")
+    b = TosaBuilder(graph)
+    x = graph.add_input(TensorType((1, 5, 5, 3), "i8"), "x")
+    w = graph.add_input(TensorType((3, 3, 3, 2), "i8"), "w")
+    acc = b.op("tosa.depthwise_conv2d", [x, w, b.const(rng.integers(-100, 100, 6), "i32"), b.scalar(3, "i8"),
+                                         b.scalar(0, "i8")],
+               {"pad": (1, 1, 1, 1), "stride": (1, 1), "dilation": (1, 1), "acc_type": "i32"})
+    graph.set_outputs([b.rescale(acc, rng.integers(1 << 29, 1 << 31, 6), rng.integers(30, 36, 6), 0, 2, "i8")], ["y"])
+    inputs = [rng.integers(-128, 128, (1, 5, 5, 3)).astype(np.int8), rng.integers(-128, 128, (3, 3, 3, 2)).astype(np.int8)]
+    assert_same(tosaic.compile(graph, target="cpu").run(inputs), tosaic.compile(graph).run(inputs))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from litert_ref import random_inputs, run_reference
-from network_generator import build_network
+from network_generator import ALL_KINDS, build_network
 
 import model_zoo
 from exactness import assert_same
@@ -265,25 +265,53 @@ def test_second_process_runs_the_loaded_model(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------- random networks
 
-NETWORKS = [("mobilenet_v2", 0), ("mobilenet_v1", 3), ("kws", 1), ("mixed", 1), ("transformer", 0),
-            ("unet", 0), ("lstm", 1), ("mobilenet_v3", 0), ("int16", 0), ("int16", 1), ("float_edges", 0),
-            ("float_edges", 1)]
+NETWORKS = [("mobilenet_v2", 0, False), ("mobilenet_v1", 3, False), ("kws", 1, False), ("mixed", 1, False),
+            ("transformer", 0, False), ("unet", 0, False), ("lstm", 1, False), ("mobilenet_v3", 0, False),
+            ("int16", 0, False), ("int16", 1, False), ("float_edges", 0, False), ("float_edges", 1, False),
+            ("resnet", 4, False), ("resnet", 0, True), ("mobilenet_v2", 0, True), ("mixed", 2, True),
+            ("transformer", 1, True), ("mobilenet_v3", 1, True)]
 
 
 # Each network's first compile costs 10-40 s of Numba time on a cold kernel cache: the default run keeps
-# five networks (keyword spotter, transformer, a 16x8 one and two float-edge ones); `-m slow` runs the rest.
-SLOW_NETWORKS = {("mobilenet_v1", 3), ("mixed", 1), ("unet", 0), ("lstm", 1), ("mobilenet_v3", 0), ("int16", 0),
-                 ("mobilenet_v2", 0)}
+# the keyword spotter, a transformer, a 16x8 network, two float-edge ones, a basic-block ResNet with
+# projection shortcuts and a 16x8 bottleneck one, and a 16x8 MobileNetV2; `-m slow` runs the rest.
+SLOW_NETWORKS = {("mobilenet_v1", 3, False), ("mixed", 1, False), ("unet", 0, False), ("lstm", 1, False),
+                 ("mobilenet_v3", 0, False), ("int16", 0, False), ("mobilenet_v2", 0, False), ("mixed", 2, True),
+                 ("transformer", 1, True), ("mobilenet_v3", 1, True)}
 NETWORKS = [pytest.param(*p, marks=pytest.mark.slow) if p in SLOW_NETWORKS else p for p in NETWORKS]
 
 
-@pytest.mark.parametrize("kind,seed", NETWORKS)
-def test_random_network_on_cpu_matches_litert(kind, seed):
-    net = build_network(seed, kind)
+def check_network_on_cpu(kind: str, seed: int, int16: bool, inputs: int = 2) -> None:
+    net = build_network(seed, kind, int16=int16)
     model = tosaic.compile(tosaic.import_tflite(net.model), target="cpu")
-    for k in range(2):
-        inputs = random_inputs(net.model, seed=seed * 7919 + k)
-        assert_same(model.run(inputs), run_reference(net.model, inputs), f"{net.summary()} input {k}")
+    for k in range(inputs):
+        x = random_inputs(net.model, seed=seed * 7919 + k)
+        assert_same(model.run(x), run_reference(net.model, x), f"{net.summary()} input {k}")
+
+
+@pytest.mark.parametrize("kind,seed,int16", NETWORKS)
+def test_random_network_on_cpu_matches_litert(kind, seed, int16):
+    check_network_on_cpu(kind, seed, int16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("int16", [False, True], ids=["int8", "16x8"])
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_random_networks_sweep_on_cpu(kind, int16):
+    """Many networks of every kind, int8 and 16x8, on the cpu target against LiteRT."""
+    if kind == "int16" and not int16:
+        pytest.skip("the int16 kind is 16x8 already")
+    for seed in range(200, 208):
+        check_network_on_cpu(kind, seed, int16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,int16", [("resnet18", False), ("mobilenet_v2_224", True), ("resnet18", True),
+                                        ("mobilenet_v2_224", False)])
+def test_published_architectures_at_224_on_cpu(kind, int16):
+    """ResNet-18 (int8) and MobileNetV2 (16x8) at full size, as the networks that once crashed the cpu
+    target were, and their other variants."""
+    check_network_on_cpu(kind, 0, int16, inputs=1)
 
 
 @pytest.mark.slow

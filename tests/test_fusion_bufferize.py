@@ -22,6 +22,7 @@ import tosaic
 from litert_ref import run_reference
 from tosaic.ir import Graph, TensorType
 from tosaic.kernels.plan import build_plan, structured_stages
+from tosaic.lowering.bufferize import plan_arena
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.interpreter import interpret_structured
 from tosaic.lowering.structured import is_elementwise
@@ -181,6 +182,54 @@ def test_residual_add_batch_one_goes_into_the_convs_epilogue():
     check_execution(graph, 0)
     (d,) = compute_dispatches(graph)
     assert d.root.name == "linalg.conv2d" and d.epilogue is not None
+
+
+def two_conv_branches_added(seed: int = 0, shortcut_stride: int = 2) -> Graph:
+    """A ResNet stage's first block in TOSA: a 3x3 stride-2 conv and a 1x1 stride-2 projection shortcut
+    of the same input, each requantized to int8, added as TFLite's int8 ADD (rescale both to i32, add,
+    rescale), then ReLU."""
+    rng = np.random.default_rng(seed)
+    g = Graph("main")
+    b = TosaBuilder(g)
+    x = g.add_input(TensorType((1, 9, 9, 4), "i8"), "x")
+
+    def conv(kernel, pad):
+        w = b.const(rng.integers(-127, 128, (6, kernel, kernel, 4)), "i8")
+        acc = b.op("tosa.conv2d", [x, w, b.const(rng.integers(-2000, 2000, 6), "i32"), b.scalar(-3, "i8"),
+                                   b.scalar(0, "i8")],
+                   {"pad": pad, "stride": (shortcut_stride,) * 2, "dilation": (1, 1), "acc_type": "i32"})
+        return b.rescale(acc, rng.integers(1 << 29, 1 << 31, 6), rng.integers(36, 40, 6), 0, 5, "i8")
+
+    main, shortcut = conv(3, (1, 1, 1, 1)), conv(1, (0, 0, 0, 0))
+    total = b.op("tosa.add", [b.rescale(main, 1 << 30, 11, 5, 0, "i32"), b.rescale(shortcut, 1 << 30, 11, 5, 0, "i32")])
+    g.set_outputs([b.clamp(b.rescale(total, 1518500250, 50, 0, -9, "i8"), -9, 127)], ["out"])
+    return g
+
+
+def test_two_accumulators_never_share_an_epilogue():
+    """Regression (ResNet-18 on the cpu target: KeyError on a conv's i32 accumulator): an ADD of two conv
+    branches once became the epilogue of both convs, so neither accumulator was ever stored. Now one conv
+    keeps its requantization as its own epilogue and stores int8; the other takes the ADD."""
+    graph = two_conv_branches_added()
+    fused, dispatches, _ = structured_stages(graph)
+    assert [d.root.name for d in dispatches] == ["linalg.conv2d", "linalg.conv2d"]
+    first, second = dispatches
+    assert first.epilogue is not None and first.outputs[0].type.dtype == "i8"
+    assert "tosa.add" not in origin_ops(first) and "tosa.add" in origin_ops(second)
+    assert first.outputs[0] in second.inputs
+    check_execution(graph, 0)
+
+
+def test_plan_refuses_a_value_no_step_writes():
+    """The planner checks fusion's decisions: a dispatch reading a value that no step stores is an internal
+    error with a message naming the step, not a KeyError deep in plan building."""
+    graph = two_conv_branches_added()
+    fused, dispatches, order = structured_stages(graph)
+    first, second = dispatches
+    broken = [d if d is not first else Dispatch(first.name, first.root, second.epilogue, second.slot, first.origins)
+              for d in order]
+    with pytest.raises(AssertionError, match=r"tosaic internal error: step \d+, dispatch_\d .* reads"):
+        plan_arena(fused, broken)
 
 
 def _copy_then_elementwise(kind: str) -> Graph:

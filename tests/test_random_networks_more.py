@@ -4,9 +4,11 @@ normalisation, BATCH_MATMUL attention, SOFTMAX, GELU MLP), a U-Net (stride-2 enc
 or RESIZE_* decoder, jointly quantized skip CONCATENATION), an unrolled LSTM (FULLY_CONNECTED, SPLIT,
 LOGISTIC, TANH, MUL, ADD, UNPACK/PACK or STRIDED_SLICE/CONCATENATION), MobileNetV3 (HARD_SWISH,
 squeeze-excite with LOGISTIC or hard-sigmoid gating), a 16x8 network (int16 activations, int8
-weights, int64 biases) and an int8 network with float32 edges (QUANTIZE / DEQUANTIZE).
+weights, int64 biases), an int8 network with float32 edges (QUANTIZE / DEQUANTIZE) and a ResNet (basic
+and bottleneck blocks, stride-2 projection shortcuts, residual ADD with a fused RELU). Then the 16x8
+variant of every kind (``build_network(..., int16=True)``).
 
-CI runs two seeds per kind; ``-m slow`` sweeps more (and larger) networks.
+CI runs two seeds per kind and one 16x8 network per kind; ``-m slow`` sweeps more (and larger) networks.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import numpy as np
 import pytest
 
 from litert_ref import reference_intermediates, run_reference
-from network_generator import MORE_KINDS, OPS_BY_KIND, Network, build_network
+from network_generator import ALL_KINDS, MORE_KINDS, OPS_BY_KIND, Network, build_network
 from test_random_networks import _inputs, compare_with_reference
 
 CI_SEEDS = {kind: (0, 1) for kind in MORE_KINDS}
+CI_SEEDS["resnet"] = (0, 4)     # a bottleneck and a basic-block network, both with projection shortcuts
+VARIANT_KINDS = [kind for kind in ALL_KINDS if kind != "int16"]
 CI_CASES = [(kind, seed) for kind in MORE_KINDS for seed in CI_SEEDS[kind]]
 COVERAGE_SEEDS = range(8)        # generation only (cheap): the kind's ops all show up
 SLOW_SEEDS = range(100, 125)
@@ -81,6 +85,32 @@ def test_more_tosaic_matches_reference(kind, seed, tmp_path):
     exact, report = compare_with_reference(_network(kind, seed), tmp_path)
     print(report)
     assert exact, report
+
+
+@pytest.mark.parametrize("kind", VARIANT_KINDS)
+def test_16x8_variant_matches_reference(kind, tmp_path):
+    net = build_network(0, kind, int16=True)
+    assert {net.builder.tensors[t].dtype for op in net.builder.ops for t in op.outputs} & {np.dtype(np.int16)}
+    check_not_degenerate(net, _inputs(net, 0))
+    exact, report = compare_with_reference(net, tmp_path)
+    print(report)
+    assert exact, report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", VARIANT_KINDS)
+def test_16x8_variant_sweep(kind, tmp_path):
+    reports, failures = [], []
+    for seed in SLOW_SEEDS:
+        net = build_network(seed, kind, int16=True)
+        check_not_degenerate(net, _inputs(net, 0))
+        exact, report = compare_with_reference(net, tmp_path, input_seeds=range(2))
+        reports.append(report)
+        if not exact:
+            failures.append(report)
+    print("\n".join(reports))
+    assert not failures, (f"{kind} 16x8: {len(SLOW_SEEDS) - len(failures)}/{len(SLOW_SEEDS)} networks "
+                          f"bit-exact; failures:\n" + "\n".join(failures))
 
 
 @pytest.mark.slow

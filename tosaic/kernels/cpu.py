@@ -230,8 +230,12 @@ def generic_kernel(d: Dispatch) -> KernelSpec:
     arrays_epi: list = []
     epi_names: list = []
     if d.epilogue is not None:
-        out_index = _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
-                                   [f"d{j}" for j in par], [domain[j] for j in par])
+        if d.root.name == "linalg.depthwise_conv2d":
+            # The generic form's loops (n, oh, ow, c, m) make output channel c * M + m.
+            out_index = ["d0", "d1", "d2", f"(d3 * {d.root.operands[1].type.shape[3]} + d4)"]
+        else:
+            out_index = _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
+                                       [f"d{j}" for j in par], [domain[j] for j in par])
         epi, arrays_epi, epi_names = _epilogue(d, accs[0], out_index, params, "o0", par_index, "e")
         lines += epi
     else:

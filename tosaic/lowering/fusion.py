@@ -109,12 +109,16 @@ def _inlinable(graph: Graph, counts, consumer: Operation, slot: int) -> Operatio
 
 
 def fuse_elementwise(graph: Graph) -> Graph:
-    """Inline single-use elementwise generic producers into the generic ops that read them (in place)."""
+    """Inline single-use elementwise generic producers into the generic ops that read them (in place).
+
+    Consumers are visited last first, so a chain grows from its end: where the one-accumulator rule stops
+    it, the value left in memory is the first op after the accumulator (a requantization to int8), not a
+    wider intermediate made by inlining that chain's first steps into each other."""
     changed = True
     while changed:
         changed = False
         counts = _use_counts(graph)
-        for position, op in enumerate(graph.ops):
+        for position, op in reversed(list(enumerate(graph.ops))):
             if op.name != "linalg.generic":
                 continue
             for slot in range(len(op.operands)):
