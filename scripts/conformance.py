@@ -15,17 +15,18 @@ TOSA 1.0 PRO-INT (+ EXT-INT16, EXT-DOUBLEROUND), this script
 4. computes the expected outputs with `tosa_reference_model --test_desc desc.json` (ref-result-*.npy;
    i48 comes back as int64, which is also how tosaic stores i48);
 5. parses test.mlir with `tosaic.tosa.mlir.parse_mlir`, runs it on the input .npy files with
-   `tosaic.tosa.interpreter.interpret` (`--target interp`, the default) or compiled by
-   `tosaic.compile(graph, target="cpu")` (`--target cpu`), and compares every output element, dtype and
-   shape included.
+   `tosaic.tosa.interpreter.interpret` (`--target interp`, the default), compiled by
+   `tosaic.compile(graph, target="cpu")` (`--target cpu`), or both on the same tests (`--target interp,cpu`),
+   and compares every output element, dtype and shape included.
 
 Usage (from the repository root):
 
     .venv/bin/python scripts/conformance.py [--ops conv2d,rescale,...] [--per-op N] [--out DIR] [-j 2]
-                                            [--target interp|cpu]
+                                            [--target interp,cpu]
 
-It prints a table (op, dtype, generated, sampled, passed, failed, parse errors, unimplemented, refused by
-the target, other tosaic errors, tool errors), then every failure with the first differing element and every error, and writes
+It prints a table (op, dtype, target, generated, sampled, passed, failed, parse errors, unimplemented,
+refused by the target, other tosaic errors, tool errors), then every failure with the first differing
+element and every error, and writes
 the same as report.md and results.json into --out. The exit status is 1 when any comparison failed or
 tosaic raised on any test (parse error, unimplemented feature, runtime error), 2 on bad arguments, else 0.
 Tests that the reference model itself rejects (tool errors) are reported but do not change the status, and
@@ -223,9 +224,13 @@ def run_tosaic(graph, inputs, target: str):
     return tosaic.compile(graph, target=target, threads=1).run(inputs)
 
 
-def run_test(op: str, dtype: str, test_dir: Path, target: str = "interp") -> dict:
-    """Deserialize, run the reference model, run tosaic on `target` and compare. Returns one result record."""
+def run_test(op: str, dtype: str, test_dir: Path, targets=("interp",)) -> list[dict]:
+    """Deserialize, run the reference model, run tosaic on each target and compare. One record per target."""
     record = {"op": op, "dtype": dtype, "test": test_dir.name, "dir": str(test_dir), "status": "pass", "detail": ""}
+
+    def each(**change) -> list[dict]:
+        return [{**record, "target": target, **change} for target in targets]
+
     try:
         desc = json.loads((test_dir / "desc.json").read_text())
         mlir_path = test_dir / "test.mlir"
@@ -233,56 +238,59 @@ def run_test(op: str, dtype: str, test_dir: Path, target: str = "interp") -> dic
                          f"--tosa-deserialize-filename={test_dir / desc['tosa_file']}",
                          "--mlir-print-op-generic", "-o", str(mlir_path)], 120, input="module {}")
         if done.returncode != 0 or not mlir_path.exists():
-            return {**record, "status": "tool", "detail": f"tosa-opt --tosa-deserialize failed: {tail(done.stderr)}"}
+            return each(status="tool", detail=f"tosa-opt --tosa-deserialize failed: {tail(done.stderr)}")
         for name in desc["ofm_file"]:
             (test_dir / name).unlink(missing_ok=True)
         done = run_tool([str(REFERENCE_MODEL), "--test_desc", str(test_dir / "desc.json")], 300)
         if done.returncode != 0 or not all((test_dir / f).exists() for f in desc["ofm_file"]):
-            return {**record, "status": "tool",
-                    "detail": f"reference model rc={done.returncode}: {tail(done.stdout + done.stderr)}"}
+            return each(status="tool", detail=f"reference model rc={done.returncode}: {tail(done.stdout + done.stderr)}")
         expected = {name: np.load(test_dir / f) for name, f in zip(desc["ofm_name"], desc["ofm_file"])}
         inputs_by_name = {name: np.load(test_dir / f) for name, f in zip(desc["ifm_name"], desc["ifm_file"])}
     except subprocess.TimeoutExpired as error:
-        return {**record, "status": "tool", "detail": f"timeout: {error.cmd[0]}"}
+        return each(status="tool", detail=f"timeout: {error.cmd[0]}")
     except (OSError, KeyError, ValueError) as error:
-        return {**record, "status": "tool", "detail": first_line(error)}
+        return each(status="tool", detail=first_line(error))
 
     try:
         graph = parse_mlir(mlir_path.read_text())
     except NotImplementedError as error:
-        return {**record, "status": "unimpl", "detail": "parse_mlir: " + first_line(error)}
+        return each(status="unimpl", detail="parse_mlir: " + first_line(error))
     except Exception as error:  # noqa: BLE001 - any parser exception is a parser problem to report
-        return {**record, "status": "parse", "detail": first_line(error)}
+        return each(status="parse", detail=first_line(error))
 
     input_names = list(getattr(graph, "input_names", []) or [])
     if len(input_names) == len(graph.inputs) and all(n in inputs_by_name for n in input_names):
         inputs = [inputs_by_name[n] for n in input_names]
     else:
         inputs = [inputs_by_name[n] for n in desc["ifm_name"]]
+    output_names = list(getattr(graph, "output_names", []) or [])
+    return [{**record, "target": target, **run_target(graph, inputs, target, expected, output_names, desc)}
+            for target in targets]
+
+
+def run_target(graph, inputs, target: str, expected: dict, output_names: list, desc: dict) -> dict:
+    """The status and detail of one target's run of a parsed test."""
     try:
         outputs = run_tosaic(graph, inputs, target)
     except NotImplementedError as error:
-        return {**record, "status": "unimpl", "detail": first_line(error)}
+        return {"status": "unimpl", "detail": first_line(error)}
     except tosaic.LoweringError as error:
-        return {**record, "status": "refused", "detail": first_line(error)}
+        return {"status": "refused", "detail": first_line(error)}
     except Exception as error:  # noqa: BLE001
         where = traceback.extract_tb(error.__traceback__)[-1]
-        return {**record, "status": "error",
-                "detail": f"{first_line(error)} (at {Path(where.filename).name}:{where.lineno})"}
-
-    output_names = list(getattr(graph, "output_names", []) or [])
+        return {"status": "error", "detail": f"{first_line(error)} (at {Path(where.filename).name}:{where.lineno})"}
     if not (len(output_names) == len(outputs) and all(n in expected for n in output_names)):
         output_names = list(desc["ofm_name"])[:len(outputs)]
     if len(outputs) != len(expected):
-        return {**record, "status": "fail", "detail": f"{len(outputs)} outputs, expected {len(expected)}"}
+        return {"status": "fail", "detail": f"{len(outputs)} outputs, expected {len(expected)}"}
     problems = []
     for name, got in zip(output_names, outputs):
         problem = compare(expected[name], got)
         if problem:
             problems.append(f"{name}: {problem}")
     if problems:
-        return {**record, "status": "fail", "detail": "; ".join(problems)}
-    return record
+        return {"status": "fail", "detail": "; ".join(problems)}
+    return {"status": "pass", "detail": ""}
 
 
 def generate(op: str, out_dir: Path, args, target_shapes=None, dtypes=None) -> tuple[str, str | None]:
@@ -329,7 +337,7 @@ def run_op(op: str, args) -> dict:
     for dtype, named in sorted(by_dtype.items()):
         result["generated"][dtype] = len(named)
         for name in sample(list(named), args.per_op):
-            result["records"].append(run_test(op, dtype, named[name], args.target))
+            result["records"] += run_test(op, dtype, named[name], args.targets)
     result["seconds"] = time.time() - started
     return result
 
@@ -337,41 +345,45 @@ def run_op(op: str, args) -> dict:
 # ---------------------------------------------------------------------------------------- reporting
 
 
-def summarize(results: list[dict]) -> list[dict]:
+def summarize(results: list[dict], targets) -> list[dict]:
+    """One row per (op, dtype, target)."""
     rows = []
     for result in sorted(results, key=lambda r: r["op"]):
         dtypes = sorted(set(result["generated"]) | {r["dtype"] for r in result["records"]},
                         key=lambda d: (DTYPES.index(d) if d in DTYPES else 99, d))
         if not dtypes:
-            rows.append({"op": result["op"], "dtype": "-", "generated": 0, "sampled": 0,
+            rows.append({"op": result["op"], "dtype": "-", "target": "-", "generated": 0, "sampled": 0,
                          **{s: 0 for s in STATUSES}})
         for dtype in dtypes:
-            records = [r for r in result["records"] if r["dtype"] == dtype]
-            row = {"op": result["op"], "dtype": dtype, "generated": result["generated"].get(dtype, 0),
-                   "sampled": len(records)}
-            for status in STATUSES:
-                row[status] = sum(r["status"] == status for r in records)
-            rows.append(row)
+            for target in targets:
+                records = [r for r in result["records"] if r["dtype"] == dtype and r.get("target") == target]
+                row = {"op": result["op"], "dtype": dtype, "target": target,
+                       "generated": result["generated"].get(dtype, 0), "sampled": len(records)}
+                for status in STATUSES:
+                    row[status] = sum(r["status"] == status for r in records)
+                rows.append(row)
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ["op", "dtype", "generated", "sampled", "passed", "failed", "parse err", "unimpl", "refused",
+    header = ["op", "dtype", "target", "generated", "sampled", "passed", "failed", "parse err", "unimpl", "refused",
               "other err", "tool err"]
-    keys = ["op", "dtype", "generated", "sampled", "pass", "fail", "parse", "unimpl", "refused", "error", "tool"]
+    keys = ["op", "dtype", "target", "generated", "sampled", "pass", "fail", "parse", "unimpl", "refused", "error",
+            "tool"]
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(str(row[k]) for k in keys) + " |")
-    total = {k: sum(row[k] for row in rows) for k in keys[2:]}
-    lines.append("| **total** | | " + " | ".join(f"**{total[k]}**" for k in keys[2:]) + " |")
+    for target in dict.fromkeys(row["target"] for row in rows):
+        total = {k: sum(row[k] for row in rows if row["target"] == target) for k in keys[3:]}
+        lines.append(f"| **total** | | {target} | " + " | ".join(f"**{total[k]}**" for k in keys[3:]) + " |")
     return "\n".join(lines)
 
 
 def report(results: list[dict], args, seconds: float, skipped: dict[str, str]) -> str:
-    rows = summarize(results)
+    rows = summarize(results, args.targets)
     records = [r for result in results for r in result["records"]]
-    parts = [f"# tosaic conformance run, target {args.target}\n",
+    parts = [f"# tosaic conformance run, targets {', '.join(args.targets)}\n",
              f"TOSA {TOSA_VERSION}, {' + '.join(PROFILE + EXTENSIONS)}; dtypes {', '.join(args.dtypes)}; "
              f"{args.per_op} tests per (op, dtype); dims in [{args.dim_range}]; seed {args.seed}; "
              f"-j {args.jobs}; {seconds:.0f} s.\n",
@@ -384,7 +396,7 @@ def report(results: list[dict], args, seconds: float, skipped: dict[str, str]) -
         chosen = [r for r in records if r["status"] == status]
         if chosen:
             parts.append(f"## {label}\n")
-            parts += [f"- `{r['op']}` {r['dtype']} `{r['test']}`: {r['detail']}" for r in chosen]
+            parts += [f"- `{r['op']}` {r['dtype']} `{r['test']}` ({r['target']}): {r['detail']}" for r in chosen]
             parts.append("")
     generator_errors = [r for r in results if r["generator_error"]]
     if generator_errors:
@@ -430,9 +442,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pool", type=int, default=0,
                         help="tests the generator's selection keeps per input type (default per-op + 3: "
                              "it drops the tests outside the profile after selecting)")
-    parser.add_argument("--target", choices=("interp", "cpu"), default="interp",
-                        help="run tosaic's TOSA interpreter or the compiled CPU target (default %(default)s)")
+    parser.add_argument("--target", default="interp",
+                        help="comma-separated targets run on the same tests: interp (tosaic's TOSA interpreter), "
+                             "cpu (the compiled CPU target); default %(default)s")
     args = parser.parse_args(argv)
+    args.targets = [t for t in args.target.split(",") if t]
+    if not args.targets or set(args.targets) - {"interp", "cpu"}:
+        parser.error(f"--target takes interp and/or cpu, got {args.target!r}")
     args.dtypes = [d for d in args.dtypes.split(",") if d]
 
     for tool in (GENERATOR, TOSA_OPT, REFERENCE_MODEL):

@@ -1,6 +1,7 @@
-"""Random, realistically quantized int8 TFLite networks for end-to-end tests (no TensorFlow).
+"""Random, realistically quantized int8 and 16x8 TFLite networks for end-to-end tests (no TensorFlow).
 
     model_bytes = random_network(seed=3, kind="mobilenet_v2")
+    model_bytes = random_network(seed=3, kind="resnet", int16=True)
 
 Kinds (``KINDS``):
 
@@ -37,6 +38,17 @@ More kinds (``MORE_KINDS``, also in ``ALL_KINDS``; tests/test_random_networks_mo
   CONCATENATION, token attention (RESHAPE, FULLY_CONNECTED, BATCH_MATMUL adj_y, SOFTMAX 1/32768, 0),
   MEAN, FULLY_CONNECTED, SOFTMAX.
 - ``"float_edges"``: float32 input, QUANTIZE, an int8 network, DEQUANTIZE to float32 output(s).
+- ``"resnet"``: conv stem (sometimes 7x7/2 and a max pool), stages of basic (two 3x3 convs) or bottleneck
+  (1x1, 3x3, expanding 1x1) blocks, stride-2 first blocks with 1x1 stride-2 projection shortcuts, residual
+  ADD with a fused RELU, MEAN or AVERAGE_POOL_2D, FULLY_CONNECTED, sometimes SOFTMAX.
+
+Every kind also has a 16x8 variant (``int16=True``): int16 activations with zero point 0, int8 weights,
+int64 biases, the same architecture draws; the ops LiteRT has no int16 kernel for are spelled the way a
+converter would (HARD_SWISH as ``x * relu6(x + 3) * (1/6)``, SQUARED_DIFFERENCE as SUB then MUL).
+
+Published architectures at full size (``FULL_KINDS``, slow): ``"resnet18"`` (ResNet-18, 224x224) and
+``"mobilenet_v2_224"`` (MobileNetV2 1.0, 224x224, in the ops Keras' model converts to), calibrated on a
+smaller batch.
 
 Quantization follows TFLite's post-training converter: the float network (dequantized weights) is
 simulated with numpy on a calibration batch of random inputs drawn like the test inputs; every

@@ -5,7 +5,8 @@
 - tosa-opt prints our pretty and generic text exactly as we do, and our parser reads tosa-opt's generic
   output back to the same graph;
 - Arm's conformance generator's graphs (flatbuffers deserialized by tosa-opt into generic MLIR) parse, and
-  our interpreter computes the reference model's bits on them.
+  our interpreter and (on the first few of each case) the compiled cpu target compute the reference model's
+  bits on them, rank-0 tensors included.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tosaic
 from model_zoo import graph_of
 from tosa_tools import TOOLS, TOSA_OPT, TOSA_TOOLS_MARKS
 from test_mlir import MODELS, SAMPLE_CASES, sample_graph
@@ -91,7 +93,10 @@ CONFORMANCE = {
     "avg_pool2d_i8": ["--filter", "^avg_pool2d$", "--target-dtype", "int8", "--target-shape", "1,4,4,3",
                       "--max-pooling-kernel", "2", "--max-pooling-stride", "2", "--max-pooling-padding", "0"],
     "mul_i32": ["--filter", "^mul$", "--target-dtype", "int32", "--target-shape", "2,3,4"],
+    "add_i32_rank0": ["--filter", "^add$", "--target-dtype", "int32", "--target-rank", "0"],
+    "table_i8_rank0": ["--filter", "^table$", "--target-dtype", "int8", "--target-rank", "0"],
 }
+COMPILED_PER_CASE = 6     # tests of each case also run on the cpu target (each compiles its kernels)
 
 
 @pytest.mark.parametrize("case", sorted(CONFORMANCE))
@@ -110,16 +115,20 @@ def test_conformance_graphs_parse_and_match_the_reference_model(case, tmp_path):
         text = _deserialize(test / desc["tosa_file"], test / "test.mlir")
         graph = parse_mlir(text)
         assert print_graph(parse_mlir(print_graph(graph))) == print_graph(graph)
+        assert not case.endswith("rank0") or graph.inputs[0].type.rank == 0, text
         inputs = [np.load(test / name) for name in desc["ifm_file"]]
         reference = subprocess.run([str(TOOLS / "tosa_reference_model"), "--test_desc", str(test / "desc.json")],
                                    capture_output=True, text=True, timeout=300, cwd=test)
         assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
         expected = [np.load(test / name) for name in desc["ofm_file"]]
-        outputs = interpret(graph, inputs)
-        for ours, theirs in zip(outputs, expected, strict=True):
-            assert ours.shape == theirs.shape, test.name
-            assert np.array_equal(ours.astype(np.int64), theirs.astype(np.int64)), \
-                f"{test.name}: {int((ours.astype(np.int64) != theirs.astype(np.int64)).sum())} elements differ"
+        runs = {"interp": interpret(graph, inputs)}
+        if test in tests[:COMPILED_PER_CASE]:
+            runs["cpu"] = tosaic.compile(graph, target="cpu", threads=1).run(inputs)
+        for target, outputs in runs.items():
+            for ours, theirs in zip(outputs, expected, strict=True):
+                assert ours.shape == theirs.shape, (test.name, target)
+                assert np.array_equal(ours.astype(np.int64), theirs.astype(np.int64)), \
+                    f"{test.name} on {target}: {int((ours.astype(np.int64) != theirs.astype(np.int64)).sum())} differ"
 
 
 def _deserialize(flatbuffer: Path, output: Path) -> str:
