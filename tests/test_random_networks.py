@@ -141,6 +141,20 @@ def compare_with_reference(net: Network, tmp_path, input_seeds=range(INPUT_SEEDS
     return True, f"{net.summary()}: bit-exact on {len(input_seeds)} inputs"
 
 
+def sweep(nets, check_not_degenerate, tmp_path, input_seeds) -> None:
+    """Every network valid (not degenerate) and bit-exact; one failure message listing every failure."""
+    reports, failures = [], []
+    for net in nets:
+        check_not_degenerate(net, _inputs(net, 0))
+        exact, report = compare_with_reference(net, tmp_path, input_seeds=input_seeds)
+        reports.append(report)
+        if not exact:
+            failures.append(report)
+    print("\n".join(reports))
+    assert not failures, (f"{len(reports) - len(failures)}/{len(reports)} networks bit-exact; failures:\n"
+                          + "\n".join(failures))
+
+
 @pytest.mark.parametrize("kind,seed", CI_CASES)
 def test_tosaic_matches_reference(kind, seed, tmp_path):
     net = _network(kind, seed)
@@ -154,14 +168,4 @@ def test_tosaic_matches_reference(kind, seed, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_sweep_large_networks(kind, tmp_path):
     """Many seeds of bigger networks per kind; all must be valid and bit-exact."""
-    reports, failures = [], []
-    for seed in SLOW_SEEDS:
-        net = build_network(seed, kind, large=True)
-        _check_not_degenerate(net, _inputs(net, 0))
-        exact, report = compare_with_reference(net, tmp_path, input_seeds=range(3))
-        reports.append(report)
-        if not exact:
-            failures.append(report)
-    print("\n".join(reports))
-    assert not failures, (f"{kind}: {len(SLOW_SEEDS) - len(failures)}/{len(SLOW_SEEDS)} networks "
-                          f"bit-exact; failures:\n" + "\n".join(failures))
+    sweep((build_network(seed, kind, large=True) for seed in SLOW_SEEDS), _check_not_degenerate, tmp_path, range(3))

@@ -21,7 +21,7 @@ import pytest
 
 from litert_ref import reference_intermediates, run_reference
 from network_generator import ALL_KINDS, MORE_KINDS, OPS_BY_KIND, Network, build_network
-from test_random_networks import _inputs, compare_with_reference
+from test_random_networks import _inputs, compare_with_reference, sweep
 
 CI_SEEDS = {kind: (0, 1) for kind in MORE_KINDS}
 CI_SEEDS["resnet"] = (0, 4)     # a bottleneck and a basic-block network, both with projection shortcuts
@@ -100,31 +100,11 @@ def test_16x8_variant_matches_reference(kind, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", VARIANT_KINDS)
 def test_16x8_variant_sweep(kind, tmp_path):
-    reports, failures = [], []
-    for seed in SLOW_SEEDS:
-        net = build_network(seed, kind, int16=True)
-        check_not_degenerate(net, _inputs(net, 0))
-        exact, report = compare_with_reference(net, tmp_path, input_seeds=range(2))
-        reports.append(report)
-        if not exact:
-            failures.append(report)
-    print("\n".join(reports))
-    assert not failures, (f"{kind} 16x8: {len(SLOW_SEEDS) - len(failures)}/{len(SLOW_SEEDS)} networks "
-                          f"bit-exact; failures:\n" + "\n".join(failures))
+    sweep((build_network(seed, kind, int16=True) for seed in SLOW_SEEDS), check_not_degenerate, tmp_path, range(2))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", MORE_KINDS)
 @pytest.mark.parametrize("large", [False, True])
 def test_more_sweep(kind, large, tmp_path):
-    reports, failures = [], []
-    for seed in SLOW_SEEDS:
-        net = build_network(seed, kind, large=large)
-        check_not_degenerate(net, _inputs(net, 0))
-        exact, report = compare_with_reference(net, tmp_path, input_seeds=range(2))
-        reports.append(report)
-        if not exact:
-            failures.append(report)
-    print("\n".join(reports))
-    assert not failures, (f"{kind}: {len(SLOW_SEEDS) - len(failures)}/{len(SLOW_SEEDS)} networks "
-                          f"bit-exact; failures:\n" + "\n".join(failures))
+    sweep((build_network(seed, kind, large=large) for seed in SLOW_SEEDS), check_not_degenerate, tmp_path, range(2))
