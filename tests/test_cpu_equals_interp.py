@@ -560,7 +560,7 @@ def test_cpu_equals_interpreter(name, data):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_cpu_equals_interpreter_many(name, data):
     _check(name, data)

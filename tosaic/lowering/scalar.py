@@ -15,6 +15,7 @@ NaN mode, None meaning PROPAGATE.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,22 @@ def is_float(dtype: str) -> bool:
     return dtype.startswith("f")
 
 
+class ExactFloat(float):
+    """A float constant compared by its bits, so that -0.0 and 0.0 stay two constants (equal as floats, they
+    would be merged into one node) and a NaN constant equals itself."""
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, float) and struct.pack("<d", self) == struct.pack("<d", other)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(struct.pack("<d", self))
+
+
 def const(value, dtype: str) -> Expr:
-    return Expr("const", dtype, (), float(value) if is_float(dtype) else int(value))
+    return Expr("const", dtype, (), ExactFloat(value) if is_float(dtype) else int(value))
 
 
 def inp(i: int, dtype: str) -> Expr:
@@ -335,6 +350,8 @@ def simplify(expr: Expr) -> Expr:
         ranges = value_ranges(expr)
 
         def rule(e: Expr):
+            if is_float(e.dtype):
+                return None   # x + 0.0 is not x for floats (-0.0 + 0.0 is 0.0)
             if e.op in ("add", "sub") and e.src[1].op == "const" and e.src[1].arg == 0 and e.src[0].dtype == e.dtype:
                 return e.src[0]
             if e.op == "add" and e.src[0].op == "const" and e.src[0].arg == 0 and e.src[1].dtype == e.dtype:
