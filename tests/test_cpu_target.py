@@ -322,3 +322,46 @@ def test_random_mixed_network_seed0_compiles_for_cpu():
     model = tosaic.compile(tosaic.import_tflite(net.model), target="cpu")
     inputs = random_inputs(net.model, seed=0)
     assert_same(model.run(inputs), run_reference(net.model, inputs), net.summary())
+
+
+# ------------------------------------------------------------------------------- runtime weights
+
+
+def _model_with_filter_input(opname: str) -> bytes:
+    """A TFLite CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED whose filter is a model input, not a buffer."""
+    from tflite_builder import ModelBuilder
+
+    b = ModelBuilder()
+    per_channel = np.array([0.02, 0.03, 0.01, 0.04], np.float32)
+    zeros = np.zeros(4, np.int64)
+    if opname == "FULLY_CONNECTED":
+        x = b.tensor([3, 12], np.int8, scale=0.05, zero_point=-3, name="x")
+        w = b.tensor([4, 12], np.int8, scale=per_channel[:1], zero_point=zeros[:1], name="w")
+        y = b.tensor([3, 4], np.int8, scale=0.1, zero_point=2, name="y")
+        bias_scale = np.full(4, 0.05 * 0.02, np.float32)
+    else:
+        x = b.tensor([1, 6, 6, 4 if opname == "DEPTHWISE_CONV_2D" else 3], np.int8, scale=0.05, zero_point=-3, name="x")
+        shape, dim = ([1, 3, 3, 4], 3) if opname == "DEPTHWISE_CONV_2D" else ([4, 3, 3, 3], 0)
+        w = b.tensor(shape, np.int8, scale=per_channel, zero_point=zeros, quant_dim=dim, name="w")
+        y = b.tensor([1, 6, 6, 4], np.int8, scale=0.1, zero_point=2, name="y")
+        bias_scale = (0.05 * per_channel).astype(np.float32)
+    bias = b.tensor([4], np.int32, scale=bias_scale, zero_point=zeros, data=np.array([10, -20, 30, 5], np.int32),
+                    name="bias")
+    options = {"fused_activation_function": "RELU"}
+    if opname != "FULLY_CONNECTED":
+        options.update(padding="SAME", stride_h=1, stride_w=1)
+    if opname == "DEPTHWISE_CONV_2D":
+        options["depth_multiplier"] = 1
+    b.op(opname, [x, w, bias], [y], **options)
+    return b.inputs([x, w]).outputs([y]).build()
+
+
+@pytest.mark.parametrize("opname", ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"])
+def test_filter_given_at_run_time_matches_litert(opname):
+    """Regression: a conv whose weights are not a constant once failed to compile (AttributeError in
+    kernel_for); it now runs the generic loop nest over the weights as they come."""
+    model = _model_with_filter_input(opname)
+    compiled = tosaic.compile(tosaic.import_tflite(model), target="cpu")
+    for seed in range(2):
+        inputs = random_inputs(model, seed=seed)
+        assert_same(compiled.run(inputs), run_reference(model, inputs), f"{opname} seed {seed}")

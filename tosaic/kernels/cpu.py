@@ -67,6 +67,10 @@ class KernelSpec:
         return hashlib.sha256(self.source.encode()).hexdigest()[:20]
 
 
+def _is_const(v: Value) -> bool:
+    return v.owner is not None and v.owner.name == "linalg.const"
+
+
 def _operand(v: Value) -> ArrayArg:
     """An activation or constant operand as a kernel reads it: a rank-0 tensor as a one-element vector
     (read at [0]: Numba has no empty subscript in source)."""
@@ -111,7 +115,7 @@ class _Accesses:
 
     def constant(self, i: int):
         v = self.op.operands[i]
-        return v.owner.attrs["values"] if i != self.skip and v.owner is not None and v.owner.name == "linalg.const" else None
+        return v.owner.attrs["values"] if i != self.skip and _is_const(v) else None
 
     def same_layout(self, i: int, j: int) -> bool:
         a, b = self.op.attrs["accesses"][i], self.op.attrs["accesses"][j]
@@ -718,10 +722,6 @@ class _GemmReads(_Accesses):
             term = "c" if c == 1 else (f"{c} * c" if c else "")
             rows.append(" + ".join(t for t in (term, str(offset) if offset else "") if t) or "0")
         return f"{arr}[{', '.join(rows)}]"
-
-
-def _is_const(v: Value) -> bool:
-    return v.owner is not None and v.owner.name == "linalg.const"
 
 
 def kernel_for(d: Dispatch) -> KernelSpec:
