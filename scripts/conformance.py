@@ -374,7 +374,7 @@ def markdown_table(rows: list[dict]) -> str:
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(str(row[k]) for k in keys) + " |")
-    for target in dict.fromkeys(row["target"] for row in rows):
+    for target in dict.fromkeys(row["target"] for row in rows if row["target"] != "-"):
         total = {k: sum(row[k] for row in rows if row["target"] == target) for k in keys[3:]}
         lines.append(f"| **total** | | {target} | " + " | ".join(f"**{total[k]}**" for k in keys[3:]) + " |")
     return "\n".join(lines)
