@@ -365,3 +365,24 @@ def test_filter_given_at_run_time_matches_litert(opname):
     for seed in range(2):
         inputs = random_inputs(model, seed=seed)
         assert_same(compiled.run(inputs), run_reference(model, inputs), f"{opname} seed {seed}")
+
+
+def test_16x8_classifier_split_into_two_convs_matches_litert():
+    """Regression (a 16x8 MobileNetV2 on the cpu target: KeyError on `tensor<1x1x1x1000xi32>`): a deep 16x8
+    FULLY_CONNECTED whose accumulator can leave int32 is imported as two i8 x i8 convs of the input's high
+    and low bytes, combined elementwise; fusion once gave that combination to both convs as their epilogue,
+    so neither accumulator was stored."""
+    from network_generator import _Net
+
+    net = _Net(np.random.default_rng(5), "16x8 classifier, 1280 deep", int16=True)
+    x = net.input([1, 1280], float(np.float32(0.05)), 0)
+    net.b.outputs([net.fc(x, 24, logit_std=2.0, uniform=True, name="logits")])
+    model = net.b.build()
+    graph = tosaic.import_tflite(model)
+    assert sum(op.name == "tosa.conv2d" for op in graph.ops) == 2, "the importer no longer splits this layer"
+    compiled = tosaic.compile(graph, target="cpu")
+    for seed in range(2):
+        inputs = random_inputs(model, seed=seed)
+        want = run_reference(model, inputs)
+        assert len(np.unique(want[0])) > 12, want    # not saturated
+        assert_same(compiled.run(inputs), want, f"seed {seed}")
