@@ -243,7 +243,8 @@ def run_test(op: str, dtype: str, test_dir: Path, targets=("interp",)) -> list[d
             (test_dir / name).unlink(missing_ok=True)
         done = run_tool([str(REFERENCE_MODEL), "--test_desc", str(test_dir / "desc.json")], 300)
         if done.returncode != 0 or not all((test_dir / f).exists() for f in desc["ofm_file"]):
-            return each(status="tool", detail=f"reference model rc={done.returncode}: {tail(done.stdout + done.stderr)}")
+            return each(status="tool",
+                        detail=f"reference model rc={done.returncode}: {tail(done.stdout + done.stderr)}")
         expected = {name: np.load(test_dir / f) for name, f in zip(desc["ofm_name"], desc["ofm_file"])}
         inputs_by_name = {name: np.load(test_dir / f) for name, f in zip(desc["ifm_name"], desc["ifm_file"])}
     except subprocess.TimeoutExpired as error:

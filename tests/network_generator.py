@@ -65,7 +65,7 @@ cuts one op out of a network as a one-op model, for minimal reproductions.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -845,7 +845,6 @@ def _mixed(net: _Net, rng, large: bool) -> list[int]:
                         padding=_choice(rng, ["SAME", "VALID"]))
 
     def b_concat(x):
-        c = net.shape(x)[-1]
         n1, n2 = _ch(rng, 2, 16), _ch(rng, 2, 16)
         p1 = net.conv(x, n1, k=1, act="RELU", q="defer", name="inception/1x1")
         p2 = net.conv(x, n2, k=3, act="RELU", q="defer", name="inception/3x3")

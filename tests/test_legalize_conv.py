@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from litert_ref import random_inputs, run_reference
+from litert_ref import random_inputs
 from exactness import assert_bit_exact, f32
 from tflite_builder import ModelBuilder, conv_output_size
 

@@ -233,7 +233,7 @@ def test_conv2d_int16x8_int64_bias():
     rng = np.random.default_rng(4)
     b = ModelBuilder()
     x = b.tensor([1, 5, 5, 2], np.int16, scale=0.001, zero_point=0)
-    y = b.conv2d(x, rng.integers(-127, 128, (3, 3, 3, 2)), [0.01, 0.02, 0.03],
+    b.conv2d(x, rng.integers(-127, 128, (3, 3, 3, 2)), [0.01, 0.02, 0.03],
                  rng.integers(-5000, 5000, 3), 0.002, 0, padding="VALID")
     model = b.build()
     det = _details_by_index(model)
