@@ -22,6 +22,7 @@ import tosaic
 from litert_ref import run_reference
 from tosaic.ir import Graph, TensorType
 from tosaic.kernels.plan import build_plan, structured_stages
+from tosaic.kernels.target import host
 from tosaic.lowering.bufferize import plan_arena
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.interpreter import interpret_structured
@@ -105,7 +106,7 @@ def test_conv_rescale_clamp_is_one_dispatch_with_an_epilogue(per_channel, low, h
 
 def test_conv_rescale_clamp_plan_has_one_kernel():
     graph = conv_rescale_clamp(True, -128, 100, -5, 3)
-    plan = build_plan(graph)
+    plan = build_plan(graph, host())
     assert plan.dispatch_count == 1 and [s.kind for s in plan.steps] == ["kernel"]
     origins = " ".join(plan.steps[0].origins)
     assert "tosa.conv2d" in origins and "tosa.rescale" in origins and "tosa.clamp" in origins
@@ -402,7 +403,7 @@ ARENA_MODELS = [p.stem for p in model_zoo.SUPPORTED]
 
 @pytest.mark.parametrize("name", ARENA_MODELS)
 def test_arena_values_alive_together_never_share_bytes(name):
-    plan = build_plan(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"))
+    plan = build_plan(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"), host())
     assert plan.arena_bytes % 64 == 0
     assert plan.arena_bytes <= aligned_activation_bound(plan)
     assert not arena_conflicts(plan), "\n".join(arena_conflicts(plan))
@@ -419,7 +420,7 @@ def aligned_activation_bound(plan) -> int:
 def test_arena_is_no_bigger_than_the_activations():
     big = 0
     for path in model_zoo.SUPPORTED:
-        plan = build_plan(model_zoo.graph_of(path))
+        plan = build_plan(model_zoo.graph_of(path), host())
         assert plan.arena_bytes <= aligned_activation_bound(plan), path.stem
         if plan.activation_bytes >= 16384:
             big += 1
@@ -433,7 +434,7 @@ def test_arena_placement_is_the_same_on_every_compile():
     path = model_zoo.DATA / "arch_ds_cnn_kws_49x10.tflite"
     layouts = set()
     for _ in range(4):
-        plan = build_plan(model_zoo.graph_of(path))
+        plan = build_plan(model_zoo.graph_of(path), host())
         layouts.add((plan.arena_bytes, tuple(sorted((v["offset"], v["nbytes"]) for v in arena_values(plan)))))
     assert len(layouts) == 1
 
@@ -455,7 +456,7 @@ def _in_place_steps(plan) -> list[str]:
 def test_in_place_only_where_it_saves_bytes(name, in_place):
     """Writing over a dying input is kept when it makes the arena smaller (these two models: 64 bytes
     each) and dropped otherwise, since a kernel writing over its own input loses vectorized loops."""
-    plan = build_plan(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"))
+    plan = build_plan(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"), host())
     assert bool(_in_place_steps(plan)) == in_place
     assert not arena_conflicts(plan)
 
@@ -472,7 +473,7 @@ def test_mobilenet_v2_arena_reuses_memory():
 
 def test_checker_finds_an_overlap():
     """The checker itself: moving a live value onto another one's bytes is reported."""
-    plan = build_plan(model_zoo.graph_of(model_zoo.DATA / "arch_ds_cnn_kws_49x10.tflite"))
+    plan = build_plan(model_zoo.graph_of(model_zoo.DATA / "arch_ds_cnn_kws_49x10.tflite"), host())
     values = arena_values(plan)
     # Two values alive at once (a reader after the other's write) at different offsets.
     pair = next((a, b) for a in values for b in values
@@ -509,5 +510,5 @@ def test_random_network_arena_is_sound(kind, seed):
     """Regression (int16 seed 0, transformer seed 0, mixed seed 0): plan_arena once put a conv/gemm output over
     its own input and over live values, and failed on an i32 epilogue of the accumulator's shape."""
     from network_generator import build_network
-    plan = build_plan(tosaic.import_tflite(build_network(seed, kind).model))
+    plan = build_plan(tosaic.import_tflite(build_network(seed, kind).model), host())
     assert not arena_conflicts(plan) and not _kernel_templates_never_in_place(plan)

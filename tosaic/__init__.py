@@ -13,12 +13,14 @@ from pathlib import Path
 from tosaic.importers.tflite.importer import LegalizationError, UnsupportedModelError, import_tflite
 from tosaic.importers.tflite.reader import TFLiteFormatError
 from tosaic.ir import Graph
+from tosaic.kernels.target import TargetError
 from tosaic.lowering.structured import LoweringError
 from tosaic.runtime import CompiledModel, TensorInfo
 from tosaic.tosa.mlir import MlirParseError, parse_mlir
 
 __all__ = ["compile", "load", "import_tflite", "parse_mlir", "CompiledModel", "TensorInfo", "Graph",
-           "TFLiteFormatError", "UnsupportedModelError", "LegalizationError", "MlirParseError", "LoweringError"]
+           "TFLiteFormatError", "UnsupportedModelError", "LegalizationError", "MlirParseError", "LoweringError",
+           "TargetError"]
 
 
 def load_graph(source) -> Graph:
@@ -34,8 +36,10 @@ def load_graph(source) -> Graph:
 
 
 def compile(source, target: str = "interp", threads: int | None = None) -> CompiledModel:
-    """Compile a .tflite/.mlir path or a TOSA Graph for `target` ("interp" or "cpu"). `threads`: how many
-    cores the cpu target's kernels use (default: all)."""
+    """Compile a .tflite/.mlir path or a TOSA Graph for `target`: "interp" (the TOSA reference interpreter),
+    "cpu" (this machine) or a named CPU such as "cpu:aarch64:cortex-a76" (`tosaic.kernels.target`;
+    compiled for saving or export when this machine cannot run it). `threads`: how many cores the cpu
+    target's kernels use (default: all)."""
     return CompiledModel(load_graph(source), target, threads)
 
 

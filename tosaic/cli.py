@@ -88,11 +88,11 @@ def cmd_validate(args) -> int:
     return 0 if report.exact else EXIT_MISMATCH
 
 
-def _dispatch_text(graph) -> str:
+def _dispatch_text(graph, target) -> str:
     from tosaic.kernels.plan import build_plan, structured_stages
 
     stages = structured_stages(graph)
-    plan = build_plan(graph, stages)
+    plan = build_plan(graph, target, stages)
     kernels = {step.name: step for step in plan.steps if step.kind == "kernel"}
     lines = []
     for d in stages[1]:
@@ -107,10 +107,10 @@ def _dispatch_text(graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _kernels_text(graph) -> str:
+def _kernels_text(graph, target) -> str:
     from tosaic.kernels.plan import build_plan
 
-    plan = build_plan(graph)
+    plan = build_plan(graph, target)
     users: dict[str, list[str]] = {}
     for step in plan.steps:
         if step.kind == "kernel":
@@ -123,6 +123,7 @@ def _kernels_text(graph) -> str:
 
 def cmd_inspect(args) -> int:
     import tosaic
+    from tosaic.kernels.target import parse_target
     from tosaic.lowering.fusion import fuse_elementwise
     from tosaic.lowering.from_tosa import lower
     from tosaic.lowering.structured import print_structured
@@ -135,9 +136,9 @@ def cmd_inspect(args) -> int:
         structured = lower(graph)
         text = print_structured(fuse_elementwise(structured) if args.fused else structured) + "\n"
     elif args.stage == "dispatch":
-        text = _dispatch_text(graph)
+        text = _dispatch_text(graph, parse_target(args.target))
     else:
-        text = _kernels_text(graph)
+        text = _kernels_text(graph, parse_target(args.target))
     sys.stdout.write(text)
     return 0
 
@@ -145,11 +146,11 @@ def cmd_inspect(args) -> int:
 def cmd_compile(args) -> int:
     import tosaic
 
-    model = tosaic.compile(args.model, target="cpu", threads=args.threads)
+    model = tosaic.compile(args.model, target=args.target, threads=args.threads)
     model.save(args.output)
     plan = model.plan
-    print(f"compiled {args.model}: {plan.dispatch_count} dispatches, {plan.kernel_count} kernels, "
-          f"arena {plan.arena_bytes} bytes; saved to {args.output}")
+    print(f"compiled {args.model} for {args.target}: {plan.dispatch_count} dispatches, {plan.kernel_count} "
+          f"kernels, arena {plan.arena_bytes} bytes; saved to {args.output}")
     return 0
 
 
@@ -197,11 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--stage", choices=("tosa", "linalg", "dispatch", "kernels"), default="dispatch")
     p.add_argument("--fused", action="store_true", help="with --stage linalg: after elementwise fusion")
+    p.add_argument("--target", default="cpu", help="with --stage dispatch or kernels: the CPU target, \"cpu\" (this "
+                                                  "machine) or cpu:ARCH:CPU, e.g. cpu:aarch64:cortex-a76")
     p.set_defaults(fn=cmd_inspect)
 
     p = sub.add_parser("compile", help="compile for the CPU and save the compiled model to a directory")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="directory to save the compiled model in")
+    p.add_argument("--target", default="cpu", help="\"cpu\" (this machine) or cpu:ARCH:CPU, e.g. cpu:x86_64:znver5")
     p.add_argument("--threads", type=int, default=None, help="threads the kernels use (default: all cores)")
     p.set_defaults(fn=cmd_compile)
 
@@ -210,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("model")
         p.add_argument("--inputs", help=".npz with in_0, in_1, ... or arrays named like the model inputs")
-        p.add_argument("--target", default="interp", choices=("interp", "cpu"))
+        p.add_argument("--target", default="interp", help="interp, cpu (this machine) or cpu:ARCH:CPU")
         p.add_argument("--threads", type=int, default=None, help="threads of the cpu target (default: all cores)")
         p.add_argument("--seed", type=int, default=0, help="seed of the random inputs used when --inputs is absent")
         p.set_defaults(fn=fn)

@@ -2,7 +2,9 @@
 
 `target="interp"` runs the TOSA reference interpreter. `target="cpu"` runs the compiled plan
 (`tosaic.kernels.plan`): one arena allocated at compile time, each step a Numba kernel called on views of
-it, so a run does no Python work per element and allocates only the arrays it returns.
+it, so a run does no Python work per element and allocates only the arrays it returns. A named CPU
+(`"cpu:aarch64:cortex-a76"`, see `tosaic.kernels.target`) gets a plan generated for that CPU: it runs
+where that CPU's features are present, and is otherwise kept to be saved or exported for a board.
 
 A stateful model (TOSA variables, from a TFLite model's resource variables) carries its variables from
 one `run` to the next, as a LiteRT interpreter does across invocations; `reset()` restores their initial
@@ -19,7 +21,6 @@ import numpy as np
 from tosaic.ir import Graph, ShapeType, TensorType
 from tosaic.tosa.interpreter import initial_state, interpret
 
-TARGETS = ("interp", "cpu")
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,6 @@ class CompiledModel:
 
     def __init__(self, graph: Graph | None, target: str = "interp", threads: int | None = None, plan=None,
                  io: tuple | None = None):
-        if target not in TARGETS:
-            raise ValueError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
         self.graph = graph
         self.target = target
         if io is not None:
@@ -73,13 +72,24 @@ class CompiledModel:
         else:
             self.inputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.input_names, graph.inputs)]
             self.outputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.output_names, graph.outputs)]
-        self._executable = None
-        if target == "cpu":
-            from tosaic.kernels.executable import CpuExecutable
+        self._executable = self._plan = None
+        self._cannot_run: str | None = None
+        if target != "interp":
             from tosaic.kernels.plan import build_plan
+            from tosaic.kernels.target import CpuTarget, missing_features, parse_target
 
-            self._executable = CpuExecutable(plan if plan is not None else build_plan(graph), threads)
-            self._initial_state = self._executable.plan.state
+            description = parse_target(target)
+            self._plan = plan if plan is not None else build_plan(graph, description)
+            planned = CpuTarget.from_dict(self._plan.target)
+            missing = missing_features(planned)
+            if missing:
+                self._cannot_run = (f"this model was compiled for {planned}; this machine lacks "
+                                    f"{', '.join(missing)}: save or export it for a machine that has them")
+            else:
+                from tosaic.kernels.executable import CpuExecutable
+
+                self._executable = CpuExecutable(self._plan, threads)
+            self._initial_state = self._plan.state
         else:
             self._initial_state = initial_state(graph)
         self._state: dict = {}
@@ -88,25 +98,25 @@ class CompiledModel:
     @property
     def memory(self) -> dict | None:
         """Arena peak bytes beside the sum of every activation tensor's bytes (compiled targets)."""
-        if self._executable is None:
+        plan = self._plan
+        if plan is None:
             return None
-        plan = self._executable.plan
         return {"arena_bytes": plan.arena_bytes, "activation_bytes": plan.activation_bytes,
                 "weight_bytes": sum(int(c.nbytes) for c in plan.consts)}
 
     @property
     def plan(self):
-        """The compiled plan (target "cpu"): steps, kernels, arena."""
-        return None if self._executable is None else self._executable.plan
+        """The compiled plan (compiled targets): steps, kernels, arena, the target it was generated for."""
+        return self._plan
 
     def save(self, directory) -> None:
         """Keep the compiled model (plan, packed weights, kernel sources) in `directory`; `tosaic.load`
         brings it back without TFLite, lowering or kernel generation."""
-        if self._executable is None:
+        if self._plan is None:
             raise ValueError("only a compiled target can be saved; compile with target='cpu'")
         meta = {"target": self.target, "inputs": [_tensor_info_dict(t) for t in self.inputs],
                 "outputs": [_tensor_info_dict(t) for t in self.outputs]}
-        self._executable.plan.save(Path(directory), meta)
+        self._plan.save(Path(directory), meta)
 
     @classmethod
     def load(cls, directory, threads: int | None = None) -> CompiledModel:
@@ -117,12 +127,18 @@ class CompiledModel:
             raise FileNotFoundError(f"no compiled model in {directory} (plan.json is missing)")
         plan, meta = Plan.load(directory)
         io = ([_tensor_info_from(t) for t in meta["inputs"]], [_tensor_info_from(t) for t in meta["outputs"]])
-        return cls(None, meta["target"], threads, plan=plan, io=io)
+        model = cls(None, meta["target"], threads, plan=plan, io=io)
+        if model._cannot_run:
+            from tosaic.kernels.target import TargetError
+
+            raise TargetError(f"{directory}: {model._cannot_run}")
+        return model
 
     def profile(self, inputs, repeat: int = 10) -> list[dict]:
         """Median seconds of each dispatch over `repeat` runs, slowest first (target "cpu")."""
-        if self._executable is None:
+        if self._plan is None:
             raise ValueError("profiling needs a compiled target; compile with target='cpu'")
+        self._check_runnable()
         arrays = self._arrays(inputs)
         state = dict(self._state)
         return self._executable.profile(arrays, state, repeat)
@@ -141,8 +157,15 @@ class CompiledModel:
         """Restore every variable to its initial value, as a newly created interpreter has them."""
         self._state = {name: None if value is None else value.copy() for name, value in self._initial_state.items()}
 
+    def _check_runnable(self) -> None:
+        if self._cannot_run:
+            from tosaic.kernels.target import TargetError
+
+            raise TargetError(self._cannot_run)
+
     def _invoke(self, arrays, keep_all: bool = False):
         # Run on a copy of the state and keep it only when the run succeeds: a failed run changes nothing.
+        self._check_runnable()
         state = dict(self._state)
         if self._executable is not None:
             result = self._executable.run(arrays, state)
@@ -180,7 +203,7 @@ class CompiledModel:
         """The dtype each input is stored in (uint8 travels as int8 bits)."""
         if self.graph is not None:
             return [v.type.numpy_dtype for v in self.graph.inputs]
-        return [np.dtype(ref[3]) for ref in self._executable.plan.inputs]
+        return [np.dtype(ref[3]) for ref in self._plan.inputs]
 
     def run(self, inputs) -> list[np.ndarray]:
         """Run on a list of arrays in input order, one array, or a dict by input name."""
@@ -192,7 +215,7 @@ class CompiledModel:
         """Run and return every value that is a tensor of the source model, by that tensor's name. Like
         `run`, this is one invocation: a stateful model's variables move on. Interpreter only: compiled
         kernels fuse layers, so their intermediate tensors never exist."""
-        if self._executable is not None:
+        if self._plan is not None:
             raise ValueError("per-layer values exist only with target='interp' (compiled dispatches fuse layers)")
         _, env = self._invoke(self._arrays(inputs), keep_all=True)
         return {name: env[value] for value, name in self.graph.source_names.items() if value in env}

@@ -32,7 +32,7 @@ import numpy as np
 
 from tosaic.ir import Value
 from tosaic.kernels.render import PRELUDE, BodyRenderer, map_source
-from tosaic.kernels.target import host
+from tosaic.kernels.target import CpuTarget
 from tosaic.kernels.x86 import BLOCK_N, pack_bias, pack_weights
 from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
@@ -340,7 +340,7 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
 
 
-def im2col_conv_kernel(d: Dispatch) -> KernelSpec:
+def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     """Conv2d on int8 by patches: per output row, gather each pixel's patch into a row buffer (padded taps
     hold the zero point, which is folded into the bias), then multiply the patches by the weights. On
     AVX2 hosts the patches are int16 and go through the GEMM micro-kernels of kernels/x86.py (every int8
@@ -358,7 +358,7 @@ def im2col_conv_kernel(d: Dispatch) -> KernelSpec:
     folded = _folded_bias(bias, weights, zp, "i32")
     params: list = [(zp, "i64"), (top, "i64"), (left, "i64")]
     epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e")
-    avx2 = host().x86_avx2
+    avx2 = target.x86_avx2
     patch_t = "np.int16" if avx2 else "np.int8"
     gather = [
         "    for xo in range(OW):",
@@ -557,7 +557,7 @@ def is_gemm(d: Dispatch) -> bool:
             and op.attrs["weight_zp"] == 0 and _gemm_epilogue_flattens(d))
 
 
-def gemm_kernel(d: Dispatch) -> KernelSpec:
+def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     """1x1 conv as GEMM over [M, K] activations and [N, K] weights. Each output is one int32 dot product
     (a single reduction is what LLVM turns into vpmaddwd; register blocking several makes it widen to
     i64), the row's accumulators go to a buffer, and the epilogue runs as its own loop over channels,
@@ -585,10 +585,11 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
     # Few input channels and many output channels: the dot product would run in LLVM's scalar remainder
     # loop, so accumulate outer products instead, output channels innermost, (x - zp) * w in int16
     # (|x - zp| <= 255, |w| <= 128), which vectorizes 16 lanes wide (measured 1.3-1.4x for K <= 24).
-    avx2 = host().x86_avx2 and x.type.dtype == "i8"
+    avx2 = target.x86_avx2 and x.type.dtype == "i8"
     outer = not avx2 and x.type.dtype == "i8" and ic < 32 and oc >= 64
+    rows = target.schedule.gemm_task_rows
     if avx2:
-        return _gemm_avx2(d, weights, folded, params, epilogue, reads if e is not None else None)
+        return _gemm_avx2(d, weights, folded, params, epilogue, reads if e is not None else None, target.schedule)
     if outer:
         params.append((zp, "i64"))
         accumulate = [
@@ -616,9 +617,9 @@ def gemm_kernel(d: Dispatch) -> KernelSpec:
         # Conversions of parameters happen once, outside the parallel loop: inside it they kept LLVM
         # from vectorizing the accumulation (measured 9.1 ms against 2.6 ms).
         *([f"z = np.int16(p{len(params) - 1})"] if outer else []),
-        "for chunk in prange((M + 15) // 16):",
+        f"for chunk in prange((M + {rows - 1}) // {rows}):",
         f"    row = np.empty(N, dtype={acc_t})",
-        "    for mm in range(chunk * 16, min(M, chunk * 16 + 16)):",
+        f"    for mm in range(chunk * {rows}, min(M, chunk * {rows} + {rows})):",
         "        am = a[mm]",
         *accumulate,
         "        o = out[mm]",
@@ -652,35 +653,38 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, head
                       (m_rows, oc, ic))
 
 
-def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads) -> KernelSpec:
-    """The GEMM on x86 AVX2 from the broadcast micro-kernels of kernels/x86.py. A parallel task is 16
-    rows by 64 output channels: its rows are widened once into an int16 buffer (K padded to even with
-    zeros), blocks of four rows (single rows at the end) by 16 channels are written with their bias into
-    a row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes."""
+def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) -> KernelSpec:
+    """The GEMM on x86 AVX2 from the broadcast micro-kernels of kernels/x86.py. A parallel task is R rows
+    by B blocks of 16 output channels (the schedule's; 16 by 4 by default): its rows are widened once into
+    an int16 buffer (K padded to even with zeros), blocks of four rows (single rows at the end) by 16
+    channels are written with their bias into a row buffer, and the epilogue runs over the buffer as its
+    own loop, which vectorizes."""
+    r, blocks = schedule.gemm_task_rows, schedule.gemm_task_blocks
     body = [
         "M, N, K = D",
         "KP = K + K % 2",
         f"NB = (N + {BLOCK_N - 1}) // {BLOCK_N}",
-        "GROUPS = (NB + 3) // 4",
+        f"GROUPS = (NB + {blocks - 1}) // {blocks}",
         "wf = wp.reshape(-1)",
-        "for task in prange(((M + 15) // 16) * GROUPS):",
-        "    m0 = (task // GROUPS) * 16",
-        "    nb0 = (task % GROUPS) * 4",
-        "    nb1 = min(NB, nb0 + 4)",
-        "    rows = min(16, M - m0)",
-        "    a16 = np.zeros((16, KP), dtype=np.int16)",
+        f"for task in prange(((M + {r - 1}) // {r}) * GROUPS):",
+        f"    m0 = (task // GROUPS) * {r}",
+        f"    nb0 = (task % GROUPS) * {blocks}",
+        f"    nb1 = min(NB, nb0 + {blocks})",
+        f"    rows = min({r}, M - m0)",
+        f"    a16 = np.zeros(({r}, KP), dtype=np.int16)",
         "    for i in range(rows):",
         "        am = a[m0 + i]",
         "        ai = a16[i]",
         "        for k in range(K):",
         "            ai[k] = am[k]",
-        f"    row = np.empty((16, {4 * BLOCK_N}), dtype=np.int32)",
+        f"    row = np.empty(({r}, {blocks * BLOCK_N}), dtype=np.int32)",
         "    af = a16.reshape(-1)",
         "    rf = row.reshape(-1)",
         "    for nb in range(nb0, nb1):",
         f"        w0 = nb * (KP // 2) * {2 * BLOCK_N}",
         f"        r0 = (nb - nb0) * {BLOCK_N}",
-        *_indent(_micro_kernel_calls("af", "i", "rows", "KP", f"i * {4 * BLOCK_N} + r0", f"{4 * BLOCK_N}"), 2),
+        *_indent(_micro_kernel_calls("af", "i", "rows", "KP", f"i * {blocks * BLOCK_N} + r0", f"{blocks * BLOCK_N}"),
+                 2),
         f"    c0 = nb0 * {BLOCK_N}",
         f"    c1 = min(N, nb1 * {BLOCK_N})",
         "    for i in range(rows):",
@@ -724,19 +728,19 @@ class _GemmReads(_Accesses):
         return f"{arr}[{', '.join(rows)}]"
 
 
-def kernel_for(d: Dispatch) -> KernelSpec:
-    """The kernel of one dispatch on the host CPU. The conv templates pack their weights and bias at
+def kernel_for(d: Dispatch, target: CpuTarget) -> KernelSpec:
+    """The kernel of one dispatch for `target`. The conv templates pack their weights and bias at
     compile time; a conv whose weights or bias are runtime values (graph inputs, results of other ops)
     runs the generic loop nest, which reads them in their TOSA layout."""
     root = d.root
     packable = root.name in ("linalg.conv2d", "linalg.depthwise_conv2d") and all(map(_is_const, root.operands[1:]))
     if packable and root.name == "linalg.conv2d":
         if is_gemm(d):
-            return gemm_kernel(d)
+            return gemm_kernel(d, target)
         x, w = root.operands[:2]
         if x.type.dtype == "i8" and not root.attrs["weight_zp"] \
-                and (host().x86_avx2 or w.type.size // w.type.shape[0] >= 64):
-            return im2col_conv_kernel(d)
+                and (target.x86_avx2 or w.type.size // w.type.shape[0] >= 64):
+            return im2col_conv_kernel(d, target)
         return conv_kernel(d)
     if packable:
         return depthwise_kernel(d)

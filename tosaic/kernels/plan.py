@@ -1,10 +1,11 @@
 """The compiled plan: what a CompiledModel executes, as plain data that can be saved and loaded.
 
-`build_plan` runs the compiler proper on a TOSA graph: lowering to structured ops, elementwise fusion,
-dispatch formation, arena planning, and code generation of one kernel per dispatch (packing weights into
-the layout each kernel reads). A plan holds no Python objects of the compiler: array references are arena
-offsets or constant indices, kernels are named by the hash of their source, so `save`/`load` round-trip
-it without importing TFLite or lowering again.
+`build_plan` runs the compiler proper on a TOSA graph for a target description: lowering to structured
+ops, elementwise fusion, dispatch formation, arena planning, and code generation of one kernel per dispatch
+(packing weights into the layout each kernel reads). A plan holds no Python objects of the compiler: array
+references are arena offsets or constant indices, kernels are named by the hash of their source, and the
+target it was generated for is recorded as data, so `save`/`load` round-trip it without importing TFLite
+or lowering again.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import numpy as np
 
 from tosaic.ir import Graph, Value
 from tosaic.kernels.cpu import ArrayArg, kernel_for
+from tosaic.kernels.target import CpuTarget
 from tosaic.lowering.bufferize import plan_arena
 from tosaic.lowering.canonicalize import simplify_bodies
 from tosaic.lowering.from_tosa import lower
 from tosaic.lowering.fusion import Dispatch, form_dispatches, fuse_elementwise
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Plan:
     sources: dict[str, str]
     consts: list[np.ndarray]
     state: dict  # variable name -> initial value (or None)
+    target: dict  # CpuTarget.as_dict() of the target the kernels were generated for
 
     @property
     def dispatch_count(self) -> int:
@@ -68,7 +71,7 @@ class Plan:
         (directory / "kernels").mkdir(exist_ok=True)
         for key, source in self.sources.items():
             (directory / "kernels" / f"{key}.py").write_text(source)
-        doc = {"format": FORMAT_VERSION, "meta": meta, "arena_bytes": self.arena_bytes,
+        doc = {"format": FORMAT_VERSION, "meta": meta, "target": self.target, "arena_bytes": self.arena_bytes,
                "activation_bytes": self.activation_bytes, "inputs": self.inputs, "outputs": self.outputs,
                "steps": [asdict(s) for s in self.steps], "consts": len(self.consts),
                "state": {k: (state_names.index(k) if v is not None else None) for k, v in self.state.items()}}
@@ -86,7 +89,7 @@ class Plan:
         steps = [Step(**s) for s in doc["steps"]]
         sources = {s.key: (directory / "kernels" / f"{s.key}.py").read_text() for s in steps if s.kind == "kernel"}
         plan = Plan(doc["arena_bytes"], doc["activation_bytes"], doc["inputs"], doc["outputs"], steps, sources,
-                    consts, state)
+                    consts, state, doc["target"])
         return plan, doc["meta"]
 
 
@@ -146,15 +149,16 @@ def structured_stages(graph: Graph):
     return structured, dispatches, _steps_in_order(structured, dispatches)
 
 
-def build_plan(graph: Graph, stages=None) -> Plan:
-    """The plan of a TOSA graph; `stages` are its `structured_stages`, when the caller has them already."""
+def build_plan(graph: Graph, target: CpuTarget, stages=None) -> Plan:
+    """The plan of a TOSA graph for `target`; `stages` are its `structured_stages`, when the caller has them
+    already."""
     structured, dispatches, order = stages or structured_stages(graph)
     arena = plan_arena(structured, order)
     b = _Builder(structured, arena.offsets)
     steps, sources = [], {}
     for item in order:
         if isinstance(item, Dispatch):
-            spec = kernel_for(item)
+            spec = kernel_for(item, target)
             sources[spec.key] = spec.source
             steps.append(Step("kernel", item.name, item.origins, [b.array(a) for a in spec.arrays], spec.key,
                               spec.template, [_typed(p) for p in spec.params], [int(n) for n in spec.dims]))
@@ -167,4 +171,5 @@ def build_plan(graph: Graph, stages=None) -> Plan:
                               attrs={"name": item.attrs["name"]}))
     inputs = [b.ref(v) for v in structured.inputs]
     outputs = [b.ref(v) for v in structured.outputs]
-    return Plan(arena.size, arena.activation_bytes, inputs, outputs, steps, sources, b.consts, structured.state)
+    return Plan(arena.size, arena.activation_bytes, inputs, outputs, steps, sources, b.consts, structured.state,
+                target.as_dict())

@@ -1,29 +1,98 @@
 """Target descriptions: what the code generator may assume about the machine that runs the kernels.
 
-A target is data (DESIGN.md invariant 4): kernels/cpu.py reads it to choose templates and intrinsics,
-lowering never does. The host description comes from LLVM's view of this CPU, or from Numba's
-`NUMBA_CPU_NAME` / `NUMBA_CPU_FEATURES` when those select another CPU (cross compilation, emulation).
+A target is data (DESIGN.md invariant 4), parsed from the user's string and passed explicitly to code
+generation; lowering never reads it. `"cpu"` is the machine at hand; `"cpu:<arch>:<cpu>"` names a known CPU
+(`KNOWN_CPUS`), for which tosaic generates kernels without running them (to save or export a bundle that a
+board runs). The description holds the architecture, the LLVM CPU name, the features the generated code
+may use, and the schedule (task sizes) the templates read.
+
+Only the features code generation consults (`RELEVANT_FEATURES`) are kept: a plan records them and runs
+only where all of them are present (`missing_features`). The host description comes from LLVM's view of
+this CPU, or from Numba's `NUMBA_CPU_NAME` / `NUMBA_CPU_FEATURES` when those select another one.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import platform
+from dataclasses import dataclass, field
+
+# Features the generated code may depend on. x86: AVX2 (the vpmaddwd micro-kernel), AVX-512 and the VNNI
+# forms; aarch64: NEON (Advanced SIMD), the dot product (sdot) and int8 matrix multiply (smmla).
+RELEVANT_FEATURES = {
+    "x86_64": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"),
+    "aarch64": ("neon", "dotprod", "i8mm"),
+}
+
+KNOWN_CPUS = {
+    "x86_64": {
+        "x86-64": (),
+        "x86-64-v3": ("avx2",),
+        "znver3": ("avx2",),
+        "znver4": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni"),
+        "znver5": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"),
+    },
+    # Raspberry Pi 3/4 (A53/A72: no dot product), Pi 5 (A76), Jetson Orin (A78AE); none has i8mm.
+    "aarch64": {
+        "cortex-a53": ("neon",),
+        "cortex-a72": ("neon",),
+        "cortex-a76": ("neon", "dotprod"),
+        "cortex-a78ae": ("neon", "dotprod"),
+    },
+}
+
+
+class TargetError(ValueError):
+    """A target string that names no known target, or a plan this machine cannot run."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the templates cut work into parallel tasks: rows of a GEMM task and 16-channel blocks per task."""
+
+    gemm_task_rows: int = 16
+    gemm_task_blocks: int = 4
 
 
 @dataclass(frozen=True)
 class CpuTarget:
-    name: str
+    arch: str
+    cpu: str
     features: frozenset[str]
+    schedule: Schedule = field(default_factory=Schedule)
+
+    @property
+    def name(self) -> str:
+        return f"cpu:{self.arch}:{self.cpu}"
 
     @property
     def x86_avx2(self) -> bool:
         """Whether the AVX2 integer micro-kernels (vpmaddwd) may be used."""
-        return "avx2" in self.features
+        return self.arch == "x86_64" and "avx2" in self.features
+
+    def as_dict(self) -> dict:
+        return {"family": "cpu", "arch": self.arch, "cpu": self.cpu, "features": sorted(self.features)}
+
+    @staticmethod
+    def from_dict(d: dict) -> CpuTarget:
+        return CpuTarget(d["arch"], d["cpu"], frozenset(d["features"]))
+
+    def __str__(self) -> str:
+        return f"{self.name} [{', '.join(sorted(self.features)) or 'no SIMD features'}]"
+
+
+def _relevant(arch: str, features) -> frozenset[str]:
+    return frozenset(f for f in features if f in RELEVANT_FEATURES.get(arch, ()))
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 @functools.cache
 def host() -> CpuTarget:
+    """The machine at hand, as LLVM (through Numba) sees it."""
     import numba
     from llvmlite import binding
 
@@ -32,4 +101,34 @@ def host() -> CpuTarget:
         flags = numba.config.CPU_FEATURES.split(",")
     else:
         flags = binding.get_host_cpu_features().flatten().split(",")
-    return CpuTarget(name, frozenset(f[1:] for f in flags if f.startswith("+")))
+    arch = host_arch()
+    features = {f[1:] for f in flags if f.startswith("+")}
+    if arch == "aarch64":
+        features.add("neon")   # Advanced SIMD is mandatory in AArch64; LLVM names it "neon"
+    return CpuTarget(arch, name, _relevant(arch, features))
+
+
+def known_targets() -> list[str]:
+    return ["cpu"] + [f"cpu:{arch}:{cpu}" for arch, cpus in KNOWN_CPUS.items() for cpu in cpus]
+
+
+def parse_target(spec) -> CpuTarget:
+    """The description named by `spec`: "cpu" (this machine) or "cpu:<arch>:<cpu>" (a known CPU)."""
+    if isinstance(spec, CpuTarget):
+        return spec
+    if spec == "cpu":
+        return host()
+    parts = str(spec).split(":")
+    if len(parts) == 3 and parts[0] == "cpu" and parts[2] in KNOWN_CPUS.get(parts[1], {}):
+        arch, cpu = parts[1], parts[2]
+        return CpuTarget(arch, cpu, frozenset(KNOWN_CPUS[arch][cpu]))
+    raise TargetError(f"unknown target {spec!r}; known targets: interp, {', '.join(known_targets())}")
+
+
+def missing_features(target: CpuTarget, machine: CpuTarget | None = None) -> list[str]:
+    """What `machine` (default: this one) lacks to run code generated for `target`: its architecture, or the
+    features the code may use. Empty when it can run it."""
+    machine = machine or host()
+    if machine.arch != target.arch:
+        return [f"the {target.arch} architecture (this machine is {machine.arch})"]
+    return sorted(target.features - machine.features)
