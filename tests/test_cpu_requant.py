@@ -102,7 +102,7 @@ def test_add_input_scaling_in_float64_matches_litert(scales, zps, seed):
     from litert_ref import run_reference
     from tflite_builder import ModelBuilder
 
-    from tosaic.kernels.cache import cache_dir, module_name
+    from tosaic.kernels.engine import cache_dir, module_name
 
     b = ModelBuilder()
     x = b.tensor([1, 16, 16, 1], np.int8, scale=scales[0], zero_point=zps[0], name="x")

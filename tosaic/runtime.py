@@ -86,9 +86,9 @@ class CompiledModel:
                 self._cannot_run = (f"this model was compiled for {planned}; this machine lacks "
                                     f"{', '.join(missing)}: save or export it for a machine that has them")
             else:
-                from tosaic.kernels.executable import CpuExecutable
+                from tosaic.kernels.engine import Executable
 
-                self._executable = CpuExecutable(self._plan, threads)
+                self._executable = Executable(self._plan, threads)
             self._initial_state = self._plan.state
         else:
             self._initial_state = initial_state(graph)
@@ -120,7 +120,7 @@ class CompiledModel:
 
     @classmethod
     def load(cls, directory, threads: int | None = None) -> CompiledModel:
-        from tosaic.kernels.plan import Plan
+        from tosaic.kernels.engine import Plan
 
         directory = Path(directory)
         if not (directory / "plan.json").is_file():

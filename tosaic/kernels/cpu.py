@@ -5,7 +5,7 @@ A kernel is a template (its loop nest and schedule) plus the scalar bodies rende
 
 - `gemm`: a 1x1, stride-1, unpadded conv (and so every fully connected layer) with weight zero point 0, as
   C[m, n] = A[m, :] . W[n, :] over int8 (or int16) activations; the input zero point is folded into the
-  bias at compile time. On AVX2 hosts, `gemm_avx2` runs the broadcast micro-kernels of `kernels/x86.py`
+  bias at compile time. On AVX2 hosts, `gemm_avx2` runs the broadcast micro-kernels of `kernels/x86_microkernels.py`
   on tasks of 16 rows by 64 channels; elsewhere one dot product per output (`gemm`), or outer products
   for few input channels (`gemm_outer`).
 - `im2col`: an int8 conv2d with weight zero point 0 as a GEMM over each output row's gathered patches (on
@@ -33,7 +33,7 @@ import numpy as np
 from tosaic.ir import Value
 from tosaic.kernels.render import PRELUDE, BodyRenderer, map_source
 from tosaic.kernels.target import CpuTarget
-from tosaic.kernels.x86 import BLOCK_N, pack_bias, pack_weights
+from tosaic.kernels.x86 import BLOCK_N, MICROKERNEL_SOURCE, pack_bias, pack_weights
 from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.structured import PARALLEL, generalize
@@ -343,7 +343,7 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
 def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     """Conv2d on int8 by patches: per output row, gather each pixel's patch into a row buffer (padded taps
     hold the zero point, which is folded into the bias), then multiply the patches by the weights. On
-    AVX2 hosts the patches are int16 and go through the GEMM micro-kernels of kernels/x86.py (every int8
+    AVX2 hosts the patches are int16 and go through the GEMM micro-kernels of kernels/x86_microkernels.py (every int8
     conv with weight zero point 0); elsewhere each output channel is one int32 dot product against weights
     packed [OC, KH*KW*IC], for convs with KH*KW*IC >= 64 (measured 2.5x the direct form on 56x56x64 3x3)."""
     op = d.root
@@ -395,7 +395,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
                    f"    acc = np.empty((OW, NB * {BLOCK_N}), dtype=np.int32)"]
         packed = pack_weights(weights)
         bias_arg = pack_bias(folded)
-        header = ["from tosaic.kernels.x86 import gemm_1x16, gemm_4x16"]
+        header = [MICROKERNEL_SOURCE]
     else:
         multiply = [
             "    for xo in range(OW):",
@@ -446,7 +446,7 @@ def _folded_bias(bias: Value, weights: np.ndarray, zp: int, acc_dtype: str) -> n
 
 
 def _micro_kernel_calls(a: str, row: str, rows: str, lda: str, out_offset: str, ldo: str) -> list[str]:
-    """Source running the micro-kernels of kernels/x86.py over rows 0 .. `rows`-1 (loop variable `row`) of
+    """Source running the micro-kernels of kernels/x86_microkernels.py over rows 0 .. `rows`-1 (loop variable `row`) of
     the flat int16 array `a` against the 16-channel block `nb` of `wf` starting at `w0`: blocks of four
     rows, then single rows, into the flat int32 row buffer `rf` at `out_offset` (row stride `ldo`)."""
     call = f"({a}, {row} * {lda}, {lda}, wf, w0, {lda} // 2, rf, {out_offset}, {ldo}, bias, nb * {BLOCK_N})"
@@ -654,7 +654,7 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, head
 
 
 def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) -> KernelSpec:
-    """The GEMM on x86 AVX2 from the broadcast micro-kernels of kernels/x86.py. A parallel task is R rows
+    """The GEMM on x86 AVX2 from the broadcast micro-kernels of kernels/x86_microkernels.py. A parallel task is R rows
     by B blocks of 16 output channels (the schedule's; 16 by 4 by default): its rows are widened once into
     an int16 buffer (K padded to even with zeros), blocks of four rows (single rows at the end) by 16
     channels are written with their bias into a row buffer, and the epilogue runs over the buffer as its
@@ -696,7 +696,7 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) 
         *_indent(epilogue, 3),
     ]
     return _gemm_spec(d, "gemm_avx2", body, params, pack_weights(weights), pack_bias(folded), reads,
-                      ["from tosaic.kernels.x86 import gemm_1x16, gemm_4x16"])
+                      [MICROKERNEL_SOURCE])
 
 
 class _GemmReads(_Accesses):

@@ -10,98 +10,20 @@ or lowering again.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
 import numpy as np
 
 from tosaic.ir import Graph, Value
 from tosaic.kernels.cpu import ArrayArg, kernel_for
+from tosaic.kernels.engine import Plan, Step
 from tosaic.kernels.target import CpuTarget
 from tosaic.lowering.bufferize import plan_arena
 from tosaic.lowering.canonicalize import simplify_bodies
 from tosaic.lowering.from_tosa import lower
 from tosaic.lowering.fusion import Dispatch, form_dispatches, fuse_elementwise
 
-FORMAT_VERSION = 2
-
-
-@dataclass
-class Step:
-    """One step of a plan. `arrays` are ["arena", byte offset, shape, dtype] or ["const", index]."""
-
-    kind: str  # kernel | concat | variable_read | variable_write
-    name: str
-    origins: list[str]
-    arrays: list
-    key: str = ""
-    template: str = ""
-    params: list = field(default_factory=list)
-    dims: list = field(default_factory=list)
-    attrs: dict = field(default_factory=dict)
-
-
-@dataclass
-class Plan:
-    arena_bytes: int
-    activation_bytes: int
-    inputs: list  # array references of the model inputs, in order
-    outputs: list
-    steps: list[Step]
-    sources: dict[str, str]
-    consts: list[np.ndarray]
-    state: dict  # variable name -> initial value (or None)
-    target: dict  # CpuTarget.as_dict() of the target the kernels were generated for
-
-    @property
-    def dispatch_count(self) -> int:
-        return sum(1 for s in self.steps if s.kind == "kernel")
-
-    @property
-    def kernel_count(self) -> int:
-        return len(self.sources)
-
-    def save(self, directory: Path, meta: dict) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        arrays = {f"const_{i}": a for i, a in enumerate(self.consts)}
-        state_names = sorted(k for k, v in self.state.items() if v is not None)
-        arrays.update({f"state_{i}": self.state[k] for i, k in enumerate(state_names)})
-        np.savez(directory / "arrays.npz", **arrays)
-        (directory / "kernels").mkdir(exist_ok=True)
-        for key, source in self.sources.items():
-            (directory / "kernels" / f"{key}.py").write_text(source)
-        doc = {"format": FORMAT_VERSION, "meta": meta, "target": self.target, "arena_bytes": self.arena_bytes,
-               "activation_bytes": self.activation_bytes, "inputs": self.inputs, "outputs": self.outputs,
-               "steps": [asdict(s) for s in self.steps], "consts": len(self.consts),
-               "state": {k: (state_names.index(k) if v is not None else None) for k, v in self.state.items()}}
-        (directory / "plan.json").write_text(json.dumps(doc, indent=1, default=_json_default))
-
-    @staticmethod
-    def load(directory: Path) -> tuple[Plan, dict]:
-        doc = json.loads((directory / "plan.json").read_text())
-        if doc.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory} holds a compiled model of format {doc.get('format')}, "
-                             f"this tosaic reads format {FORMAT_VERSION}")
-        with np.load(directory / "arrays.npz") as npz:
-            consts = [npz[f"const_{i}"] for i in range(doc["consts"])]
-            state = {k: (None if i is None else npz[f"state_{i}"]) for k, i in doc["state"].items()}
-        steps = [Step(**s) for s in doc["steps"]]
-        sources = {s.key: (directory / "kernels" / f"{s.key}.py").read_text() for s in steps if s.kind == "kernel"}
-        plan = Plan(doc["arena_bytes"], doc["activation_bytes"], doc["inputs"], doc["outputs"], steps, sources,
-                    consts, state, doc["target"])
-        return plan, doc["meta"]
-
-
 def _typed(value) -> list:
     """A kernel parameter as [kind, value], kind the numpy type's char (JSON keeps no scalar types)."""
     return [np.asarray(value).dtype.char, value.item()]
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot store {type(value).__name__} in a plan")
 
 
 class _Builder:

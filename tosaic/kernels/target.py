@@ -6,23 +6,16 @@ generation; lowering never reads it. `"cpu"` is the machine at hand; `"cpu:<arch
 board runs). The description holds the architecture, the LLVM CPU name, the features the generated code
 may use, and the schedule (task sizes) the templates read.
 
-Only the features code generation consults (`RELEVANT_FEATURES`) are kept: a plan records them and runs
-only where all of them are present (`missing_features`). The host description comes from LLVM's view of
-this CPU, or from Numba's `NUMBA_CPU_NAME` / `NUMBA_CPU_FEATURES` when those select another one.
+Only the features code generation consults (`engine.RELEVANT_FEATURES`) are kept: a plan records them and
+runs only where all of them are present (`missing_features`, which asks the runtime engine what this CPU
+executes). The host description comes from LLVM's view of this CPU, or from Numba's `NUMBA_CPU_NAME` /
+`NUMBA_CPU_FEATURES` when those select another one.
 """
 
 from __future__ import annotations
 
 import functools
-import platform
 from dataclasses import dataclass, field
-
-# Features the generated code may depend on. x86: AVX2 (the vpmaddwd micro-kernel), AVX-512 and the VNNI
-# forms; aarch64: NEON (Advanced SIMD), the dot product (sdot) and int8 matrix multiply (smmla).
-RELEVANT_FEATURES = {
-    "x86_64": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"),
-    "aarch64": ("neon", "dotprod", "i8mm"),
-}
 
 KNOWN_CPUS = {
     "x86_64": {
@@ -81,31 +74,21 @@ class CpuTarget:
         return f"{self.name} [{', '.join(sorted(self.features)) or 'no SIMD features'}]"
 
 
-def _relevant(arch: str, features) -> frozenset[str]:
-    return frozenset(f for f in features if f in RELEVANT_FEATURES.get(arch, ()))
-
-
-def host_arch() -> str:
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
-
-
 @functools.cache
 def host() -> CpuTarget:
-    """The machine at hand, as LLVM (through Numba) sees it."""
+    """The machine at hand, as LLVM (through Numba) sees it, or as NUMBA_CPU_NAME / NUMBA_CPU_FEATURES set it."""
     import numba
     from llvmlite import binding
 
+    from tosaic.kernels import engine
+
+    arch = engine.machine_arch()
     name = numba.config.CPU_NAME or binding.get_host_cpu_name()
-    if numba.config.CPU_FEATURES is not None:
-        flags = numba.config.CPU_FEATURES.split(",")
+    if numba.config.CPU_FEATURES is None:
+        features = engine.machine_features()
     else:
-        flags = binding.get_host_cpu_features().flatten().split(",")
-    arch = host_arch()
-    features = {f[1:] for f in flags if f.startswith("+")}
-    if arch == "aarch64":
-        features.add("neon")   # Advanced SIMD is mandatory in AArch64; LLVM names it "neon"
-    return CpuTarget(arch, name, _relevant(arch, features))
+        features = {f[1:] for f in numba.config.CPU_FEATURES.split(",") if f.startswith("+")}
+    return CpuTarget(arch, name, frozenset(f for f in features if f in engine.RELEVANT_FEATURES.get(arch, ())))
 
 
 def known_targets() -> list[str]:
@@ -126,9 +109,10 @@ def parse_target(spec) -> CpuTarget:
 
 
 def missing_features(target: CpuTarget, machine: CpuTarget | None = None) -> list[str]:
-    """What `machine` (default: this one) lacks to run code generated for `target`: its architecture, or the
-    features the code may use. Empty when it can run it."""
-    machine = machine or host()
-    if machine.arch != target.arch:
-        return [f"the {target.arch} architecture (this machine is {machine.arch})"]
-    return sorted(target.features - machine.features)
+    """What `machine` (default: this CPU, as the runtime engine reads it) lacks to run code generated for
+    `target`: its architecture, or the features the code may use. Empty when it can run it."""
+    from tosaic.kernels import engine
+
+    if machine is None:
+        return engine.missing(target.as_dict())
+    return engine.missing(target.as_dict(), machine.arch, machine.features)

@@ -1,0 +1,308 @@
+"""The runtime engine: a compiled model's directory (plan.json, arrays.npz, kernels/), the check that this
+machine can run it, the on-disk kernel cache, and the binding of kernels to one arena that runs it.
+
+Standalone on purpose: it imports numpy, numba and llvmlite only. tosaic's CompiledModel runs through it,
+and a deploy bundle (`tosaic export`) carries this file as its whole runtime, so a board runs a model with
+exactly the code tosaic tested.
+
+Kernel cache: a generated module is a file named by the hash of its source, written once, atomically, and
+imported as a real file so that Numba's `cache=True` stores the machine code beside it (`@njit(cache=True)`
+on source run with `exec` has no file to locate). A later process finds both and compiles nothing.
+
+Binding: every kernel is compiled (or loaded from Numba's cache) for its exact argument types, and each
+step's argument tuple is built once from views of the arena and the packed constants. A run copies the
+inputs in, calls the steps in order, and copies the outputs out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# OpenMP workers spin only briefly (10,000 iterations, tens of microseconds) before sleeping. Sleeping at
+# once (OMP_WAIT_POLICY=PASSIVE) costs a wake-up per parallel kernel: MobileNetV2 at 2 threads took 22.7 ms
+# against 18.1 ms. Spinning without bound (libgomp's default 300,000, or ACTIVE) turns every parallel
+# kernel into a scheduler quantum when another process holds a core (measured: 38 ms to 130-450 ms); with
+# the short spin, a busy core costs no more than PASSIVE did (51 ms against 54 ms). Set before Numba loads
+# its OpenMP pool; a user's value wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+FORMAT_VERSION = 2
+
+# Features generated code may depend on. x86: AVX2 (the vpmaddwd micro-kernel), AVX-512 and the VNNI
+# forms; aarch64: NEON (Advanced SIMD), the dot product (sdot) and int8 matrix multiply (smmla).
+RELEVANT_FEATURES = {
+    "x86_64": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"),
+    "aarch64": ("neon", "dotprod", "i8mm"),
+}
+
+# AArch64 Linux hwcaps (arch/arm64/include/uapi/asm/hwcap.h): AT_HWCAP bit 1 is ASIMD, bit 20 ASIMDDP;
+# AT_HWCAP2 bit 13 is I8MM.
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+_HWCAP_BITS = {"neon": (_AT_HWCAP, 1), "dotprod": (_AT_HWCAP, 20), "i8mm": (_AT_HWCAP2, 13)}
+
+
+def machine_arch() -> str:
+    arch = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+
+
+def _auxv() -> dict[int, int]:
+    """The process's auxiliary vector (AT_* type -> value) from /proc/self/auxv; empty if unreadable."""
+    try:
+        raw = Path("/proc/self/auxv").read_bytes()
+    except OSError:
+        return {}
+    words = np.frombuffer(raw[: len(raw) // 16 * 16], dtype=np.uint64).reshape(-1, 2)
+    return {int(kind): int(value) for kind, value in words}
+
+
+def machine_features() -> frozenset[str]:
+    """The features of RELEVANT_FEATURES this CPU executes: on aarch64 from the kernel's hwcaps (what an
+    emulator or a board really provides), elsewhere from LLVM's view of the host CPU."""
+    arch = machine_arch()
+    if arch == "aarch64":
+        auxv = _auxv()
+        return frozenset(f for f, (kind, bit) in _HWCAP_BITS.items() if auxv.get(kind, 0) >> bit & 1)
+    from llvmlite import binding
+
+    flags = binding.get_host_cpu_features().flatten().split(",")
+    return frozenset(f[1:] for f in flags if f.startswith("+") and f[1:] in RELEVANT_FEATURES.get(arch, ()))
+
+
+def missing(target: dict, arch: str | None = None, features=None) -> list[str]:
+    """What a machine (default: this one) lacks to run code generated for `target` (a plan's target
+    record): its architecture, or features the code may use. Empty when it can run it."""
+    arch = arch or machine_arch()
+    if arch != target["arch"]:
+        return [f"the {target['arch']} architecture (this machine is {arch})"]
+    features = machine_features() if features is None else features
+    return sorted(set(target["features"]) - set(features))
+
+
+# ----------------------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Step:
+    """One step of a plan. `arrays` are ["arena", byte offset, shape, dtype] or ["const", index]."""
+
+    kind: str  # kernel | concat | variable_read | variable_write
+    name: str
+    origins: list[str]
+    arrays: list
+    key: str = ""
+    template: str = ""
+    params: list = field(default_factory=list)
+    dims: list = field(default_factory=list)
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """What a compiled model executes, as plain data: arena size, input and output references, steps,
+    kernel sources by key, packed constants, initial variable values, and the target (a dict: family,
+    arch, cpu, features) the kernels were generated for."""
+
+    arena_bytes: int
+    activation_bytes: int
+    inputs: list  # array references of the model inputs, in order
+    outputs: list
+    steps: list[Step]
+    sources: dict[str, str]
+    consts: list[np.ndarray]
+    state: dict  # variable name -> initial value (or None)
+    target: dict
+
+    @property
+    def dispatch_count(self) -> int:
+        return sum(1 for s in self.steps if s.kind == "kernel")
+
+    @property
+    def kernel_count(self) -> int:
+        return len(self.sources)
+
+    def save(self, directory: Path, meta: dict) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {f"const_{i}": a for i, a in enumerate(self.consts)}
+        state_names = sorted(k for k, v in self.state.items() if v is not None)
+        arrays.update({f"state_{i}": self.state[k] for i, k in enumerate(state_names)})
+        np.savez(directory / "arrays.npz", **arrays)
+        (directory / "kernels").mkdir(exist_ok=True)
+        for key, source in self.sources.items():
+            (directory / "kernels" / f"{module_name(key)}.py").write_text(source)
+        doc = {"format": FORMAT_VERSION, "meta": meta, "target": self.target, "arena_bytes": self.arena_bytes,
+               "activation_bytes": self.activation_bytes, "inputs": self.inputs, "outputs": self.outputs,
+               "steps": [asdict(s) for s in self.steps], "consts": len(self.consts),
+               "state": {k: (state_names.index(k) if v is not None else None) for k, v in self.state.items()}}
+        (directory / "plan.json").write_text(json.dumps(doc, indent=1, default=_json_default))
+
+    @staticmethod
+    def load(directory: Path) -> tuple[Plan, dict]:
+        directory = Path(directory)
+        doc = json.loads((directory / "plan.json").read_text())
+        if doc.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{directory} holds a compiled model of format {doc.get('format')}, "
+                             f"this runtime reads format {FORMAT_VERSION}")
+        with np.load(directory / "arrays.npz") as npz:
+            consts = [npz[f"const_{i}"] for i in range(doc["consts"])]
+            state = {k: (None if i is None else npz[f"state_{i}"]) for k, i in doc["state"].items()}
+        steps = [Step(**s) for s in doc["steps"]]
+        sources = {s.key: (directory / "kernels" / f"{module_name(s.key)}.py").read_text()
+                   for s in steps if s.kind == "kernel"}
+        plan = Plan(doc["arena_bytes"], doc["activation_bytes"], doc["inputs"], doc["outputs"], steps, sources,
+                    consts, state, doc["target"])
+        return plan, doc["meta"]
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a plan")
+
+
+# ------------------------------------------------------------------------------------ kernel cache
+
+
+def cache_dir() -> Path:
+    """`$TOSAIC_CACHE_DIR/kernels`, by default `~/.cache/tosaic/kernels`."""
+    root = os.environ.get("TOSAIC_CACHE_DIR") or Path.home() / ".cache" / "tosaic"
+    return Path(root) / "kernels"
+
+
+def module_name(key: str) -> str:
+    return f"tosaic_kernel_{key}"
+
+
+def load_kernel(key: str, source: str, directory: Path | None = None):
+    """The `kernel` function of the generated module `key` with `source`, written to `directory` (default:
+    the cache) if absent."""
+    name = module_name(key)
+    module = sys.modules.get(name)
+    if module is None:
+        directory = Path(directory) if directory is not None else cache_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.py"
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(source)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module.kernel
+
+
+# ------------------------------------------------------------------------------------- execution
+
+_SCALAR_TYPES = {"l": np.int64, "q": np.int64, "f": np.float32, "d": np.float64, "?": np.bool_}
+
+
+class Executable:
+    """A plan bound to an arena. `run(inputs, state)` returns the outputs and updates `state`. Kernels come
+    from `kernel_dir` (default: the cache)."""
+
+    def __init__(self, plan: Plan, threads: int | None = None, kernel_dir: Path | None = None):
+        self.plan = plan
+        limit = numba.config.NUMBA_NUM_THREADS
+        self.threads = limit if threads is None else int(threads)
+        if not 1 <= self.threads <= limit:
+            raise ValueError(f"threads must be between 1 and {limit} (this machine's cores), got {threads}")
+        self.kernel_dir = kernel_dir
+        raw = np.zeros(plan.arena_bytes + 64, dtype=np.uint8)
+        start = (-raw.ctypes.data) % 64
+        self.arena = raw[start:start + plan.arena_bytes]
+        self.inputs = [self._view(r) for r in plan.inputs]
+        self.outputs = [self._view(r) for r in plan.outputs]
+        numba.set_num_threads(self.threads)
+        self.steps = [self._bind(step) for step in plan.steps]
+
+    def _view(self, ref: list) -> np.ndarray:
+        if ref[0] == "const":
+            return self.plan.consts[ref[1]]
+        _, offset, shape, dtype = ref
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return self.arena[offset:offset + nbytes].view(dtype).reshape(shape)
+
+    def _bind(self, step: Step):
+        arrays = [self._view(r) for r in step.arrays]
+        if step.kind == "kernel":
+            fn = load_kernel(step.key, self.plan.sources[step.key], self.kernel_dir)
+            params = tuple(_SCALAR_TYPES[kind](value) for kind, value in step.params)
+            args = (*arrays, params, tuple(np.int64(n) for n in step.dims))
+            fn.compile(tuple(numba.typeof(a) for a in args))
+            return lambda state: fn(*args)
+        if step.kind == "concat":
+            return self._bind_concat(step, arrays)
+        name = step.attrs["name"]
+        (view,) = arrays
+        if step.kind == "variable_read":
+            def read(state):
+                value = state.get(name)
+                if value is None:
+                    raise RuntimeError(f"variable @{name} is read before it has a value (no initial value, no write)")
+                np.copyto(view, value)
+            return read
+
+        def write(state):
+            state[name] = view.copy()
+        return write
+
+    def _bind_concat(self, step: Step, arrays):
+        out, pieces = arrays[0], arrays[1:]
+        axis = step.attrs["axis"]
+        copies, start = [], 0
+        for ref, piece in zip(step.arrays[1:], pieces):
+            size = piece.shape[axis]
+            target = out[(slice(None),) * axis + (slice(start, start + size),)]
+            start += size
+            # A piece its producer already wrote into the concat's bytes needs no copy.
+            if ref[0] == "arena" and np.shares_memory(target, piece) and target.ctypes.data == piece.ctypes.data:
+                continue
+            copies.append((target, piece))
+
+        def concat(state):
+            for target, piece in copies:
+                np.copyto(target, piece)
+        return concat
+
+    def run(self, inputs: list[np.ndarray], state: dict) -> list[np.ndarray]:
+        numba.set_num_threads(self.threads)
+        for view, array in zip(self.inputs, inputs):
+            np.copyto(view, array.reshape(view.shape))
+        for step in self.steps:
+            step(state)
+        return [np.array(out, copy=True) for out in self.outputs]
+
+    def profile(self, inputs: list[np.ndarray], state: dict, repeat: int) -> list[dict]:
+        """Median seconds of each step over `repeat` runs, slowest first."""
+        numba.set_num_threads(self.threads)
+        times = [[] for _ in self.steps]
+        for _ in range(repeat):
+            for view, array in zip(self.inputs, inputs):
+                np.copyto(view, array.reshape(view.shape))
+            for i, step in enumerate(self.steps):
+                t = time.perf_counter()
+                step(state)
+                times[i].append(time.perf_counter() - t)
+        rows = [{"dispatch": s.name, "template": s.template or s.kind, "ops": " + ".join(s.origins),
+                 "seconds": float(np.median(t))} for s, t in zip(self.plan.steps, times)]
+        return sorted(rows, key=lambda r: -r["seconds"])
