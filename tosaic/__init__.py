@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from tosaic.importers.tflite.importer import LegalizationError, UnsupportedModelError, import_tflite
@@ -40,7 +41,12 @@ def compile(source, target: str = "interp", threads: int | None = None) -> Compi
     "cpu" (this machine) or a named CPU such as "cpu:aarch64:cortex-a76" (`tosaic.kernels.target`;
     compiled for saving or export when this machine cannot run it). `threads`: how many cores the cpu
     target's kernels use (default: all)."""
-    return CompiledModel(load_graph(source), target, threads)
+    graph = load_graph(source)
+    origin = None
+    if not isinstance(source, Graph):
+        path = Path(source)
+        origin = {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return CompiledModel(graph, target, threads, source=origin)
 
 
 def load(directory, threads: int | None = None) -> CompiledModel:

@@ -154,6 +154,19 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import tosaic
+
+    model = tosaic.compile(args.model, target=args.target)
+    manifest = model.export(args.output)
+    target = manifest["target"]
+    size = sum(p.stat().st_size for p in Path(args.output).rglob("*") if p.is_file())
+    print(f"exported {args.model} for {target['cpu']} ({target['arch']}, {', '.join(target['features']) or 'no SIMD'}) "
+          f"to {args.output}: {manifest['dispatches']} dispatches, {manifest['kernels']} kernels, {size} bytes; "
+          f"run it there with: python {Path(args.output) / 'run.py'} IN.npz -o OUT.npz")
+    return 0
+
+
 def cmd_ops(args) -> int:
     from tosaic.importers.tflite.reader import read_tflite
     from tosaic.importers.tflite.support import COLUMNS, model_ops, support_markdown, support_table
@@ -209,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="threads the kernels use (default: all cores)")
     p.set_defaults(fn=cmd_compile)
 
+    p = sub.add_parser("export", help="write a deploy bundle a board runs with numpy and numba alone")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="directory of the bundle")
+    p.add_argument("--target", default="cpu", help="\"cpu\" (this machine) or cpu:ARCH:CPU, e.g. cpu:aarch64:cortex-a76")
+    p.set_defaults(fn=cmd_export)
+
     for name, fn, help_text in (("run", cmd_run, "run a model on inputs from an .npz file"),
                                 ("validate", cmd_validate, "compare with LiteRT's reference kernels")):
         p = sub.add_parser(name, help=help_text)
@@ -230,7 +249,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (OSError, ValueError, RuntimeError, NotImplementedError) as error:
+    except (OSError, ValueError, RuntimeError, NotImplementedError) as error:  # TargetError is a ValueError
         print(f"tosaic: error: {error}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tosaic.ir import Graph, ShapeType, TensorType
+from tosaic.kernels.engine import prepare_inputs
 from tosaic.tosa.interpreter import initial_state, interpret
 
 
@@ -64,9 +65,10 @@ class CompiledModel:
     """A TOSA graph bound to a target. `run(inputs)` returns the outputs as numpy arrays."""
 
     def __init__(self, graph: Graph | None, target: str = "interp", threads: int | None = None, plan=None,
-                 io: tuple | None = None):
+                 io: tuple | None = None, source: dict | None = None):
         self.graph = graph
         self.target = target
+        self.source = source  # {"name", "sha256"} of the model file compiled, when it came from a file
         if io is not None:
             self.inputs, self.outputs = io
         else:
@@ -114,9 +116,21 @@ class CompiledModel:
         brings it back without TFLite, lowering or kernel generation."""
         if self._plan is None:
             raise ValueError("only a compiled target can be saved; compile with target='cpu'")
-        meta = {"target": self.target, "inputs": [_tensor_info_dict(t) for t in self.inputs],
+        self._plan.save(Path(directory), self._meta())
+
+    def _meta(self) -> dict:
+        return {"target": self.target, "source": self.source, "inputs": [_tensor_info_dict(t) for t in self.inputs],
                 "outputs": [_tensor_info_dict(t) for t in self.outputs]}
-        self._plan.save(Path(directory), meta)
+
+    def export(self, directory) -> dict:
+        """Write a deploy bundle: this model's plan, packed weights and kernel sources with the runtime engine,
+        `run.py` and `manifest.json`, which a board runs with numpy and numba alone (`python run.py
+        IN.npz -o OUT.npz`, `--steps`, `--bench`). Returns the manifest."""
+        from tosaic.kernels.bundle import export_bundle
+
+        if self._plan is None:
+            raise ValueError("only a compiled target can be exported; compile with target='cpu' or 'cpu:ARCH:CPU'")
+        return export_bundle(self._plan, self._meta(), directory, self.source)
 
     @classmethod
     def load(cls, directory, threads: int | None = None) -> CompiledModel:
@@ -127,7 +141,7 @@ class CompiledModel:
             raise FileNotFoundError(f"no compiled model in {directory} (plan.json is missing)")
         plan, meta = Plan.load(directory)
         io = ([_tensor_info_from(t) for t in meta["inputs"]], [_tensor_info_from(t) for t in meta["outputs"]])
-        model = cls(None, meta["target"], threads, plan=plan, io=io)
+        model = cls(None, meta["target"], threads, plan=plan, io=io, source=meta.get("source"))
         if model._cannot_run:
             from tosaic.kernels.target import TargetError
 
@@ -175,29 +189,8 @@ class CompiledModel:
         return result
 
     def _arrays(self, inputs) -> list[np.ndarray]:
-        if isinstance(inputs, dict):
-            unknown = sorted(set(inputs) - {i.name for i in self.inputs})
-            if unknown:
-                raise ValueError(f"unknown input names {unknown}; the model's inputs are "
-                                 f"{[i.name for i in self.inputs]}")
-            missing = [i.name for i in self.inputs if i.name not in inputs]
-            if missing:
-                raise ValueError(f"missing inputs {missing}")
-            inputs = [inputs[i.name] for i in self.inputs]
-        elif isinstance(inputs, np.ndarray):
-            inputs = [inputs]
-        inputs = list(inputs)
-        if len(inputs) != len(self.inputs):
-            raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
-        arrays = []
-        for info, storage, array in zip(self.inputs, self._storage_dtypes(), inputs):
-            array = np.asarray(array)
-            if array.dtype != info.dtype:
-                raise ValueError(f"input '{info.name}' must be {info.dtype}, got {array.dtype}")
-            if array.shape != info.shape:
-                raise ValueError(f"input '{info.name}' must have shape {list(info.shape)}, got {list(array.shape)}")
-            arrays.append(np.array(array, copy=True).view(storage))
-        return arrays
+        specs = [(i.name, i.shape, i.dtype) for i in self.inputs]
+        return prepare_inputs(inputs, specs, self._storage_dtypes())
 
     def _storage_dtypes(self) -> list[np.dtype]:
         """The dtype each input is stored in (uint8 travels as int8 bits)."""

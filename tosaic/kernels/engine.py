@@ -1,9 +1,9 @@
 """The runtime engine: a compiled model's directory (plan.json, arrays.npz, kernels/), the check that this
 machine can run it, the on-disk kernel cache, and the binding of kernels to one arena that runs it.
 
-Standalone on purpose: it imports numpy, numba and llvmlite only. tosaic's CompiledModel runs through it,
-and a deploy bundle (`tosaic export`) carries this file as its whole runtime, so a board runs a model with
-exactly the code tosaic tested.
+Standalone on purpose: it imports numpy, and numba and llvmlite once a plan is bound (so that importing it
+costs nothing). tosaic's CompiledModel runs through it, and a deploy bundle (`tosaic export`) carries this
+file as its whole runtime, so a board runs a model with exactly the code tosaic tested.
 
 Kernel cache: a generated module is a file named by the hash of its source, written once, atomically, and
 imported as a real file so that Numba's `cache=True` stores the machine code beside it (`@njit(cache=True)`
@@ -34,7 +34,6 @@ from pathlib import Path
 # its OpenMP pool; a user's value wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 FORMAT_VERSION = 2
@@ -67,13 +66,17 @@ def _auxv() -> dict[int, int]:
     return {int(kind): int(value) for kind, value in words}
 
 
+def hwcap_features(auxv: dict[int, int]) -> frozenset[str]:
+    """The aarch64 features an auxiliary vector's hwcaps announce."""
+    return frozenset(f for f, (kind, bit) in _HWCAP_BITS.items() if auxv.get(kind, 0) >> bit & 1)
+
+
 def machine_features() -> frozenset[str]:
     """The features of RELEVANT_FEATURES this CPU executes: on aarch64 from the kernel's hwcaps (what an
     emulator or a board really provides), elsewhere from LLVM's view of the host CPU."""
     arch = machine_arch()
     if arch == "aarch64":
-        auxv = _auxv()
-        return frozenset(f for f, (kind, bit) in _HWCAP_BITS.items() if auxv.get(kind, 0) >> bit & 1)
+        return hwcap_features(_auxv())
     from llvmlite import binding
 
     flags = binding.get_host_cpu_features().flatten().split(",")
@@ -220,6 +223,8 @@ class Executable:
     from `kernel_dir` (default: the cache)."""
 
     def __init__(self, plan: Plan, threads: int | None = None, kernel_dir: Path | None = None):
+        import numba
+
         self.plan = plan
         limit = numba.config.NUMBA_NUM_THREADS
         self.threads = limit if threads is None else int(threads)
@@ -243,6 +248,8 @@ class Executable:
         return self.arena[offset:offset + nbytes].view(dtype).reshape(shape)
 
     def _bind(self, step: Step):
+        import numba
+
         arrays = [self._view(r) for r in step.arrays]
         if step.kind == "kernel":
             fn = load_kernel(step.key, self.plan.sources[step.key], self.kernel_dir)
@@ -285,6 +292,8 @@ class Executable:
         return concat
 
     def run(self, inputs: list[np.ndarray], state: dict) -> list[np.ndarray]:
+        import numba
+
         numba.set_num_threads(self.threads)
         for view, array in zip(self.inputs, inputs):
             np.copyto(view, array.reshape(view.shape))
@@ -294,6 +303,8 @@ class Executable:
 
     def profile(self, inputs: list[np.ndarray], state: dict, repeat: int) -> list[dict]:
         """Median seconds of each step over `repeat` runs, slowest first."""
+        import numba
+
         numba.set_num_threads(self.threads)
         times = [[] for _ in self.steps]
         for _ in range(repeat):
@@ -306,3 +317,80 @@ class Executable:
         rows = [{"dispatch": s.name, "template": s.template or s.kind, "ops": " + ".join(s.origins),
                  "seconds": float(np.median(t))} for s, t in zip(self.plan.steps, times)]
         return sorted(rows, key=lambda r: -r["seconds"])
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def prepare_inputs(inputs, specs, storage) -> list[np.ndarray]:
+    """Inputs given as a list in input order, one array, or a dict by input name, checked against `specs`
+    ((name, shape, numpy dtype) per input) and copied into their `storage` dtypes (uint8 travels as int8
+    bits). Raises ValueError naming the input and what is wrong."""
+    names = [name for name, _, _ in specs]
+    if isinstance(inputs, dict):
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise ValueError(f"unknown input names {unknown}; the model's inputs are {names}")
+        absent = [n for n in names if n not in inputs]
+        if absent:
+            raise ValueError(f"missing inputs {absent}")
+        inputs = [inputs[n] for n in names]
+    elif isinstance(inputs, np.ndarray):
+        inputs = [inputs]
+    inputs = list(inputs)
+    if len(inputs) != len(specs):
+        raise ValueError(f"the model takes {len(specs)} inputs, got {len(inputs)}")
+    arrays = []
+    for (name, shape, dtype), stored, array in zip(specs, storage, inputs):
+        array = np.asarray(array)
+        if array.dtype != dtype:
+            raise ValueError(f"input '{name}' must be {dtype}, got {array.dtype}")
+        if array.shape != tuple(shape):
+            raise ValueError(f"input '{name}' must have shape {list(shape)}, got {list(array.shape)}")
+        arrays.append(np.array(array, copy=True).view(stored))
+    return arrays
+
+
+# ----------------------------------------------------------------------------------- saved models
+
+
+class MachineError(RuntimeError):
+    """This machine cannot run a compiled model: it lacks the model's architecture or CPU features."""
+
+
+class SavedModel:
+    """A compiled model's directory (`CompiledModel.save` or `tosaic export`) ready to run: the machine is
+    checked first (never a SIGILL), kernels come from the directory's `kernels/` (compiled there on the first
+    run, loaded from Numba's cache after), and variables carry from one run to the next."""
+
+    def __init__(self, directory, threads: int | None = None):
+        directory = Path(directory)
+        self.plan, self.meta = Plan.load(directory)
+        target = self.plan.target
+        lacking = missing(target)
+        if lacking:
+            raise MachineError(f"{directory} was compiled for {target['cpu']} ({target['arch']}, "
+                               f"{', '.join(target['features']) or 'no SIMD features'}); this machine lacks "
+                               f"{', '.join(lacking)}")
+        self.executable = Executable(self.plan, threads, kernel_dir=directory / "kernels")
+        self.inputs, self.outputs = self.meta["inputs"], self.meta["outputs"]
+        self.reset()
+
+    def reset(self) -> None:
+        """Every variable back to its initial value."""
+        self.state = {k: None if v is None else v.copy() for k, v in self.plan.state.items()}
+
+    def _arrays(self, inputs) -> list[np.ndarray]:
+        specs = [(i["name"], tuple(i["shape"]), np.dtype(i["dtype"])) for i in self.inputs]
+        return prepare_inputs(inputs, specs, [np.dtype(ref[3]) for ref in self.plan.inputs])
+
+    def run(self, inputs) -> list[np.ndarray]:
+        """Run once on a list of arrays in input order, one array, or a dict by input name."""
+        arrays = self._arrays(inputs)
+        state = dict(self.state)
+        outputs = self.executable.run(arrays, state)
+        self.state = state
+        return [out.view(np.dtype(info["dtype"])) for out, info in zip(outputs, self.outputs)]
+
+    def profile(self, inputs, repeat: int) -> list[dict]:
+        return self.executable.profile(self._arrays(inputs), dict(self.state), repeat)
