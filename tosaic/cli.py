@@ -121,6 +121,23 @@ def _kernels_text(graph, target) -> str:
     return "\n".join(parts)
 
 
+def _assembly_text(graph, target) -> str:
+    from tosaic.kernels.cross import step_assembly, vector_mix
+    from tosaic.kernels.plan import build_plan
+
+    plan = build_plan(graph, target)
+    parts, done = [], set()
+    for step in plan.steps:
+        if step.kind != "kernel" or step.key in done:
+            continue
+        done.add(step.key)
+        mix = vector_mix(step_assembly(plan, step))
+        common = ", ".join(f"{name} {count}" for name, count in mix.most_common(16))
+        parts.append(f"kernel {step.key} ({step.template}, first used by {step.name}) for {target.name}: "
+                     f"{sum(mix.values())} SIMD instructions: {common}")
+    return "\n".join(parts) + "\n"
+
+
 def cmd_inspect(args) -> int:
     import tosaic
     from tosaic.kernels.target import parse_target
@@ -137,6 +154,8 @@ def cmd_inspect(args) -> int:
         text = print_structured(fuse_elementwise(structured) if args.fused else structured) + "\n"
     elif args.stage == "dispatch":
         text = _dispatch_text(graph, parse_target(args.target))
+    elif args.stage == "asm":
+        text = _assembly_text(graph, parse_target(args.target))
     else:
         text = _kernels_text(graph, parse_target(args.target))
     sys.stdout.write(text)
@@ -207,12 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="with --all: as Markdown (docs/SUPPORTED_OPS.md)")
     p.set_defaults(fn=cmd_ops)
 
-    p = sub.add_parser("inspect", help="print one stage of the compiler: tosa, linalg, dispatch or kernels")
+    p = sub.add_parser("inspect", help="print one stage of the compiler: tosa, linalg, dispatch, kernels, asm")
     p.add_argument("model")
-    p.add_argument("--stage", choices=("tosa", "linalg", "dispatch", "kernels"), default="dispatch")
+    p.add_argument("--stage", choices=("tosa", "linalg", "dispatch", "kernels", "asm"), default="dispatch",
+                   help="asm: each kernel compiled by LLVM for the target (any architecture), its SIMD instruction mix")
     p.add_argument("--fused", action="store_true", help="with --stage linalg: after elementwise fusion")
-    p.add_argument("--target", default="cpu", help="with --stage dispatch or kernels: the CPU target, \"cpu\" (this "
-                                                  "machine) or cpu:ARCH:CPU, e.g. cpu:aarch64:cortex-a76")
+    p.add_argument("--target", default="cpu", help="with --stage dispatch, kernels or asm: the CPU target, \"cpu\" "
+                                                  "(this machine) or cpu:ARCH:CPU, e.g. cpu:aarch64:cortex-a76")
     p.set_defaults(fn=cmd_inspect)
 
     p = sub.add_parser("compile", help="compile for the CPU and save the compiled model to a directory")
