@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tosaic.ir import INTEGER_BITS, integer_range
+from tosaic.kernels.requant import float64_applies
 from tosaic.lowering import scalar as S
 
 # Numba helpers every generated module starts with (after `import numpy as np` and `numba`).
@@ -297,8 +298,7 @@ def _uncast(e: S.Expr) -> S.Expr:
 
 def _match_requant(e: S.Expr, ranges, uses, inputs) -> Requant | None:
     """Whether `e` is `min(max(apply_scale(v, m, s) [+ zp], lo), hi)` with constant m, s, zp, lo, hi that
-    float64 computes exactly: v*m + 2^(s-1) +- 2^30 is exact below 2^53, and above it the result's
-    magnitude is at least 2^(53-s) - 3, beyond both bounds, so rounding error cannot change the clamp."""
+    float64 computes exactly (`requant.float64_applies`)."""
     if e.op != "min" or e.src[1].op != "const" or e.src[0].op != "max" or e.src[0].src[1].op != "const":
         return None
     top_max = e.src[0]
@@ -315,10 +315,9 @@ def _match_requant(e: S.Expr, ranges, uses, inputs) -> Requant | None:
     value = inner.src[0]
     constants = _scale_constants(inner, inputs)
     r = ranges.get(value)
-    if constants is None or r is None or max(abs(r[0]), abs(r[1])) >= 1 << 53:
-        return None
     low, high = top_max.src[1].arg, e.src[1].arg
-    if max(abs(low - zp), abs(high - zp)) + 3 >= 2.0 ** (53 - int(constants[1].max())):
+    if constants is None or r is None or not float64_applies(max(abs(r[0]), abs(r[1])), int(constants[1].min()),
+                                                             int(constants[1].max()), zp, low, high):
         return None
     if any(uses.get(n, 0) > 1 for n in interior):
         return None
