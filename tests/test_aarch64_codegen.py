@@ -55,3 +55,13 @@ def test_int8_dot_products_use_sdot_with_dotprod(template, cpu):
 def test_int8_dot_products_widen_without_dotprod(template):
     mix = instruction_mix(template_assembly(template, "cortex-a72"))
     assert mix["smull"] + mix["smull2"] + mix["smlal"] + mix["smlal2"] + mix["sadalp"] > 0, mix.most_common(20)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+@pytest.mark.parametrize("template", ["gemm", "im2col", "depthwise"])
+def test_requantization_runs_in_32_bit_lanes(template, cpu):
+    """The epilogue's requantization is the `neon` strategy (kernels/requant.py): `sqdmulh` and 32-bit
+    lanes, no float64 conversions."""
+    mix = instruction_mix(template_assembly(template, cpu))
+    assert mix["sqdmulh"] > 0, mix.most_common(30)
+    assert mix["scvtf"] == 0 and mix["fcvtzs"] == 0, mix.most_common(30)

@@ -379,3 +379,29 @@ def test_binary_elementwise_against_litert(op, bcast, zps, scales, seed):
     inputs = random_inputs(model, seed=seed)
     ours = tosaic.compile(tosaic.import_tflite(model), target="cpu").run(inputs)
     assert np.array_equal(ours[0], run_reference(model, inputs)[0])
+
+
+# The aarch64 requantization strategy (32-bit lanes, kernels/requant.py) is portable source: the same
+# kernels, generated with it for this machine, must equal the interpreter (emulation runs the ARM ones).
+NEON_STRATEGY_MODELS = ["arch_ds_cnn_kws_49x10", "op_conv2d_s2_same_relu6", "op_dwconv_m2_s1_same", "op_fc_64x32",
+                        "op_add_relu", "op_avgpool_3x3_s1_same", "var_16x8_op_conv2d_s1_same_relu",
+                        "var_floatio_op_conv2d_s2_same_relu6"]
+
+
+@pytest.mark.parametrize("name", NEON_STRATEGY_MODELS)
+def test_neon_requantization_strategy_on_this_machine(name):
+    import dataclasses
+
+    import model_zoo
+    from tosaic.kernels.target import host
+    from tosaic.validate import random_inputs
+
+    graph = model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite")
+    model = tosaic.compile(graph, target=dataclasses.replace(host(), requant_strategy="neon"))
+    assert model.plan.target["requant"] == "neon"
+    if name != "var_16x8_op_conv2d_s1_same_relu":   # a 16x8 layer's i48 accumulator is beyond int32
+        assert any("2147483647))" in source for source in model.plan.sources.values())
+    for seed in range(2):
+        inputs = random_inputs(model, seed)
+        assert np.array_equal(model.run(inputs)[0].view(np.uint8),
+                              tosaic.compile(graph).run(inputs)[0].view(np.uint8)), f"{name} seed {seed}"

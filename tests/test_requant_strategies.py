@@ -1,8 +1,9 @@
 """Every requantization strategy a target may choose (tosaic/kernels/requant.py) against the definition,
 `tosaic.quant.apply_scale_32` plus zero point and clamp, bit for bit: every int8 input and the int32
 extremes, against boundary and random multipliers, every shift the strategy takes, both rounding modes,
-per-tensor and per-channel. The `neon` model is what kernels/neon_microkernels.py computes instruction by
-instruction (run under emulation by scripts/arm_check.sh)."""
+per-tensor and per-channel. The `neon` model is what the aarch64 kernels compute instruction by
+instruction (their code also runs on this machine in tests/test_cpu_kernels.py, and under emulation in
+scripts/arm_check.sh)."""
 
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ def test_a_plan_for_another_machine_is_saved_but_not_run(tmp_path):
         model.run([x])
     model.save(tmp_path / "m")
     doc = json.loads((tmp_path / "m" / "plan.json").read_text())
-    assert doc["target"] == {"family": "cpu", "arch": "aarch64", "cpu": "cortex-a76", "features": ["dotprod", "neon"]}
+    assert doc["target"] == {"family": "cpu", "arch": "aarch64", "cpu": "cortex-a76", "features": ["dotprod", "neon"],
+                             "requant": "neon"}
     with pytest.raises(TargetError, match="lacks the aarch64 architecture"):
         tosaic.load(tmp_path / "m")
 

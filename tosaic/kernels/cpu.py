@@ -147,7 +147,7 @@ class _Accesses:
         return f"{text} if {inside} else p{len(self.params) - 1}"
 
 
-def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, prefix: str):
+def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, prefix: str, requant: str):
     """Statements computing the epilogue of `d` on accumulator `acc` and storing it at `out[store_index]`;
     the epilogue's array arguments (its inputs other than the accumulator, then derived constants) and
     their parameter names."""
@@ -155,7 +155,8 @@ def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, 
         return [f"{out}[{store_index}] = {acc}"], [], []
     e = d.epilogue
     reads = _Accesses(e, prefix, index, params, skip=d.slot, acc=acc)
-    r = BodyRenderer(reads.read, reads.array, index, params=params, prefix=f"{prefix}t", inputs=reads)
+    r = BodyRenderer(reads.read, reads.array, index, params=params, prefix=f"{prefix}t", inputs=reads,
+                     requant=requant)
     (body,) = e.attrs["bodies"]
     value = r.render(body)
     arrays = [_operand(v) for i, v in enumerate(e.operands) if i != d.slot]
@@ -181,7 +182,7 @@ def _aligned_index(out_shape, par_names, par_shape) -> list[str]:
     return names
 
 
-def generic_kernel(d: Dispatch) -> KernelSpec:
+def generic_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     op = generalize(d.root)
     domain, iterators = op.attrs["domain"], op.attrs["iterators"]
     rank = len(domain)
@@ -227,7 +228,8 @@ def generic_kernel(d: Dispatch) -> KernelSpec:
         inner_lines = step.lines + [f"{', '.join(accs)} = {', '.join(values)}"]
         lines += loop + _indent(inner_lines, len(red))
     else:
-        r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="t", inputs=reads)
+        r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="t", inputs=reads,
+                         requant=target.requant)
         values = [r.render(b) for b in op.attrs["bodies"]]
         lines += r.lines + [f"{a} = {v}" for a, v in zip(accs, values)]
     par_index = ", ".join(f"d{j}" for j in par) or "0"
@@ -240,7 +242,7 @@ def generic_kernel(d: Dispatch) -> KernelSpec:
         else:
             out_index = _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
                                        [f"d{j}" for j in par], [domain[j] for j in par])
-        epi, arrays_epi, epi_names = _epilogue(d, accs[0], out_index, params, "o0", par_index, "e")
+        epi, arrays_epi, epi_names = _epilogue(d, accs[0], out_index, params, "o0", par_index, "e", target.requant)
         lines += epi
     else:
         lines += [f"o{i}[{par_index}] = {a}" for i, a in enumerate(accs)]
@@ -299,17 +301,18 @@ def _row_conv_body(header, kernel, stride, dilation, acc_t, per_tap, per_pixel, 
     ]
 
 
-def _row_conv_epilogue(d: Dispatch):
+def _row_conv_epilogue(d: Dispatch, target: CpuTarget):
     """The runtime parameters both row templates start with (p0 input zp, p1 weight zp, p2 top and p3 left
     padding) and the dispatch's epilogue on accumulator `v` at (b, y, xo, c)."""
     op = d.root
     top, _, left, _ = op.attrs["pad"]
     params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
-    epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e")
+    epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e",
+                                           target.requant)
     return params, epi, epi_arrays, epi_names
 
 
-def conv_kernel(d: Dispatch) -> KernelSpec:
+def conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     """Direct conv2d: per output row, accumulate every in-bounds tap into a row buffer [OW, OC]."""
     op = d.root
     x, w, bias = op.operands
@@ -317,7 +320,7 @@ def conv_kernel(d: Dispatch) -> KernelSpec:
     _, kh, kw, ic = w.type.shape
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     packed = np.ascontiguousarray(np.transpose(w.owner.attrs["values"], (1, 2, 3, 0)))  # [KH, KW, IC, OC]
-    params, epi, epi_arrays, epi_names = _row_conv_epilogue(d)
+    params, epi, epi_arrays, epi_names = _row_conv_epilogue(d, target)
     if x.type.dtype == "i8" and not op.attrs["weight_zp"]:
         # |x - zp| <= 255 and |w| <= 128: the product fits int16 (16 lanes per vector multiply).
         product = "ar[c] += np.int32(np.int16(xv * np.int16(wr[c])))"
@@ -357,7 +360,8 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     zp = op.attrs["input_zp"]
     folded = _folded_bias(bias, weights, zp, "i32")
     params: list = [(zp, "i64"), (top, "i64"), (left, "i64")]
-    epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e")
+    epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e",
+                                           target.requant)
     avx2 = target.x86_avx2
     patch_t = "np.int16" if avx2 else "np.int8"
     gather = [
@@ -454,7 +458,7 @@ def _micro_kernel_calls(a: str, row: str, rows: str, lda: str, out_offset: str, 
             f"for {row} in range({rows} - {rows} % 4, {rows}):", f"    gemm_1x16{call}"]
 
 
-def depthwise_kernel(d: Dispatch) -> KernelSpec:
+def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     """Depthwise conv2d, one output row per parallel task, channels innermost (vectorized). Where every
     tap is inside the input (all but the border), each output's taps are summed in registers, unrolled
     from the kernel size, and stored once into the row buffer; the border accumulates tap by tap,
@@ -467,7 +471,7 @@ def depthwise_kernel(d: Dispatch) -> KernelSpec:
     (sy, sx), (dy, dx) = op.attrs["stride"], op.attrs["dilation"]
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     packed = np.ascontiguousarray(np.asarray(w.owner.attrs["values"]).reshape(kh, kw, c * mult))
-    params, epi, epi_arrays, epi_names = _row_conv_epilogue(d)
+    params, epi, epi_arrays, epi_names = _row_conv_epilogue(d, target)
     channel = "c" if mult == 1 else f"c // {mult}"
 
     def product(xv: str, wv: str) -> str:
@@ -577,7 +581,7 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     if e is not None:
         reads = _GemmReads(e, d.slot, "v", "mm", params, (m_rows, oc))
         renderer = BodyRenderer(reads.read, reads.array, ["mm", "0", "0", "c"], params=params, prefix="t",
-                                inputs=reads)
+                                inputs=reads, requant=target.requant)
         value = renderer.render(e.attrs["bodies"][0])
         epilogue = renderer.lines + [f"o[c] = {value}"]
     else:
@@ -741,8 +745,8 @@ def kernel_for(d: Dispatch, target: CpuTarget) -> KernelSpec:
         if x.type.dtype == "i8" and not root.attrs["weight_zp"] \
                 and (target.x86_avx2 or w.type.size // w.type.shape[0] >= 64):
             return im2col_conv_kernel(d, target)
-        return conv_kernel(d)
+        return conv_kernel(d, target)
     if packable:
-        return depthwise_kernel(d)
-    return generic_kernel(d)
+        return depthwise_kernel(d, target)
+    return generic_kernel(d, target)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tosaic.ir import INTEGER_BITS, integer_range
-from tosaic.kernels.requant import float64_applies
+from tosaic.kernels.requant import float64_applies, neon_applies
 from tosaic.lowering import scalar as S
 
 # Numba helpers every generated module starts with (after `import numpy as np` and `numba`).
@@ -76,8 +76,11 @@ class BodyRenderer:
     `extract`); `index[d]` the source of loop dimension d; `outs[i]` the name of output i's running value.
     `params` collects (value, dtype) of constants, shared by every body of one kernel."""
 
-    def __init__(self, read, array, index, outs=(), params=None, prefix="t", inputs=None):
+    def __init__(self, read, array, index, outs=(), params=None, prefix="t", inputs=None, requant="float64"):
         self.read, self.array, self.index, self.outs = read, array, index, list(outs)
+        # The target's requantization strategy (kernels/requant.py): "float64" (x86), "neon" (aarch64: 32-bit
+        # lanes), "int64" (the definition only).
+        self.requant = requant
         self.params = [] if params is None else params
         self.lines: list[str] = []
         self.prefix = prefix
@@ -97,12 +100,12 @@ class BodyRenderer:
         if self.inputs is not None:
             uses = _use_counts(expr)
             for e in S.nodes(expr):
-                match = _match_requant(e, ranges, uses, self.inputs)
+                match = _match_requant(e, ranges, uses, self.inputs, self.requant)
                 if match is not None:
                     requants[e] = match
         absorbed = {n for m in requants.values() for n in m.interior}
         scales = {}
-        if self.inputs is not None:
+        if self.inputs is not None and self.requant == "float64":
             for e in S.nodes(expr):
                 match = None if e in absorbed else _match_float_scale(e, ranges, uses, self.inputs)
                 if match is not None:
@@ -112,7 +115,8 @@ class BodyRenderer:
             if e in absorbed:
                 continue
             if e in requants:
-                names[e] = self._float_requant(requants[e], names)
+                emit = self._neon_requant if self.requant == "neon" else self._float_requant
+                names[e] = emit(requants[e], names)
                 continue
             if e in scales:
                 names[e] = self._float_scale(scales[e], names)
@@ -138,6 +142,36 @@ class BodyRenderer:
             # The result lies in [low, high], so the zero point is added in int32 lanes too.
             return self._emit(f"np.int32(np.int32({floored}) + {self.param(m.zp, 'i64')})")
         return self._emit(f"np.int64({floored}) + {self.param(m.zp, 'i64')}")
+
+    def _neon_requant(self, m: "Requant", names) -> str:
+        """`clamp(apply_scale(v, mult, shift) + zp, lo, hi)` in 32-bit lanes (`requant.neon_model`). LLVM
+        selects NEON `sqdmulh` (floor(v*mult / 2^31)) for `min((sext(v) * sext(mult)) >> 31, INT32_MAX)`;
+        sqrdmulh adds bit 30 of the product, which the wrapping 32-bit `mul` holds; the rounding shift by e
+        is `(x >> e) + bit e-1 of x`, which cannot overflow. Every step stays in int32, four lanes a register."""
+        v = self._emit(f"np.int32({names[m.value]})")
+        mult = self._int32_constant(m.multipliers, m)
+        e_values = m.shifts - 31
+        high = self._emit(f"np.int32(min((np.int64({v}) * np.int64({mult})) >> 31, 2147483647))")
+        if m.double_round or not e_values.any():
+            low = self._emit(f"np.int32(np.int64({v}) * np.int64({mult}))")
+            high = self._emit(f"np.int32({high} + (({low} >> 30) & 1))")
+        if m.double_round and e_values.any():
+            fix = self._int32_constant((e_values > 0).astype(np.int64), m)
+            high = self._emit(f"np.int32({high} - (({high} >> 31) & {fix}))")
+        e = self._int32_constant(e_values, m)
+        below = self._int32_constant(np.maximum(e_values - 1, 0), m)
+        some = self._int32_constant((e_values > 0).astype(np.int64), m)
+        shifted = self._emit(f"np.int32(({high} >> {e}) + (({high} >> {below}) & {some}))")
+        low, top = self.param(m.low - m.zp, "i64"), self.param(m.high - m.zp, "i64")
+        clamped = self._emit(f"min(max({shifted}, np.int32({low})), np.int32({top}))")
+        return self._emit(f"np.int32({clamped} + np.int32({self.param(m.zp, 'i64')}))")
+
+    def _int32_constant(self, values: np.ndarray, m: "Requant") -> str:
+        """Source of an int32 per-channel constant laid out like the requantization's multiplier or shift
+        input, or of a scalar parameter."""
+        if values.ndim == 0 or values.size == 1 and m.like is None:
+            return f"np.int32({self.param(int(np.asarray(values).reshape(-1)[0]), 'i64')})"
+        return self.inputs.derived(m.like, np.ascontiguousarray(values.astype(np.int32)))
 
     def _float_scale(self, m: "FloatScale", names) -> str:
         """`apply_scale(u << k, mult, shift)` as floor(u * mult * 2^(k - shift) + 1/2 +- 2^(30 - shift)) in
@@ -250,12 +284,15 @@ class BodyRenderer:
 
 
 class Requant:
-    """A matched requantization: `value` scaled by `scale` (source of mult * 2^-shift, float64) with the
-    double-rounding term `round_term` (source of 2^(30-shift) where shift > 31, or None), plus `zp`,
-    clamped to [low, high]; `interior` are the nodes it replaces."""
+    """A matched requantization: `value` scaled by `multipliers` and `shifts` (constants shaped like their
+    inputs; `like` is the input index they are laid out like, None for scalars) with `double_round`, plus
+    `zp`, clamped to [low, high]; `scale` and `round_term` are the float64 strategy's sources (of
+    mult * 2^-shift and of 2^(30-shift) where shift > 31, or None); `interior` are the nodes it replaces."""
 
-    def __init__(self, value, scale, round_term, zp, low, high, interior):
-        self.value, self.scale, self.round_term = value, scale, round_term
+    def __init__(self, value, multipliers, shifts, like, double_round, scale, round_term, zp, low, high,
+                 interior):
+        self.value, self.multipliers, self.shifts, self.like = value, multipliers, shifts, like
+        self.double_round, self.scale, self.round_term = double_round, scale, round_term
         self.zp, self.low, self.high, self.interior = zp, low, high, interior
 
 
@@ -296,9 +333,11 @@ def _uncast(e: S.Expr) -> S.Expr:
     return e
 
 
-def _match_requant(e: S.Expr, ranges, uses, inputs) -> Requant | None:
+def _match_requant(e: S.Expr, ranges, uses, inputs, strategy: str) -> Requant | None:
     """Whether `e` is `min(max(apply_scale(v, m, s) [+ zp], lo), hi)` with constant m, s, zp, lo, hi that
-    float64 computes exactly (`requant.float64_applies`)."""
+    the target's strategy computes exactly (`requant.float64_applies`, `requant.neon_applies`)."""
+    if strategy == "int64":
+        return None
     if e.op != "min" or e.src[1].op != "const" or e.src[0].op != "max" or e.src[0].src[1].op != "const":
         return None
     top_max = e.src[0]
@@ -316,13 +355,22 @@ def _match_requant(e: S.Expr, ranges, uses, inputs) -> Requant | None:
     constants = _scale_constants(inner, inputs)
     r = ranges.get(value)
     low, high = top_max.src[1].arg, e.src[1].arg
-    if constants is None or r is None or not float64_applies(max(abs(r[0]), abs(r[1])), int(constants[1].min()),
-                                                             int(constants[1].max()), zp, low, high):
+    if constants is None or r is None or any(uses.get(n, 0) > 1 for n in interior):
         return None
-    if any(uses.get(n, 0) > 1 for n in interior):
+    m_values, s_values = constants
+    if strategy == "neon":
+        e_values = s_values - 31
+        mixed = not inner.arg and e_values.any() and not e_values.all()
+        if not neon_applies(r[0], r[1], m_values, s_values) or mixed \
+                or not -(1 << 31) <= min(low, zp) <= max(high, zp) < 1 << 31:
+            return None
+    elif not float64_applies(max(abs(r[0]), abs(r[1])), int(s_values.min()), int(s_values.max()), zp, low, high):
         return None
-    scale, round_term = _scale_sources(inner, *constants, 0, inputs)
-    return Requant(value, scale, round_term, zp, low, high, set(interior))
+    scale, round_term = _scale_sources(inner, *constants, 0, inputs) if strategy == "float64" else (None, None)
+    mult, shift = _uncast(inner.src[1]), _uncast(inner.src[2])
+    like = mult.arg if mult.op == "in" else (shift.arg if shift.op == "in" else None)
+    return Requant(value, m_values, s_values, like, bool(inner.arg), scale, round_term, zp, low, high,
+                   set(interior))
 
 
 def _match_float_scale(e: S.Expr, ranges, uses, inputs) -> FloatScale | None:

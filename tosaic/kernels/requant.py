@@ -6,14 +6,17 @@ int8 input, int32 extremes and boundary multipliers and shifts (tests/test_requa
   in 64-bit integers.
 - `float64` (x86, `kernels/render.py`): `floor(v * (m / 2^s) + 1/2 +- 2^(30-s))` in float64 lanes, where
   float64 is provably exact (`float64_applies`); AVX2 has four float64 lanes and no 64-bit multiply.
-- `neon` (aarch64, `kernels/neon_microkernels.py`): 32-bit lanes, as TFLite's NEON kernels do. For
+- `neon` (aarch64, `BodyRenderer._neon_requant`): 32-bit lanes, as TFLite's NEON kernels do. For
   shift s in [31, 62] and e = s - 31, with double rounding or e = 0: `sqrdmulh(v, m)`, i.e.
   floor((v*m + 2^30) / 2^31), then, for double rounding, the sign fixup (-1 for a negative value when
   e > 0) and a rounding shift right by e (`srshl` by -e: floor((x + 2^(e-1)) / 2^e)): gemmlowp's
   RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(v, m), e), which equals TOSA's DOUBLE_ROUND. With
   single rounding and e > 0: `sqdmulh(v, m)`, floor(v*m / 2^31), then the rounding shift: with
   h = floor(v*m / 2^31), floor((v*m + 2^(s-1)) / 2^s) = floor((h + 2^(e-1)) / 2^e) because the dropped
-  fraction (below 1) cannot carry an integer numerator past a multiple of 2^e.
+  fraction (below 1) cannot carry an integer numerator past a multiple of 2^e. The kernels compute
+  sqrdmulh as sqdmulh plus bit 30 of the product (the low word of a wrapping 32-bit multiply holds it) and
+  the rounding shift as (x >> e) + bit e-1 of x, which cannot overflow; LLVM selects `sqdmulh` for the
+  high multiply.
 """
 
 from __future__ import annotations

@@ -47,12 +47,22 @@ class Schedule:
     gemm_task_blocks: int = 4
 
 
+# Requantization strategy per architecture (kernels/requant.py): float64 lanes on x86, 32-bit lanes on NEON.
+REQUANT_STRATEGIES = {"x86_64": "float64", "aarch64": "neon"}
+
+
 @dataclass(frozen=True)
 class CpuTarget:
     arch: str
     cpu: str
     features: frozenset[str]
     schedule: Schedule = field(default_factory=Schedule)
+    # The requantization strategy; None: the architecture's (REQUANT_STRATEGIES, else "int64").
+    requant_strategy: str | None = None
+
+    @property
+    def requant(self) -> str:
+        return self.requant_strategy or REQUANT_STRATEGIES.get(self.arch, "int64")
 
     @property
     def name(self) -> str:
@@ -64,11 +74,14 @@ class CpuTarget:
         return self.arch == "x86_64" and "avx2" in self.features
 
     def as_dict(self) -> dict:
-        return {"family": "cpu", "arch": self.arch, "cpu": self.cpu, "features": sorted(self.features)}
+        return {"family": "cpu", "arch": self.arch, "cpu": self.cpu, "features": sorted(self.features),
+                "requant": self.requant}
 
     @staticmethod
     def from_dict(d: dict) -> CpuTarget:
-        return CpuTarget(d["arch"], d["cpu"], frozenset(d["features"]))
+        strategy = d.get("requant")
+        return CpuTarget(d["arch"], d["cpu"], frozenset(d["features"]),
+                         requant_strategy=None if strategy == REQUANT_STRATEGIES.get(d["arch"]) else strategy)
 
     def __str__(self) -> str:
         return f"{self.name} [{', '.join(sorted(self.features)) or 'no SIMD features'}]"
