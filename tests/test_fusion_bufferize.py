@@ -320,12 +320,13 @@ def _nbytes(ref) -> int:
     return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
-_OUTPUT_NAME = re.compile(r"^(out|o\d+)$")
+_OUTPUT_NAME = re.compile(r"^(out|o\d+|scratch_\w+)$")
 
 
 def step_effects(plan, step) -> tuple[list, list]:
     """(refs the step reads, refs it writes), arena refs only. A kernel's outputs are its leading array
-    parameters named `out` or `o<k>` in the generated source's signature."""
+    parameters named `out` or `o<k>` in the generated source's signature; its scratch buffers
+    (`scratch_<name>`) it writes too, and they are dead after it."""
     arrays = step.arrays
     if step.kind == "kernel":
         match = re.search(r"def kernel\(([^)]*)\)", plan.sources[step.key])
@@ -359,8 +360,14 @@ def arena_values(plan) -> list[dict]:
             key = (r[1], _nbytes(r))
             assert key in current, f"step {step} reads arena bytes {key} that no earlier step wrote"
             current[key]["last"] = step
+        scratch = set()
+        if 0 <= step < len(plan.steps) and plan.steps[step].kind == "kernel":
+            match = re.search(r"def kernel\(([^)]*)\)", plan.sources[plan.steps[step].key])
+            names = [n.strip() for n in match.group(1).split(",")]
+            scratch = {id(a) for n, a in zip(names, plan.steps[step].arrays) if n.startswith("scratch_")}
         for w in writes:
-            value = {"offset": w[1], "nbytes": _nbytes(w), "first": step, "last": step, "ref": w}
+            value = {"offset": w[1], "nbytes": _nbytes(w), "first": step, "last": step, "ref": w,
+                     "scratch": id(w) in scratch}
             current[(w[1], value["nbytes"])] = value
             values.append(value)
     return values
@@ -380,6 +387,10 @@ def arena_conflicts(plan) -> list[str]:
                 continue
             if a["first"] == b["first"]:
                 problems.append(f"one step writes two overlapping values {a['ref']} and {b['ref']}")
+            elif b["scratch"] and a["first"] <= b["first"] <= a["last"] or \
+                    a["scratch"] and b["first"] <= a["first"] <= b["last"]:
+                problems.append(f"a scratch buffer shares bytes with a value alive while its kernel runs: "
+                                f"{a['ref']} and {b['ref']}")
             elif a["first"] < b["first"] < a["last"] or b["first"] < a["first"] < b["last"]:
                 problems.append(f"{b['ref']} (written at step {b['first']}) overwrites {a['ref']} "
                                 f"(alive steps {a['first']}..{a['last']})")
@@ -417,14 +428,21 @@ def aligned_activation_bound(plan) -> int:
     return max(aligned, -(-plan.activation_bytes // 64) * 64)
 
 
+def largest_step_scratch(plan) -> int:
+    """The most scratch bytes (64-byte aligned) one kernel works in: scratch lives during its step only."""
+    return max([sum(-(-v["nbytes"] // 64) * 64 for v in arena_values(plan) if v["scratch"] and v["first"] == i)
+                for i in range(len(plan.steps))] or [0])
+
+
 def test_arena_is_no_bigger_than_the_activations():
+    """...plus the scratch buffers of the one kernel that needs the most (each is dead after its step)."""
     big = 0
     for path in model_zoo.SUPPORTED:
         plan = build_plan(model_zoo.graph_of(path), host())
         assert plan.arena_bytes <= aligned_activation_bound(plan), path.stem
         if plan.activation_bytes >= 16384:
             big += 1
-            assert plan.arena_bytes <= plan.activation_bytes, path.stem
+            assert plan.arena_bytes <= plan.activation_bytes + largest_step_scratch(plan), path.stem
     assert big >= 5
 
 
@@ -451,11 +469,12 @@ def _in_place_steps(plan) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("name, in_place", [("op_softmax_1x10", True), ("stream_kws_int8_state", True),
+@pytest.mark.parametrize("name, in_place", [("op_softmax_1x10", True), ("stream_kws_int8_state", False),
                                             ("arch_mobilenet_v2_1.0_224", False)])
 def test_in_place_only_where_it_saves_bytes(name, in_place):
-    """Writing over a dying input is kept when it makes the arena smaller (these two models: 64 bytes
-    each) and dropped otherwise, since a kernel writing over its own input loses vectorized loops."""
+    """Writing over a dying input is kept when it makes the arena smaller (the softmax: 64 bytes; the
+    streaming spotter's 64 went when its kernels' scratch buffers joined the arena) and dropped otherwise,
+    since a kernel writing over its own input loses vectorized loops."""
     plan = build_plan(model_zoo.graph_of(model_zoo.DATA / f"{name}.tflite"), host())
     assert bool(_in_place_steps(plan)) == in_place
     assert not arena_conflicts(plan)

@@ -82,7 +82,7 @@ def test_a_plan_for_another_machine_is_saved_but_not_run(tmp_path):
     model.save(tmp_path / "m")
     doc = json.loads((tmp_path / "m" / "plan.json").read_text())
     assert doc["target"] == {"family": "cpu", "arch": "aarch64", "cpu": "cortex-a76", "features": ["dotprod", "neon"],
-                             "requant": "neon"}
+                             "requant": "neon", "threads": 4}
     with pytest.raises(TargetError, match="lacks the aarch64 architecture"):
         tosaic.load(tmp_path / "m")
 

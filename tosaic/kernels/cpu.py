@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tosaic.ir import Value
+from tosaic.ir import TensorType, Value
 from tosaic.kernels.render import PRELUDE, BodyRenderer, map_source
 from tosaic.kernels.target import CpuTarget
 from tosaic.kernels.x86 import BLOCK_N, MICROKERNEL_SOURCE, pack_bias, pack_weights
@@ -44,11 +44,13 @@ DECORATOR = "@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=Fals
 
 @dataclass
 class ArrayArg:
-    """A kernel array argument: an activation `value` viewed with `shape`, or a packed constant `array`."""
+    """A kernel array argument: an activation `value` viewed with `shape`, a packed constant `array`, or a
+    `scratch` buffer (a `value` of its own, planned in the arena for the kernel's step only)."""
 
     value: Value | None = None
     shape: tuple[int, ...] | None = None
     array: np.ndarray | None = None
+    scratch: bool = False
 
 
 @dataclass
@@ -65,6 +67,35 @@ class KernelSpec:
     @property
     def key(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:20]
+
+
+_IR_DTYPES = {"np.int8": "i8", "np.int16": "i16", "np.int32": "i32", "np.int64": "i64"}
+
+
+class Scratch:
+    """A kernel's per-task scratch buffers. Kernels allocate nothing: each buffer is a [threads, *shape]
+    array planned in the arena like an activation (alive during its dispatch only; `threads` is the
+    target schedule's), and a task works in the row of the thread that runs it."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.buffers: list[tuple[str, tuple[int, ...], str]] = []
+
+    def take(self, name: str, shape, dtype: str) -> str:
+        """Source binding `name` to this task's buffer of `shape` and `dtype` ("np.int32", ...)."""
+        self.buffers.append((name, tuple(int(n) for n in shape), dtype))
+        return f"{name} = scratch_{name}[tid]"
+
+    @property
+    def names(self) -> list[str]:
+        return [f"scratch_{name}" for name, _, _ in self.buffers]
+
+    def arrays(self) -> list[ArrayArg]:
+        return [ArrayArg(Value(TensorType((self.threads, *shape), _IR_DTYPES[dtype])), (self.threads, *shape),
+                         scratch=True) for _, shape, dtype in self.buffers]
+
+
+TASK_ID = "tid = numba.get_thread_id()"
 
 
 def _is_const(v: Value) -> bool:
@@ -265,7 +296,8 @@ def _acc_types(x_dtype: str, acc_dtype: str):
     return ("np.int64" if wide else "np.int32"), ("np.int32" if x_dtype == "i16" else "np.int16")
 
 
-def _row_conv_body(header, kernel, stride, dilation, acc_t, per_tap, per_pixel, epilogue) -> list[str]:
+def _row_conv_body(header, kernel, stride, dilation, acc_t, per_tap, per_pixel, epilogue, scratch: Scratch,
+                   row_shape) -> list[str]:
     """The loop nest the direct conv and depthwise templates share: one output row per parallel task,
     its accumulators [OW, OC] in a row buffer started at the bias, every in-bounds tap added (only the
     output columns whose tap stays inside the row: no per-pixel bounds test), then the epilogue per
@@ -277,7 +309,8 @@ def _row_conv_body(header, kernel, stride, dilation, acc_t, per_tap, per_pixel, 
         "for r in prange(N * OH):",
         "    b = r // OH",
         "    y = r % OH",
-        f"    acc = np.empty((OW, OC), dtype={acc_t})",
+        f"    {TASK_ID}",
+        f"    {scratch.take('acc', row_shape, acc_t)}",
         "    for xo in range(OW):",
         "        for c in range(OC):",
         "            acc[xo, c] = bias[c]",
@@ -335,10 +368,12 @@ def conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         f"        {product}",
     ]
     header = ["N, OH, OW, OC, H, W, IC = D", f"z = {mul_t}(p0)", f"zw = {mul_t}(p1)"]
-    body = _row_conv_body(header, (kh, kw), op.attrs["stride"], op.attrs["dilation"], acc_t, [], per_pixel, epi)
+    scratch = Scratch(target.schedule.threads)
+    body = _row_conv_body(header, (kh, kw), op.attrs["stride"], op.attrs["dilation"], acc_t, [], per_pixel, epi,
+                          scratch, (ow, oc))
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
-              ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
-    signature = ["out", "x", "wp", "bias"] + epi_names
+              ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays + scratch.arrays()
+    signature = ["out", "x", "wp", "bias"] + epi_names + scratch.names
     return KernelSpec("conv", _module("conv", signature, body, params), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
 
@@ -363,6 +398,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e",
                                            target.requant)
     avx2 = target.x86_avx2
+    scratch = Scratch(target.schedule.threads)
     patch_t = "np.int16" if avx2 else "np.int8"
     gather = [
         "    for xo in range(OW):",
@@ -395,8 +431,13 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             *_indent(epi, 3),
         ]
         setup = ["TP = T + T % 2", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}", "wf = wp.reshape(-1)"]
-        buffers = ["    patch = np.zeros((OW, TP), dtype=np.int16)",
-                   f"    acc = np.empty((OW, NB * {BLOCK_N}), dtype=np.int32)"]
+        taps = kh * kw * ic
+        buffers = [f"    {scratch.take('patch', (ow, taps + taps % 2), 'np.int16')}",
+                   f"    {scratch.take('acc', (ow, -(-oc // BLOCK_N) * BLOCK_N), 'np.int32')}",
+                   # The micro-kernel reads pairs of taps: an odd count's padding tap is 0.
+                   "    if TP > T:",
+                   "        for xo in range(OW):",
+                   "            patch[xo, T] = 0"]
         packed = pack_weights(weights)
         bias_arg = pack_bias(folded)
         header = [MICROKERNEL_SOURCE]
@@ -415,7 +456,8 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             *_indent(epi, 3),
         ]
         setup = []
-        buffers = ["    patch = np.empty((OW, T), dtype=np.int8)", "    acc = np.empty(OC, dtype=np.int32)"]
+        buffers = [f"    {scratch.take('patch', (ow, kh * kw * ic), 'np.int8')}",
+                   f"    {scratch.take('acc', (oc,), 'np.int32')}"]
         packed, bias_arg, header = np.ascontiguousarray(weights), folded, []
     body = [
         "N, OH, OW, OC, H, W, IC = D",
@@ -425,13 +467,14 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "for r in prange(N * OH):",
         "    b = r // OH",
         "    y = r % OH",
+        f"    {TASK_ID}",
         *buffers,
         *gather,
         *multiply,
     ]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape),
-              ArrayArg(array=packed), ArrayArg(array=bias_arg)] + epi_arrays
-    signature = ["out", "x", "wp", "bias"] + epi_names
+              ArrayArg(array=packed), ArrayArg(array=bias_arg)] + epi_arrays + scratch.arrays()
+    signature = ["out", "x", "wp", "bias"] + epi_names + scratch.names
     return KernelSpec("im2col", _module("im2col", signature, body, params, header), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
 
@@ -472,6 +515,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     packed = np.ascontiguousarray(np.asarray(w.owner.attrs["values"]).reshape(kh, kw, c * mult))
     params, epi, epi_arrays, epi_names = _row_conv_epilogue(d, target)
+    scratch = Scratch(target.schedule.threads)
     channel = "c" if mult == 1 else f"c // {mult}"
 
     def product(xv: str, wv: str) -> str:
@@ -492,7 +536,8 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "for r in prange(N * OH):",
         "    b = r // OH",
         "    y = r % OH",
-        f"    acc = np.empty((OW, OC), dtype={acc_t})",
+        f"    {TASK_ID}",
+        f"    {scratch.take('acc', (ow, oc), acc_t)}",
         f"    iy0 = y * {sy} - p2",
         f"    xa = min(OW, max(0, (p3 + {sx - 1}) // {sx}))",
         f"    xb = max(xa, min(OW, (W - 1 + p3 - {(kw - 1) * dx}) // {sx} + 1))",
@@ -527,8 +572,8 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         *_indent(epi, 3),
     ]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
-              ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays
-    signature = ["out", "x", "wp", "bias"] + epi_names
+              ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays + scratch.arrays()
+    signature = ["out", "x", "wp", "bias"] + epi_names + scratch.names
     return KernelSpec("depthwise", _module("depthwise", signature, body, params), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2]))
 
@@ -594,6 +639,7 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     rows = target.schedule.gemm_task_rows
     if avx2:
         return _gemm_avx2(d, weights, folded, params, epilogue, reads if e is not None else None, target.schedule)
+    scratch = Scratch(target.schedule.threads)
     if outer:
         params.append((zp, "i64"))
         accumulate = [
@@ -622,7 +668,8 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         # from vectorizing the accumulation (measured 9.1 ms against 2.6 ms).
         *([f"z = np.int16(p{len(params) - 1})"] if outer else []),
         f"for chunk in prange((M + {rows - 1}) // {rows}):",
-        f"    row = np.empty(N, dtype={acc_t})",
+        f"    {TASK_ID}",
+        f"    {scratch.take('row', (oc,), acc_t)}",
         f"    for mm in range(chunk * {rows}, min(M, chunk * {rows} + {rows})):",
         "        am = a[mm]",
         *accumulate,
@@ -632,10 +679,10 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         *_indent(epilogue, 3),
     ]
     template = "gemm_outer" if outer else "gemm"
-    return _gemm_spec(d, template, body, params, weights, folded, reads if e is not None else None, [])
+    return _gemm_spec(d, template, body, params, weights, folded, reads if e is not None else None, [], scratch)
 
 
-def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, header) -> KernelSpec:
+def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, header, scratch: Scratch) -> KernelSpec:
     x, w = d.root.operands[:2]
     n, oh, ow, oc = d.root.result.type.shape
     m_rows, ic = n * oh * ow, w.type.shape[3]
@@ -653,6 +700,8 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, head
             signature.append(f"e{i}")
         arrays += [ArrayArg(array=a) for _, a in reads.extra]
         signature += [n for n, _ in reads.extra]
+    arrays += scratch.arrays()
+    signature += scratch.names
     return KernelSpec(template, _module(template, signature, body, params, header), arrays, _param_values(params),
                       (m_rows, oc, ic))
 
@@ -664,6 +713,8 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) 
     channels are written with their bias into a row buffer, and the epilogue runs over the buffer as its
     own loop, which vectorizes."""
     r, blocks = schedule.gemm_task_rows, schedule.gemm_task_blocks
+    scratch = Scratch(schedule.threads)
+    k = d.root.operands[1].type.shape[3]
     body = [
         "M, N, K = D",
         "KP = K + K % 2",
@@ -675,13 +726,16 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) 
         f"    nb0 = (task % GROUPS) * {blocks}",
         f"    nb1 = min(NB, nb0 + {blocks})",
         f"    rows = min({r}, M - m0)",
-        f"    a16 = np.zeros(({r}, KP), dtype=np.int16)",
+        f"    {TASK_ID}",
+        f"    {scratch.take('a16', (r, k + k % 2), 'np.int16')}",
         "    for i in range(rows):",
         "        am = a[m0 + i]",
         "        ai = a16[i]",
         "        for k in range(K):",
         "            ai[k] = am[k]",
-        f"    row = np.empty(({r}, {blocks * BLOCK_N}), dtype=np.int32)",
+        "        if KP > K:",
+        "            ai[K] = 0  # the micro-kernel reads pairs of K: an odd K's padding is 0",
+        f"    {scratch.take('row', (r, blocks * BLOCK_N), 'np.int32')}",
         "    af = a16.reshape(-1)",
         "    rf = row.reshape(-1)",
         "    for nb in range(nb0, nb1):",
@@ -700,7 +754,7 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) 
         *_indent(epilogue, 3),
     ]
     return _gemm_spec(d, "gemm_avx2", body, params, pack_weights(weights), pack_bias(folded), reads,
-                      [MICROKERNEL_SOURCE])
+                      [MICROKERNEL_SOURCE], scratch)
 
 
 class _GemmReads(_Accesses):

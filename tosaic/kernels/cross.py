@@ -38,6 +38,24 @@ def _unoptimized_ir(source: str, args: tuple) -> str:
         config.OPT = level
 
 
+def _declare_runtime(text: str) -> str:
+    """The IR with Numba's runtime functions (NRT_incref, NRT_decref, ...) declared instead of defined: the
+    copies linked into a kernel may already be optimized for this machine (x86 atomic intrinsics), and
+    they are calls outside the task bodies anyway."""
+    lines, out, skipping = text.splitlines(), [], False
+    for line in lines:
+        if skipping:
+            skipping = line != "}"
+            continue
+        match = re.match(r"define (?:linkonce_odr )?(.*@NRT_\w+\(.*\))[^()]*\{$", line)
+        if match:
+            out.append(f"declare {match.group(1)}")
+            skipping = True
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def assembly(source: str, args: tuple, target: CpuTarget) -> str:
     """The assembly of kernel `source`, typed by `args`, compiled by LLVM for `target`."""
     from llvmlite import binding as llvm
@@ -46,7 +64,7 @@ def assembly(source: str, args: tuple, target: CpuTarget) -> str:
     llvm.initialize_all_asmprinters()
     machine = llvm.Target.from_triple(TRIPLES[target.arch]).create_target_machine(
         cpu=target.cpu, features=",".join(f"+{f}" for f in sorted(target.features)), opt=3, reloc="pic")
-    text = _unoptimized_ir(source, args)
+    text = _declare_runtime(_unoptimized_ir(source, args))
     text = re.sub(r'target datalayout = ".*"', f'target datalayout = "{machine.target_data}"', text)
     text = re.sub(r'target triple = ".*"', f'target triple = "{TRIPLES[target.arch]}"', text)
     text = re.sub(r'"target-(cpu|features)"="[^"]*"', "", text)   # this machine's, from Numba

@@ -226,10 +226,12 @@ class Executable:
         import numba
 
         self.plan = plan
-        limit = numba.config.NUMBA_NUM_THREADS
+        # Each thread works in its own row of the scratch buffers, planned for the target's thread count.
+        limit = min(numba.config.NUMBA_NUM_THREADS, plan.target.get("threads", 1))
         self.threads = limit if threads is None else int(threads)
         if not 1 <= self.threads <= limit:
-            raise ValueError(f"threads must be between 1 and {limit} (this machine's cores), got {threads}")
+            raise ValueError(f"threads must be between 1 and {limit} (this machine's cores and the plan's "
+                             f"{plan.target.get('threads', 1)} planned threads), got {threads}")
         self.kernel_dir = kernel_dir
         raw = np.zeros(plan.arena_bytes + 64, dtype=np.uint8)
         start = (-raw.ctypes.data) % 64

@@ -75,12 +75,15 @@ def build_plan(graph: Graph, target: CpuTarget, stages=None) -> Plan:
     """The plan of a TOSA graph for `target`; `stages` are its `structured_stages`, when the caller has them
     already."""
     structured, dispatches, order = stages or structured_stages(graph)
-    arena = plan_arena(structured, order)
+    # Kernels first: the scratch buffers they work in are planned in the arena with the activations.
+    specs = {i: kernel_for(item, target) for i, item in enumerate(order) if isinstance(item, Dispatch)}
+    scratch = {i: [a.value for a in spec.arrays if a.scratch] for i, spec in specs.items()}
+    arena = plan_arena(structured, order, scratch)
     b = _Builder(structured, arena.offsets)
     steps, sources = [], {}
-    for item in order:
+    for i, item in enumerate(order):
         if isinstance(item, Dispatch):
-            spec = kernel_for(item, target)
+            spec = specs[i]
             sources[spec.key] = spec.source
             steps.append(Step("kernel", item.name, item.origins, [b.array(a) for a in spec.arrays], spec.key,
                               spec.template, [_typed(p) for p in spec.params], [int(n) for n in spec.dims]))

@@ -39,12 +39,19 @@ class TargetError(ValueError):
     """A target string that names no known target, or a plan this machine cannot run."""
 
 
+# Cores of the boards the named CPUs come in (Raspberry Pi 3/4/5: 4; Jetson AGX Orin: 12); named x86 CPUs
+# are planned for up to 16 threads.
+CORES = {"cortex-a53": 4, "cortex-a72": 4, "cortex-a76": 4, "cortex-a78ae": 12}
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """How the templates cut work into parallel tasks: rows of a GEMM task and 16-channel blocks per task."""
+    """How the templates cut work into parallel tasks: rows of a GEMM task, 16-channel blocks per task, and
+    the most threads a plan runs on (each has its own row of every scratch buffer in the arena)."""
 
     gemm_task_rows: int = 16
     gemm_task_blocks: int = 4
+    threads: int = 4
 
 
 # Requantization strategy per architecture (kernels/requant.py): float64 lanes on x86, 32-bit lanes on NEON.
@@ -75,12 +82,12 @@ class CpuTarget:
 
     def as_dict(self) -> dict:
         return {"family": "cpu", "arch": self.arch, "cpu": self.cpu, "features": sorted(self.features),
-                "requant": self.requant}
+                "requant": self.requant, "threads": self.schedule.threads}
 
     @staticmethod
     def from_dict(d: dict) -> CpuTarget:
         strategy = d.get("requant")
-        return CpuTarget(d["arch"], d["cpu"], frozenset(d["features"]),
+        return CpuTarget(d["arch"], d["cpu"], frozenset(d["features"]), Schedule(threads=d.get("threads", 1)),
                          requant_strategy=None if strategy == REQUANT_STRATEGIES.get(d["arch"]) else strategy)
 
     def __str__(self) -> str:
@@ -101,7 +108,8 @@ def host() -> CpuTarget:
         features = engine.machine_features()
     else:
         features = {f[1:] for f in numba.config.CPU_FEATURES.split(",") if f.startswith("+")}
-    return CpuTarget(arch, name, frozenset(f for f in features if f in engine.RELEVANT_FEATURES.get(arch, ())))
+    return CpuTarget(arch, name, frozenset(f for f in features if f in engine.RELEVANT_FEATURES.get(arch, ())),
+                     Schedule(threads=numba.config.NUMBA_NUM_THREADS))
 
 
 def known_targets() -> list[str]:
@@ -117,7 +125,7 @@ def parse_target(spec) -> CpuTarget:
     parts = str(spec).split(":")
     if len(parts) == 3 and parts[0] == "cpu" and parts[2] in KNOWN_CPUS.get(parts[1], {}):
         arch, cpu = parts[1], parts[2]
-        return CpuTarget(arch, cpu, frozenset(KNOWN_CPUS[arch][cpu]))
+        return CpuTarget(arch, cpu, frozenset(KNOWN_CPUS[arch][cpu]), Schedule(threads=CORES.get(cpu, 16)))
     raise TargetError(f"unknown target {spec!r}; known targets: interp, {', '.join(known_targets())}")
 
 
