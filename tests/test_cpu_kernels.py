@@ -405,3 +405,19 @@ def test_neon_requantization_strategy_on_this_machine(name):
         inputs = random_inputs(model, seed)
         assert np.array_equal(model.run(inputs)[0].view(np.uint8),
                               tosaic.compile(graph).run(inputs)[0].view(np.uint8)), f"{name} seed {seed}"
+
+
+def test_renderer_tables_take_target_overrides():
+    """The scalar renderer is a table (render.FLOAT_OPS, render.INT_OPS); a target overrides entries."""
+    from tosaic.kernels.render import BodyRenderer
+    from tosaic.lowering import scalar as S
+
+    body = S.binary("min", S.cast(S.inp(0, "i8"), "i32"), S.const(7, "i32"))
+
+    def rendered(overrides=None):
+        r = BodyRenderer(lambda i, e: f"x{i}[k]", lambda i: f"x{i}", ["k"], overrides=overrides)
+        value = r.render(body)
+        return "\n".join(r.lines + [value])
+
+    assert "min(" in rendered()
+    assert "np.minimum(" in rendered({"int": {"min": lambda a, e: f"np.minimum({a[0]}, {a[1]})"}})

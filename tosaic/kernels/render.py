@@ -1,6 +1,8 @@
-"""Scalar bodies to Numba source: a table from expression nodes to source text.
+"""Scalar bodies to Numba source: tables from expression nodes to source text.
 
-`BodyRenderer` walks a body (operands first) and emits one SSA statement per node. Integer values are
+`BodyRenderer` walks a body (operands first) and emits one SSA statement per node, arithmetic from the
+tables `FLOAT_OPS` and `INT_OPS`, whose entries a target may override, and requantization by the target's
+strategy (kernels/requant.py). Integer values are
 Python ints (int64 in Numba); a node narrower than i64 whose result can leave its type wraps through the
 matching numpy integer constructor (truncation, like the interpreter's `narrow`). Every constant becomes a
 runtime parameter (`p<k>`), so one kernel serves every layer that differs only in zero points,
@@ -76,8 +78,12 @@ class BodyRenderer:
     `extract`); `index[d]` the source of loop dimension d; `outs[i]` the name of output i's running value.
     `params` collects (value, dtype) of constants, shared by every body of one kernel."""
 
-    def __init__(self, read, array, index, outs=(), params=None, prefix="t", inputs=None, requant="float64"):
+    def __init__(self, read, array, index, outs=(), params=None, prefix="t", inputs=None, requant="float64",
+                 overrides=None):
         self.read, self.array, self.index, self.outs = read, array, index, list(outs)
+        # The renderer tables, with a target's entries over them: {"float": {...}, "int": {...}}.
+        self.float_ops = {**FLOAT_OPS, **(overrides or {}).get("float", {})}
+        self.int_ops = {**INT_OPS, **(overrides or {}).get("int", {})}
         # The target's requantization strategy (kernels/requant.py): "float64" (x86), "neon" (aarch64: 32-bit
         # lanes), "int64" (the definition only).
         self.requant = requant
@@ -238,49 +244,53 @@ class BodyRenderer:
             return f"np.int64({x})"
         return _WRAP[dst].format(x)
 
-    @staticmethod
-    def _float(op: str, a: list[str], nan_mode) -> str:
-        if op in ("floor", "ceil"):
-            return f"np.float32(np.{op}({a[0]}))"
-        if op == "neg":
-            return f"-{a[0]}"
-        if op == "abs":
-            return f"abs({a[0]})"
-        if op in ("min", "max"):
-            # TOSA apply_max_s / apply_min_s (tosaic.quant.float_ops): a tie keeps the first operand for
-            # max and the second for min; a NaN gives NaN, or with IGNORE the other operand.
-            x, y = a
-            keep_x = f"{x} {'>=' if op == 'max' else '<'} {y}"
-            if nan_mode == "IGNORE":
-                return f"{y} if {x} != {x} else ({x} if ({keep_x} or {y} != {y}) else {y})"
-            return f"{x} if ({keep_x} or {x} != {x}) else {y}"
-        return f"{a[0]} {_INFIX[op]} {a[1]}"
+    def _float(self, op: str, a: list[str], nan_mode) -> str:
+        render = self.float_ops.get(op)
+        return render(a, nan_mode) if render else f"{a[0]} {_INFIX[op]} {a[1]}"
 
-    @staticmethod
-    def _int(op: str, a: list[str], e: S.Expr) -> str:
-        dtype = e.dtype
-        if op == "not":
-            return f"not {a[0]}" if dtype == "i1" else f"~{a[0]}"
-        if dtype == "i1" and op in ("and", "or", "xor"):
-            return f"{a[0]} {_INFIX[op]} {a[1]}"
-        if op in ("min", "max"):
-            return f"{op}({a[0]}, {a[1]})"
-        if op == "clz":
-            return f"_clz32({a[0]})"
-        if op == "neg":
-            text = f"-np.int64({a[0]})"
-        elif op == "abs":
-            text = f"abs(np.int64({a[0]}))"
-        elif op == "div":
-            text = f"_tdiv({a[0]}, {a[1]})"
-        elif op == "lshr":
-            bits = INTEGER_BITS[e.src[0].dtype]
-            text = f"({a[0]} & {(1 << bits) - 1}) >> {a[1]}"
-        else:
-            text = f"{a[0]} {_INFIX[op]} {a[1]}"
-        if op in _OVERFLOWING and dtype != "i64":
-            return _WRAP[dtype].format(text)
+    def _int(self, op: str, a: list[str], e: S.Expr) -> str:
+        if e.dtype == "i1" and op in ("not", "and", "or", "xor"):
+            return f"not {a[0]}" if op == "not" else f"{a[0]} {_INFIX[op]} {a[1]}"
+        render = self.int_ops.get(op)
+        text = render(a, e) if render else f"{a[0]} {_INFIX[op]} {a[1]}"
+        if op in _OVERFLOWING and e.dtype != "i64":
+            return _WRAP[e.dtype].format(text)
         return text
+
+
+def _min_max_float(op: str):
+    """TOSA apply_max_s / apply_min_s (tosaic.quant.float_ops): a tie keeps the first operand for max and
+    the second for min; a NaN gives NaN, or with IGNORE the other operand."""
+    def render(a, nan_mode):
+        x, y = a
+        keep_x = f"{x} {'>=' if op == 'max' else '<'} {y}"
+        if nan_mode == "IGNORE":
+            return f"{y} if {x} != {x} else ({x} if ({keep_x} or {y} != {y}) else {y})"
+        return f"{x} if ({keep_x} or {x} != {x}) else {y}"
+    return render
+
+
+# Renderers as tables, from a scalar op to source text from its operands' names `a` (and, for floats, the
+# NaN mode; for integers, the node): a target overrides entries (BodyRenderer's `float_ops`, `int_ops`).
+# An op not in a table is infix (`_INFIX`); integer results narrower than i64 wrap where they can overflow.
+FLOAT_OPS = {
+    "floor": lambda a, _: f"np.float32(np.floor({a[0]}))",
+    "ceil": lambda a, _: f"np.float32(np.ceil({a[0]}))",
+    "neg": lambda a, _: f"-{a[0]}",
+    "abs": lambda a, _: f"abs({a[0]})",
+    "min": _min_max_float("min"),
+    "max": _min_max_float("max"),
+}
+INT_OPS = {
+    "not": lambda a, e: f"~{a[0]}",
+    "min": lambda a, e: f"min({a[0]}, {a[1]})",
+    "max": lambda a, e: f"max({a[0]}, {a[1]})",
+    "clz": lambda a, e: f"_clz32({a[0]})",
+    "neg": lambda a, e: f"-np.int64({a[0]})",
+    "abs": lambda a, e: f"abs(np.int64({a[0]}))",
+    "div": lambda a, e: f"_tdiv({a[0]}, {a[1]})",
+    "lshr": lambda a, e: f"({a[0]} & {(1 << INTEGER_BITS[e.src[0].dtype]) - 1}) >> {a[1]}",
+}
 
 
 class Requant:
