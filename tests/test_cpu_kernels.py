@@ -98,6 +98,42 @@ def test_gemm_tile_edges(m, k, n):
     check_cpu(graph, inputs, "gemm")
 
 
+def _isa_target(isa: str):
+    """This machine's description restricted to one micro-kernel ISA's features: code generated for it
+    runs here, through that ISA's micro-kernels. Skips where this machine lacks them."""
+    import dataclasses
+
+    from tosaic.kernels.target import host
+    from tosaic.kernels.x86 import MICROKERNELS, microkernel_for
+
+    mk = next(m for m in MICROKERNELS if m.isa == isa)
+    if host().arch != "x86_64" or not mk.features <= host().features:
+        pytest.skip(f"this machine ({host()}) lacks {', '.join(sorted(mk.features - host().features))} for {isa}")
+    target = dataclasses.replace(host(), features=mk.features)
+    assert microkernel_for(target.arch, target.features) == mk
+    return target
+
+
+@pytest.mark.parametrize("isa", ["avx512vnni", "avxvnni", "avx2"])
+@pytest.mark.parametrize("x_shape, w_shape, pad, in_zp", [
+    ((1, 37, 1, 17), (83, 1, 1, 17), None, -3),     # rows past 16-row tasks and 8- and 4-row blocks, odd K
+    ((2, 8, 1, 6), (64, 1, 1, 6), None, 127),       # K below one VNNI group of 4, whole blocks
+    ((1, 1, 1, 1283), (40, 1, 1, 1283), None, -128),  # long K, not a multiple of 4
+    ((1, 6, 13, 5), (21, 3, 3, 5), (1, 1, 0, 1), 100),  # im2col: 45 taps, padded taps hold the zero point
+])
+def test_gemm_microkernels_per_isa(isa, x_shape, w_shape, pad, in_zp):
+    """Every x86 micro-kernel the machine runs (VNNI 512-bit with activations offset by 128, AVX-VNNI
+    256-bit, AVX2 vpmaddwd), chosen by the target's features, equals the interpreter on GEMM and im2col
+    layers across block edges and extreme zero points."""
+    target = _isa_target(isa)
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    attrs = {"pad": pad or (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1)}
+    graph, inputs = requantized_conv(rng, x_shape, w_shape, attrs, False, False, in_zp, 0, True, 5, False)
+    model = check_cpu(graph, inputs, target=target)
+    assert f"{'im2col' if pad else 'gemm_' + isa}" in [s.template for s in model.plan.steps if s.kind == "kernel"]
+    assert any(f"gemm_{isa}_" in source for source in model.plan.sources.values())
+
+
 @pytest.mark.parametrize("x_shape, w_shape, pad, template", [
     ((1, 30, 1, 8), (70, 1, 1, 8), (0, 0, 0, 0), "gemm_outer"),   # few input channels, many output channels
     ((2, 9, 1, 40), (13, 1, 1, 40), (0, 0, 0, 0), "gemm"),

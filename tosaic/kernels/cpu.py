@@ -9,7 +9,7 @@ A kernel is a template (its loop nest and schedule) plus the scalar bodies rende
   on tasks of 16 rows by 64 channels; elsewhere one dot product per output (`gemm`), or outer products
   for few input channels (`gemm_outer`).
 - `im2col`: an int8 conv2d with weight zero point 0 as a GEMM over each output row's gathered patches (on
-  AVX2 through the same micro-kernels; elsewhere only for KH*KW*IC >= 64).
+  x86 through the same micro-kernels; elsewhere only for KH*KW*IC >= 64).
 - `conv`: any other conv2d, directly, one output row per parallel iteration with its accumulators in a
   row buffer, output channels innermost (vectorized); padded taps are skipped, the zero points subtracted.
 - `depthwise`: depthwise conv, one output row per parallel iteration, channels innermost; the taps of
@@ -33,7 +33,7 @@ import numpy as np
 from tosaic.ir import TensorType, Value
 from tosaic.kernels.render import PRELUDE, BodyRenderer, map_source
 from tosaic.kernels.target import CpuTarget
-from tosaic.kernels.x86 import BLOCK_N, MICROKERNEL_SOURCE, pack_bias, pack_weights
+from tosaic.kernels.x86 import BLOCK_N, MICROKERNEL_SOURCE, MicroKernel, microkernel_for, pack_bias
 from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.structured import PARALLEL, generalize
@@ -381,8 +381,9 @@ def conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
 def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     """Conv2d on int8 by patches: per output row, gather each pixel's patch into a row buffer (padded taps
     hold the zero point, which is folded into the bias), then multiply the patches by the weights. On
-    AVX2 hosts the patches are int16 and go through the GEMM micro-kernels of kernels/x86_microkernels.py (every int8
-    conv with weight zero point 0); elsewhere each output channel is one int32 dot product against weights
+    x86 hosts the patches go through the GEMM micro-kernels of kernels/x86_microkernels.py in the form
+    the host's micro-kernel reads (int16, or uint8 plus 128 for VNNI; every int8 conv with weight zero
+    point 0); elsewhere each output channel is one int32 dot product against weights
     packed [OC, KH*KW*IC], for convs with KH*KW*IC >= 64 (measured 2.5x the direct form on 56x56x64 3x3)."""
     op = d.root
     x, w, bias = op.operands
@@ -393,13 +394,14 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     top, _, left, _ = op.attrs["pad"]
     weights = np.asarray(w.owner.attrs["values"]).reshape(oc, kh * kw * ic)
     zp = op.attrs["input_zp"]
-    folded = _folded_bias(bias, weights, zp, "i32")
-    params: list = [(zp, "i64"), (top, "i64"), (left, "i64")]
+    mk = microkernel_for(target.arch, target.features)
+    offset = mk.activation_offset if mk else 0
+    folded = _folded_bias(bias, weights, zp + offset, "i32")
+    params: list = [(zp + offset, "i64"), (top, "i64"), (left, "i64")]
     epi, epi_arrays, epi_names = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e",
                                            target.requant)
-    avx2 = target.x86_avx2
     scratch = Scratch(target.schedule.threads)
-    patch_t = "np.int16" if avx2 else "np.int8"
+    patch_t = mk.activation_dtype if mk else "np.int8"
     gather = [
         "    for xo in range(OW):",
         "        pr = patch[xo]",
@@ -411,34 +413,33 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "                if 0 <= iy < H and 0 <= ix < W:",
         "                    xr = x[b, iy, ix]",
         "                    for k in range(IC):",
-        "                        pr[base + k] = xr[k]",
+        f"                        pr[base + k] = {_stored_activation('xr[k]', mk)}",
         "                else:",
         "                    for k in range(IC):",
         "                        pr[base + k] = z",
     ]
-    if avx2:
-        # The patch width is padded to even with zeros, as the packed weights are.
+    if mk:
         multiply = [
             "    pf = patch.reshape(-1)",
             "    rf = acc.reshape(-1)",
             "    for nb in range(NB):",
-            f"        w0 = nb * (TP // 2) * {2 * BLOCK_N}",
-            *_indent(_micro_kernel_calls("pf", "xo", "OW", "TP", f"xo * NB * {BLOCK_N} + nb * {BLOCK_N}",
-                                         f"NB * {BLOCK_N}"), 2),
+            f"        w0 = nb * TP * {BLOCK_N}",
+            *_indent(mk.calls("pf", "xo", "OW", "TP", f"xo * NB * {BLOCK_N} + nb * {BLOCK_N}", f"NB * {BLOCK_N}"),
+                     2),
             "    for xo in range(OW):",
             "        for c in range(OC):",
             "            v = acc[xo, c]",
             *_indent(epi, 3),
         ]
-        setup = ["TP = T + T % 2", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}", "wf = wp.reshape(-1)"]
-        taps = kh * kw * ic
-        buffers = [f"    {scratch.take('patch', (ow, taps + taps % 2), 'np.int16')}",
+        taps = mk.pad(kh * kw * ic)
+        setup = [f"TP = {taps}", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}", "wf = wp.reshape(-1)"]
+        buffers = [f"    {scratch.take('patch', (ow, taps), patch_t)}",
                    f"    {scratch.take('acc', (ow, -(-oc // BLOCK_N) * BLOCK_N), 'np.int32')}",
-                   # The micro-kernel reads pairs of taps: an odd count's padding tap is 0.
-                   "    if TP > T:",
-                   "        for xo in range(OW):",
-                   "            patch[xo, T] = 0"]
-        packed = pack_weights(weights)
+                   # The micro-kernel reads whole groups of taps; the padding taps meet zero weights.
+                   "    for xo in range(OW):",
+                   "        for k in range(T, TP):",
+                   "            patch[xo, k] = 0"]
+        packed = mk.pack_weights(weights)
         bias_arg = pack_bias(folded)
         header = [MICROKERNEL_SOURCE]
     else:
@@ -492,13 +493,12 @@ def _folded_bias(bias: Value, weights: np.ndarray, zp: int, acc_dtype: str) -> n
     return folded.astype(np.int64 if acc_dtype == "i48" else np.int32)
 
 
-def _micro_kernel_calls(a: str, row: str, rows: str, lda: str, out_offset: str, ldo: str) -> list[str]:
-    """Source running the micro-kernels of kernels/x86_microkernels.py over rows 0 .. `rows`-1 (loop variable `row`) of
-    the flat int16 array `a` against the 16-channel block `nb` of `wf` starting at `w0`: blocks of four
-    rows, then single rows, into the flat int32 row buffer `rf` at `out_offset` (row stride `ldo`)."""
-    call = f"({a}, {row} * {lda}, {lda}, wf, w0, {lda} // 2, rf, {out_offset}, {ldo}, bias, nb * {BLOCK_N})"
-    return [f"for {row} in range(0, {rows} - 3, 4):", f"    gemm_4x16{call}",
-            f"for {row} in range({rows} - {rows} % 4, {rows}):", f"    gemm_1x16{call}"]
+def _stored_activation(value: str, mk: MicroKernel | None) -> str:
+    """An int8 activation as the micro-kernel `mk` reads it: for VNNI the bits of the uint8 value plus 128
+    (the top bit flipped), else as it is (stored widened to int16 for AVX2)."""
+    if mk is not None and mk.activation_offset:
+        return f"{value} ^ np.int8(-128)"
+    return value
 
 
 def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
@@ -610,8 +610,8 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     """1x1 conv as GEMM over [M, K] activations and [N, K] weights. Each output is one int32 dot product
     (a single reduction is what LLVM turns into vpmaddwd; register blocking several makes it widen to
     i64), the row's accumulators go to a buffer, and the epilogue runs as its own loop over channels,
-    which vectorizes. Sixteen rows per parallel task amortize the buffer. On AVX2 hosts int8 GEMMs use
-    the register-blocked micro-kernels instead (`_gemm_avx2`)."""
+    which vectorizes. Sixteen rows per parallel task amortize the buffer. On x86 hosts with AVX2 int8
+    GEMMs use the register-blocked micro-kernels instead (`_gemm_x86`)."""
     op = d.root
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
@@ -620,7 +620,8 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     weights = np.asarray(w.owner.attrs["values"]).reshape(oc, ic)
     zp = op.attrs["input_zp"]
-    folded = _folded_bias(bias, weights, zp, op.result.type.dtype)
+    mk = microkernel_for(target.arch, target.features) if x.type.dtype == "i8" else None
+    folded = _folded_bias(bias, weights, zp + (mk.activation_offset if mk else 0), op.result.type.dtype)
     params: list = []
     e = d.epilogue
     if e is not None:
@@ -634,11 +635,10 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     # Few input channels and many output channels: the dot product would run in LLVM's scalar remainder
     # loop, so accumulate outer products instead, output channels innermost, (x - zp) * w in int16
     # (|x - zp| <= 255, |w| <= 128), which vectorizes 16 lanes wide (measured 1.3-1.4x for K <= 24).
-    avx2 = target.x86_avx2 and x.type.dtype == "i8"
-    outer = not avx2 and x.type.dtype == "i8" and ic < 32 and oc >= 64
+    outer = mk is None and x.type.dtype == "i8" and ic < 32 and oc >= 64
     rows = target.schedule.gemm_task_rows
-    if avx2:
-        return _gemm_avx2(d, weights, folded, params, epilogue, reads if e is not None else None, target.schedule)
+    if mk:
+        return _gemm_x86(d, mk, weights, folded, params, epilogue, reads if e is not None else None, target.schedule)
     scratch = Scratch(target.schedule.threads)
     if outer:
         params.append((zp, "i64"))
@@ -706,18 +706,18 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, head
                       (m_rows, oc, ic))
 
 
-def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) -> KernelSpec:
-    """The GEMM on x86 AVX2 from the broadcast micro-kernels of kernels/x86_microkernels.py. A parallel task is R rows
-    by B blocks of 16 output channels (the schedule's; 16 by 4 by default): its rows are widened once into
-    an int16 buffer (K padded to even with zeros), blocks of four rows (single rows at the end) by 16
-    channels are written with their bias into a row buffer, and the epilogue runs over the buffer as its
-    own loop, which vectorizes."""
+def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, reads, schedule) -> KernelSpec:
+    """The GEMM on x86 from the broadcast micro-kernels of kernels/x86_microkernels.py. A parallel task is
+    R rows by B blocks of 16 output channels (the schedule's; 16 by 4 by default): its rows are copied once
+    into a buffer in the form the micro-kernel reads (int16 for AVX2, uint8 plus 128 for VNNI; K padded to
+    the micro-kernel's group with zeros), blocks of rows by 16 channels are written with their bias into a
+    row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes."""
     r, blocks = schedule.gemm_task_rows, schedule.gemm_task_blocks
     scratch = Scratch(schedule.threads)
-    k = d.root.operands[1].type.shape[3]
+    kp = mk.pad(d.root.operands[1].type.shape[3])
     body = [
         "M, N, K = D",
-        "KP = K + K % 2",
+        f"KP = {kp}",
         f"NB = (N + {BLOCK_N - 1}) // {BLOCK_N}",
         f"GROUPS = (NB + {blocks - 1}) // {blocks}",
         "wf = wp.reshape(-1)",
@@ -727,22 +727,21 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) 
         f"    nb1 = min(NB, nb0 + {blocks})",
         f"    rows = min({r}, M - m0)",
         f"    {TASK_ID}",
-        f"    {scratch.take('a16', (r, k + k % 2), 'np.int16')}",
+        f"    {scratch.take('ak', (r, kp), mk.activation_dtype)}",
         "    for i in range(rows):",
         "        am = a[m0 + i]",
-        "        ai = a16[i]",
+        "        ai = ak[i]",
         "        for k in range(K):",
-        "            ai[k] = am[k]",
-        "        if KP > K:",
-        "            ai[K] = 0  # the micro-kernel reads pairs of K: an odd K's padding is 0",
+        f"            ai[k] = {_stored_activation('am[k]', mk)}",
+        "        for k in range(K, KP):",
+        "            ai[k] = 0  # padding to whole groups of K, which meet zero weights",
         f"    {scratch.take('row', (r, blocks * BLOCK_N), 'np.int32')}",
-        "    af = a16.reshape(-1)",
+        "    af = ak.reshape(-1)",
         "    rf = row.reshape(-1)",
         "    for nb in range(nb0, nb1):",
-        f"        w0 = nb * (KP // 2) * {2 * BLOCK_N}",
+        f"        w0 = nb * KP * {BLOCK_N}",
         f"        r0 = (nb - nb0) * {BLOCK_N}",
-        *_indent(_micro_kernel_calls("af", "i", "rows", "KP", f"i * {blocks * BLOCK_N} + r0", f"{blocks * BLOCK_N}"),
-                 2),
+        *_indent(mk.calls("af", "i", "rows", "KP", f"i * {blocks * BLOCK_N} + r0", f"{blocks * BLOCK_N}"), 2),
         f"    c0 = nb0 * {BLOCK_N}",
         f"    c1 = min(N, nb1 * {BLOCK_N})",
         "    for i in range(rows):",
@@ -753,7 +752,7 @@ def _gemm_avx2(d: Dispatch, weights, folded, params, epilogue, reads, schedule) 
         "            v = rj[c - c0]",
         *_indent(epilogue, 3),
     ]
-    return _gemm_spec(d, "gemm_avx2", body, params, pack_weights(weights), pack_bias(folded), reads,
+    return _gemm_spec(d, f"gemm_{mk.isa}", body, params, mk.pack_weights(weights), pack_bias(folded), reads,
                       [MICROKERNEL_SOURCE], scratch)
 
 
@@ -797,7 +796,7 @@ def kernel_for(d: Dispatch, target: CpuTarget) -> KernelSpec:
             return gemm_kernel(d, target)
         x, w = root.operands[:2]
         if x.type.dtype == "i8" and not root.attrs["weight_zp"] \
-                and (target.x86_avx2 or w.type.size // w.type.shape[0] >= 64):
+                and (microkernel_for(target.arch, target.features) or w.type.size // w.type.shape[0] >= 64):
             return im2col_conv_kernel(d, target)
         return conv_kernel(d, target)
     if packable:

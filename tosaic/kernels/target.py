@@ -75,11 +75,6 @@ class CpuTarget:
     def name(self) -> str:
         return f"cpu:{self.arch}:{self.cpu}"
 
-    @property
-    def x86_avx2(self) -> bool:
-        """Whether the AVX2 integer micro-kernels (vpmaddwd) may be used."""
-        return self.arch == "x86_64" and "avx2" in self.features
-
     def as_dict(self) -> dict:
         return {"family": "cpu", "arch": self.arch, "cpu": self.cpu, "features": sorted(self.features),
                 "requant": self.requant, "threads": self.schedule.threads}

@@ -1,26 +1,84 @@
-"""x86 code generation data: the weight and bias packing the AVX2 GEMM micro-kernels read, and the source
-text of those micro-kernels (`x86_microkernels.py`), which every generated kernel using them embeds."""
+"""x86 code generation data: which GEMM micro-kernel a target gets (`MICROKERNELS`, best first), the weight
+and bias packing it reads, and the source text of the micro-kernels (`x86_microkernels.py`), which every
+generated kernel using them embeds."""
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 import numpy as np
 
 from tosaic.kernels import x86_microkernels
-from tosaic.kernels.x86_microkernels import BLOCK_N
+from tosaic.kernels.x86_microkernels import BLOCK_N, ISAS
 
 MICROKERNEL_SOURCE = inspect.getsource(x86_microkernels)
 
 
-def pack_weights(weights: np.ndarray) -> np.ndarray:
-    """[N, K] int8 weights as the micro-kernel reads them: [ceil(N/16), ceil(K/2), 16, 2] int16, zero
-    padded."""
-    n, k = weights.shape
-    n_pad, k_pad = -(-n // BLOCK_N) * BLOCK_N, k + k % 2
-    padded = np.zeros((n_pad, k_pad), dtype=np.int16)
-    padded[:n, :k] = weights
-    return np.ascontiguousarray(padded.reshape(n_pad // BLOCK_N, BLOCK_N, k_pad // 2, 2).transpose(0, 2, 1, 3))
+@dataclass(frozen=True)
+class MicroKernel:
+    """One ISA's GEMM micro-kernels: the target features they need, the row blocks they come in (largest
+    first, ending in 1), the dtype activations are stored in and the offset added to them (vpdpbusd
+    multiplies unsigned bytes: int8 activations are stored plus 128, as the bits of a uint8 in an int8
+    buffer)."""
+
+    isa: str
+    features: frozenset[str]
+    row_blocks: tuple[int, ...]
+    activation_dtype: str
+    activation_offset: int
+
+    @property
+    def group(self) -> int:
+        """K elements one 32-bit lane multiplies: activations and weights are padded to a multiple."""
+        return ISAS[self.isa][2]
+
+    @property
+    def weight_dtype(self):
+        return np.int16 if self.isa == "avx2" else np.int8
+
+    def pad(self, k: int) -> int:
+        return -(-k // self.group) * self.group
+
+    def pack_weights(self, weights: np.ndarray) -> np.ndarray:
+        """[N, K] int8 weights as the micro-kernel reads them: [ceil(N/16), K/group, 16, group], zero
+        padded."""
+        n, k = weights.shape
+        n_pad, k_pad = -(-n // BLOCK_N) * BLOCK_N, self.pad(k)
+        padded = np.zeros((n_pad, k_pad), dtype=self.weight_dtype)
+        padded[:n, :k] = weights
+        g = self.group
+        return np.ascontiguousarray(padded.reshape(n_pad // BLOCK_N, BLOCK_N, k_pad // g, g).transpose(0, 2, 1, 3))
+
+    def calls(self, a: str, row: str, rows: str, lda: str, out_offset: str, ldo: str) -> list[str]:
+        """Source running the micro-kernels over rows 0 .. `rows`-1 (loop variable `row`) of the flat
+        activation array `a` against the 16-channel block `nb` of `wf` starting at `w0`: blocks of the
+        largest row count first, into the flat int32 row buffer `rf` at `out_offset` (row stride `ldo`)."""
+        call = f"({a}, {row} * {lda}, {lda}, wf, w0, {lda} // {self.group}, rf, {out_offset}, {ldo}, bias, nb * {BLOCK_N})"
+        start = f"{row}_start"
+        lines = [f"{start} = 0"]
+        for size in self.row_blocks:
+            name = f"gemm_{self.isa}_{size}x{BLOCK_N}"
+            if size == 1:
+                lines += [f"for {row} in range({start}, {rows}):", f"    {name}{call}"]
+            else:
+                lines += [f"for {row} in range({start}, {rows} - {size - 1}, {size}):", f"    {name}{call}",
+                          f"{start} = {rows} - ({rows} - {start}) % {size}"]
+        return lines
+
+
+MICROKERNELS = (
+    MicroKernel("avx512vnni", frozenset({"avx512f", "avx512bw", "avx512vnni"}), (8, 1), "np.int8", 128),
+    MicroKernel("avxvnni", frozenset({"avx2", "avxvnni"}), (4, 1), "np.int8", 128),
+    MicroKernel("avx2", frozenset({"avx2"}), (4, 1), "np.int16", 0),
+)
+
+
+def microkernel_for(arch: str, features) -> MicroKernel | None:
+    """The best GEMM micro-kernel code for `features` may use, or None (not x86, or no AVX2)."""
+    if arch != "x86_64":
+        return None
+    return next((mk for mk in MICROKERNELS if mk.features <= features), None)
 
 
 def pack_bias(bias: np.ndarray) -> np.ndarray:
