@@ -742,14 +742,18 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, r
         f"        w0 = nb * KP * {BLOCK_N}",
         f"        r0 = (nb - nb0) * {BLOCK_N}",
         *_indent(mk.calls("af", "i", "rows", "KP", f"i * {blocks * BLOCK_N} + r0", f"{blocks * BLOCK_N}"), 2),
-        f"    c0 = nb0 * {BLOCK_N}",
+        # Numba wraps negative indices; LLVM must see that c0 + j cannot be negative, or the epilogue's
+        # loads and stores become gathers and scatters (measured 4.4x on MobileNetV2's 112x112x96
+        # expansion): the task index comes from the parallel scheduler, of unknown sign.
+        f"    c0 = max(nb0 * {BLOCK_N}, 0)",
         f"    c1 = min(N, nb1 * {BLOCK_N})",
         "    for i in range(rows):",
         "        mm = m0 + i",
         "        o = out[mm]",
         "        rj = row[i]",
-        "        for c in range(c0, c1):",
-        "            v = rj[c - c0]",
+        "        for j in range(c1 - c0):",
+        "            c = c0 + j",
+        "            v = rj[j]",
         *_indent(epilogue, 3),
     ]
     return _gemm_spec(d, f"gemm_{mk.isa}", body, params, mk.pack_weights(weights), pack_bias(folded), reads,
