@@ -70,6 +70,7 @@ class KernelSpec:
 
 
 _IR_DTYPES = {"np.int8": "i8", "np.int16": "i16", "np.int32": "i32", "np.int64": "i64"}
+_NP_DTYPES = {v: k for k, v in _IR_DTYPES.items()}
 
 
 class Scratch:
@@ -247,7 +248,30 @@ def generic_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         body += _indent(["for f in prange(1):"], depth)
         depth += 1
     lines: list[str] = []
-    if red:
+    scratch = Scratch(target.schedule.threads)
+    across_rows = bool(red and outer) and _reduce_across_rows(op, inner[0], red)
+    if across_rows:
+        # The reduction walks rows of the input while the innermost parallel dimension runs along them:
+        # accumulate whole rows (a scratch buffer per result), the row loop innermost, which vectorizes
+        # and reads memory in order (reductions innermost read it with a stride of a whole row).
+        j = inner[0]
+        init_r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="s")
+        inits = [init_r.render(init) for init in op.attrs["inits"]]
+        step = BodyRenderer(reads.read, reads.array, index, outs=accs, params=params, prefix="t")
+        values = [step.render(b) for b in op.attrs["bodies"]]
+        lines += [TASK_ID] + [scratch.take(f"row{i}", (domain[j],), _NP_DTYPES[r.type.dtype])
+                              for i, r in enumerate(op.results)]
+        lines += [f"for d{j} in range(D{j}):", *_indent(init_r.lines + [f"row{i}[d{j}] = {v}" for i, v in
+                                                                        enumerate(inits)], 1)]
+        loop = ["    " * k + f"for d{r} in range(D{r}):" for k, r in enumerate(red)]
+        row_step = [f"for d{j} in range(D{j}):",
+                    *_indent([f"{a} = row{i}[d{j}]" for i, a in enumerate(accs)] + step.lines
+                             + [f"row{i}[d{j}] = {v}" for i, v in enumerate(values)], 1)]
+        lines += loop + _indent(row_step, len(red))
+        lines += [f"for d{j} in range(D{j}):", *_indent([f"{a} = row{i}[d{j}]" for i, a in enumerate(accs)], 1)]
+        depth -= 1   # the row loops replace the innermost parallel loop
+        body = body[:-1]
+    elif red:
         init_r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="s")
         inits = [init_r.render(init) for init in op.attrs["inits"]]
         lines += init_r.lines + [f"{a} = {v}" for a, v in zip(accs, inits)]
@@ -274,18 +298,29 @@ def generic_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             out_index = _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
                                        [f"d{j}" for j in par], [domain[j] for j in par])
         epi, arrays_epi, epi_names = _epilogue(d, accs[0], out_index, params, "o0", par_index, "e", target.requant)
-        lines += epi
     else:
-        lines += [f"o{i}[{par_index}] = {a}" for i, a in enumerate(accs)]
+        epi = [f"o{i}[{par_index}] = {a}" for i, a in enumerate(accs)]
+    lines += _indent(epi, 1) if across_rows else epi
     body += _indent(lines, depth)
     shape = tuple(domain[j] for j in par) or (1,)
     outputs = [ArrayArg(v, shape) for v in d.outputs]
     inputs = [_operand(v) for v in op.operands]
     inputs += [ArrayArg(array=a) for _, a in reads.extra]
     signature = [f"o{i}" for i in range(len(outputs))] + [f"i{i}" for i in range(len(op.operands))] \
-        + [n for n, _ in reads.extra] + epi_names
-    return KernelSpec("generic", _module("generic", signature, body, params), outputs + inputs + arrays_epi,
-                      _param_values(params), tuple(int(n) for n in domain))
+        + [n for n, _ in reads.extra] + epi_names + scratch.names
+    return KernelSpec("generic", _module("generic", signature, body, params),
+                      outputs + inputs + arrays_epi + scratch.arrays(), _param_values(params),
+                      tuple(int(n) for n in domain))
+
+
+def _reduce_across_rows(op, inner: int, red: list[int]) -> bool:
+    """Whether a reduction reads its input along the innermost parallel dimension (the input's last axis
+    moves with it alone) and across rows with the reduction dimensions, with integer results (kept in
+    scratch rows of their own dtype, so no rounding changes)."""
+    if any(r.type.dtype not in _NP_DTYPES for r in op.results) or op.attrs["domain"][inner] < 8:
+        return False
+    last = op.attrs["accesses"][0].map.coeffs
+    return bool(last) and last[-1][inner] == 1 and not any(last[-1][j] for j in red)
 
 
 # ------------------------------------------------------------------------------------------ templates
