@@ -319,7 +319,10 @@ def _reduce_across_rows(op, inner: int, red: list[int]) -> bool:
     scratch rows of their own dtype, so no rounding changes)."""
     if any(r.type.dtype not in _NP_DTYPES for r in op.results) or op.attrs["domain"][inner] < 8:
         return False
-    last = op.attrs["accesses"][0].map.coeffs
+    access = op.attrs["accesses"][0].map
+    if access is None:   # not affine (a transpose conv's strided taps): keep the plain form
+        return False
+    last = access.coeffs
     return bool(last) and last[-1][inner] == 1 and not any(last[-1][j] for j in red)
 
 
