@@ -134,6 +134,19 @@ def test_gemm_microkernels_per_isa(isa, x_shape, w_shape, pad, in_zp):
     assert any(f"gemm_{isa}_" in source for source in model.plan.sources.values())
 
 
+def test_kernel_sources_do_not_depend_on_shapes():
+    """Shapes are runtime arguments: layers of one structure and different sizes share their kernels, so a
+    network compiles a handful of them (and hypothesis-drawn tests reuse the cache)."""
+    def keys(x_shape, w_shape, pad):
+        rng = np.random.default_rng(0)
+        attrs = {"pad": pad, "stride": (1, 1), "dilation": (1, 1)}
+        graph, _ = requantized_conv(rng, x_shape, w_shape, attrs, False, False, 3, 0, False, 1, False)
+        return {s.key for s in tosaic.compile(graph, target="cpu").plan.steps if s.kind == "kernel"}
+
+    assert keys((1, 9, 1, 17), (20, 1, 1, 17), (0,) * 4) == keys((2, 30, 1, 64), (70, 1, 1, 64), (0,) * 4)
+    assert keys((1, 6, 7, 3), (9, 3, 3, 3), (1,) * 4) == keys((1, 8, 5, 16), (33, 3, 3, 16), (1,) * 4)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, pad, template", [
     ((1, 30, 1, 8), (70, 1, 1, 8), (0, 0, 0, 0), "gemm_outer"),   # few input channels, many output channels
     ((2, 9, 1, 40), (13, 1, 1, 40), (0, 0, 0, 0), "gemm"),

@@ -470,7 +470,9 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             *_indent(epi, 3),
         ]
         taps = mk.pad(kh * kw * ic)
-        setup = [f"TP = {taps}", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}", "wf = wp.reshape(-1)"]
+        # Shapes stay runtime values, so that the kernel's source (its cache key) does not depend on them.
+        setup = [f"TP = (T + {mk.group - 1}) // {mk.group} * {mk.group}", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}",
+                 "wf = wp.reshape(-1)"]
         buffers = [f"    {scratch.take('patch', (ow, taps), patch_t)}",
                    f"    {scratch.take('acc', (ow, -(-oc // BLOCK_N) * BLOCK_N), 'np.int32')}",
                    # The micro-kernel reads whole groups of taps; the padding taps meet zero weights.
@@ -755,7 +757,7 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, r
     kp = mk.pad(d.root.operands[1].type.shape[3])
     body = [
         "M, N, K = D",
-        f"KP = {kp}",
+        f"KP = (K + {mk.group - 1}) // {mk.group} * {mk.group}",
         f"NB = (N + {BLOCK_N - 1}) // {BLOCK_N}",
         f"GROUPS = (NB + {blocks - 1}) // {blocks}",
         "wf = wp.reshape(-1)",
