@@ -186,6 +186,15 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from tosaic.bench import benchmark, format_report
+
+    report = benchmark(args.model, target=args.target, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                       compare_litert=args.compare_litert, seed=args.seed, top=args.top)
+    sys.stdout.write(json.dumps(report, indent=1) + "\n" if args.json else format_report(report))
+    return 0
+
+
 def cmd_ops(args) -> int:
     from tosaic.importers.tflite.reader import read_tflite
     from tosaic.importers.tflite.support import COLUMNS, model_ops, support_markdown, support_table
@@ -247,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="directory of the bundle")
     p.add_argument("--target", default="cpu", help="\"cpu\" (this machine) or cpu:ARCH:CPU, e.g. cpu:aarch64:cortex-a76")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("bench", help="time a compiled model here: latency, profile by dispatch, memory, ISA")
+    p.add_argument("model")
+    p.add_argument("--target", default="cpu", help="\"cpu\" (this machine) or cpu:ARCH:CPU this machine runs")
+    p.add_argument("--threads", type=int, default=None, help="threads of tosaic and LiteRT (default: all cores)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs (default 50); the median is reported")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--top", type=int, default=15, help="dispatches in the profile, slowest first (default 15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--compare-litert", action="store_true",
+                   help="time LiteRT's default interpreter (XNNPACK) in the same process, interleaved")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(fn=cmd_bench)
 
     for name, fn, help_text in (("run", cmd_run, "run a model on inputs from an .npz file"),
                                 ("validate", cmd_validate, "compare with LiteRT's reference kernels")):

@@ -107,6 +107,11 @@ class CompiledModel:
                 "weight_bytes": sum(int(c.nbytes) for c in plan.consts)}
 
     @property
+    def threads(self) -> int | None:
+        """Threads the kernels run on (compiled targets this machine runs)."""
+        return None if self._executable is None else self._executable.threads
+
+    @property
     def plan(self):
         """The compiled plan (compiled targets): steps, kernels, arena, the target it was generated for."""
         return self._plan
