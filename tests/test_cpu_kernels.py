@@ -447,9 +447,12 @@ def test_binary_elementwise_against_litert(op, bcast, zps, scales, seed):
 
 # The aarch64 requantization strategy (32-bit lanes, kernels/requant.py) is portable source: the same
 # kernels, generated with it for this machine, must equal the interpreter (emulation runs the ARM ones).
-NEON_STRATEGY_MODELS = ["arch_ds_cnn_kws_49x10", "op_conv2d_s2_same_relu6", "op_dwconv_m2_s1_same", "op_fc_64x32",
-                        "op_add_relu", "op_avgpool_3x3_s1_same", "var_16x8_op_conv2d_s1_same_relu",
-                        "var_floatio_op_conv2d_s2_same_relu6"]
+# Whole networks (cold compiles of 9-13 s each in CI) run with `-m slow`; scripts/arm_check.sh runs them on
+# the emulated CPUs.
+NEON_STRATEGY_MODELS = [pytest.param("arch_ds_cnn_kws_49x10", marks=pytest.mark.slow), "op_conv2d_s2_same_relu6",
+                        "op_dwconv_m2_s1_same", "op_fc_64x32", "op_add_relu", "op_avgpool_3x3_s1_same",
+                        "var_16x8_op_conv2d_s1_same_relu",
+                        pytest.param("var_floatio_op_conv2d_s2_same_relu6", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("name", NEON_STRATEGY_MODELS)

@@ -273,9 +273,10 @@ NETWORKS = [("mobilenet_v2", 0, False), ("mobilenet_v1", 3, False), ("kws", 1, F
 
 
 # Each network's first compile costs 10-40 s of Numba time on a cold kernel cache: the default run keeps
-# the keyword spotter, a transformer, a 16x8 network, two float-edge ones, a basic-block ResNet with
+# the keyword spotter, a transformer, a 16x8 network, a float-edge one, a basic-block ResNet with
 # projection shortcuts and a 16x8 bottleneck one, and a 16x8 MobileNetV2; `-m slow` runs the rest.
 SLOW_NETWORKS = {("mobilenet_v1", 3, False), ("mixed", 1, False), ("unet", 0, False), ("lstm", 1, False),
+                 ("float_edges", 1, False),
                  ("mobilenet_v3", 0, False), ("int16", 0, False), ("mobilenet_v2", 0, False), ("mixed", 2, True),
                  ("transformer", 1, True), ("mobilenet_v3", 1, True)}
 NETWORKS = [pytest.param(*p, marks=pytest.mark.slow) if p in SLOW_NETWORKS else p for p in NETWORKS]

@@ -140,3 +140,27 @@ def test_support_table_document_is_current(capsys):
     assert main(["ops", "--all", "--markdown"]) == 0
     document = Path(__file__).parent.parent / "docs" / "SUPPORTED_OPS.md"
     assert capsys.readouterr().out == document.read_text()
+
+
+def test_cli_bench_reports_latency_profile_memory_and_isa(capsys):
+    from tosaic.bench import kernel_isa
+    from tosaic.kernels.target import host
+
+    assert main(["bench", str(CONV), "--runs", "3", "--warmup", "1", "--compare-litert", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["isa"] == kernel_isa(host().as_dict()) and report["arch"] == host().arch
+    assert report["tosaic_ms"] > 0 and report["litert_xnnpack_ms"] > 0
+    assert report["ratio"] == pytest.approx(report["tosaic_ms"] / report["litert_xnnpack_ms"])
+    assert report["arena_bytes"] > 0 and report["weight_bytes"] > 0 and report["dispatches"] >= 1
+    assert report["profile"] and "tosa.conv2d" in report["profile"][0]["ops"]
+    assert main(["bench", str(CONV), "--runs", "2", "--warmup", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "kernels use" in text and "dispatch_0" in text
+
+
+def test_cli_bench_refuses_what_it_cannot_time(capsys):
+    assert main(["bench", str(CONV), "--target", "interp"]) == 2
+    assert "compiled target" in capsys.readouterr().err
+    assert main(["bench", str(CONV), "--target", "cpu:aarch64:cortex-a76"]) == 2
+    assert "lacks" in capsys.readouterr().err
+    assert main(["bench", str(CONV), "--runs", "0"]) == 2
