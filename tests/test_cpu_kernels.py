@@ -91,7 +91,7 @@ def test_gemm_1x1_conv(m, k, n, batch, in_zp, out_zp, per_channel, activation, s
 @pytest.mark.parametrize("m, k, n", [(37, 17, 83), (16, 2, 64), (5, 160, 130), (1, 1280, 40)])
 def test_gemm_tile_edges(m, k, n):
     """Shapes across the GEMM tiles: rows past a 16-row task and a 4-row block, channels past a 16-wide
-    block and a 64-wide task, odd and long K."""
+    block and a 128-wide task, odd and long K."""
     rng = np.random.default_rng(m * k * n)
     attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1)}
     graph, inputs = requantized_conv(rng, (1, m, 1, k), (n, 1, 1, k), attrs, False, False, -3, 0, True, 5, True)

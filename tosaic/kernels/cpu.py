@@ -6,7 +6,7 @@ A kernel is a template (its loop nest and schedule) plus the scalar bodies rende
 - `gemm`: a 1x1, stride-1, unpadded conv (and so every fully connected layer) with weight zero point 0, as
   C[m, n] = A[m, :] . W[n, :] over int8 (or int16) activations; the input zero point is folded into the
   bias at compile time. On AVX2 hosts, `gemm_avx2` runs the broadcast micro-kernels of `kernels/x86_microkernels.py`
-  on tasks of 16 rows by 64 channels; elsewhere one dot product per output (`gemm`), or outer products
+  on tasks of 16 rows by 128 channels; elsewhere one dot product per output (`gemm`), or outer products
   for few input channels (`gemm_outer`).
 - `im2col`: an int8 conv2d with weight zero point 0 as a GEMM over each output row's gathered patches (on
   x86 through the same micro-kernels; elsewhere only for KH*KW*IC >= 64).
@@ -748,7 +748,7 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, head
 
 def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, reads, schedule) -> KernelSpec:
     """The GEMM on x86 from the broadcast micro-kernels of kernels/x86_microkernels.py. A parallel task is
-    R rows by B blocks of 16 output channels (the schedule's; 16 by 4 by default): its rows are copied once
+    R rows by B blocks of 16 output channels (the schedule's; 16 by 8 by default): its rows are copied once
     into a buffer in the form the micro-kernel reads (int16 for AVX2, uint8 plus 128 for VNNI; K padded to
     the micro-kernel's group with zeros), blocks of rows by 16 channels are written with their bias into a
     row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes."""

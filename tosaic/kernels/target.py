@@ -50,7 +50,7 @@ class Schedule:
     the most threads a plan runs on (each has its own row of every scratch buffer in the arena)."""
 
     gemm_task_rows: int = 16
-    gemm_task_blocks: int = 4
+    gemm_task_blocks: int = 8
     threads: int = 4
 
 
