@@ -450,11 +450,9 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         f"                base = (ky * {kw} + kx) * IC",
         "                if 0 <= iy < H and 0 <= ix < W:",
         "                    xr = x[b, iy, ix]",
-        "                    for k in range(IC):",
-        f"                        pr[base + k] = {_stored_activation('xr[k]', mk)}",
+        *_indent(_copy_channels(ic, "pr[base + {k}]", _stored_activation("xr[{k}]", mk)), 5),
         "                else:",
-        "                    for k in range(IC):",
-        "                        pr[base + k] = z",
+        *_indent(_copy_channels(ic, "pr[base + {k}]", "z"), 5),
     ]
     if mk:
         multiply = [
@@ -518,6 +516,16 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     signature = ["out", "x", "wp", "bias"] + epi_names + scratch.names
     return KernelSpec("im2col", _module("im2col", signature, body, params, header), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
+
+
+def _copy_channels(channels: int, target: str, value: str) -> list[str]:
+    """Source copying `channels` values (`{k}` in `target` and `value` is the channel): a loop, or for up
+    to 4 channels (an image's first layer) one statement per channel, since a loop of a few iterations
+    costs more than its copies (measured: MobileNetV2's 3-channel first conv, 0.40 -> 0.26 ms). Only such
+    layers get a kernel of their own channel count."""
+    if channels <= 4:
+        return [f"{target} = {value}".format(k=k) for k in range(channels)]
+    return ["for k in range(IC):", f"    {target} = {value}".format(k="k")]
 
 
 def _bias(bias: Value, channels: int, acc_dtype: str) -> np.ndarray:
