@@ -306,7 +306,8 @@ def test_reductions(op, shape, axis_pick, dtype, seed):
 
 
 @pytest.mark.parametrize("op", ["tosa.reduce_sum", "tosa.reduce_max", "tosa.reduce_min", "tosa.argmax"])
-@pytest.mark.parametrize("shape, axis, dtype", [((2, 5, 3, 24), 1, "i8"), ((1, 7, 40), 1, "i16"), ((3, 9, 16), 0, "i32")])
+@pytest.mark.parametrize("shape, axis, dtype", [((2, 5, 3, 24), 1, "i8"), ((1, 7, 40), 1, "i16"),
+                                                ((3, 9, 16), 0, "i32")])
 def test_reductions_across_rows(op, shape, axis, dtype):
     """A reduction over an outer axis with a long innermost axis accumulates whole rows in scratch
     buffers (the row loop innermost), and equals the interpreter."""

@@ -54,7 +54,8 @@ class MicroKernel:
         """Source running the micro-kernels over rows 0 .. `rows`-1 (loop variable `row`) of the flat
         activation array `a` against the 16-channel block `nb` of `wf` starting at `w0`: blocks of the
         largest row count first, into the flat int32 row buffer `rf` at `out_offset` (row stride `ldo`)."""
-        call = f"({a}, {row} * {lda}, {lda}, wf, w0, {lda} // {self.group}, rf, {out_offset}, {ldo}, bias, nb * {BLOCK_N})"
+        call = (f"({a}, {row} * {lda}, {lda}, wf, w0, {lda} // {self.group}, rf, {out_offset}, {ldo}, bias, "
+                f"nb * {BLOCK_N})")
         start = f"{row}_start"
         lines = [f"{start} = 0"]
         for size in self.row_blocks:
