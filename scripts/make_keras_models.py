@@ -4,7 +4,8 @@ fixed seed), full-integer int8 quantization by the TFLite converter with a rando
 
 They are what the speed issue measures: EfficientNet-B0's SiLU (LOGISTIC and MUL on one conv output) and
 squeeze-excite gates, MobileNetV3's hard-swish and hard-sigmoid gates. Random weights change no operator
-or shape, only values. `NAME.io.npz` holds `in_0` and LiteRT BUILTIN_REF's `ref_0`, as tests/data does.
+or shape, only values; the classifier ends without its softmax (see `convert`). `NAME.io.npz` holds
+`in_0` and LiteRT BUILTIN_REF's `ref_0`, as tests/data does.
 
     python -m venv /tmp/tfvenv && /tmp/tfvenv/bin/pip install tensorflow-cpu ai-edge-litert==2.3.0
     /tmp/tfvenv/bin/python scripts/make_keras_models.py
@@ -12,21 +13,24 @@ or shape, only values. `NAME.io.npz` holds `in_0` and LiteRT BUILTIN_REF's `ref_
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "models"
-MODELS = {
-    "arch_efficientnet_b0_224": lambda: tf.keras.applications.EfficientNetB0(weights=None, input_shape=(224, 224, 3)),
-    "arch_mobilenet_v3_small_224": lambda: tf.keras.applications.MobileNetV3Small(
-        weights=None, input_shape=(224, 224, 3)),
-}
+MODELS = {"arch_efficientnet_b0_224": "EfficientNetB0", "arch_mobilenet_v3_small_224": "MobileNetV3Small"}
 
 
-def convert(model) -> bytes:
+def convert(name: str) -> bytes:
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    # No final softmax: with random weights the logits' scale is so small that the int8 SOFTMAX's
+    # multiplier falls below one, which LiteRT aborts on (and tosaic refuses).
+    model = getattr(tf.keras.applications, MODELS[name])(weights=None, input_shape=(224, 224, 3),
+                                                         classifier_activation=None)
     rng = np.random.default_rng(1)
 
     def representative():
@@ -43,6 +47,8 @@ def convert(model) -> bytes:
 
 
 def reference(flatbuffer: bytes, seed: int = 0) -> dict[str, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
     interpreter = Interpreter(model_content=flatbuffer, experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
                               num_threads=1)
     interpreter.allocate_tensors()
@@ -55,13 +61,17 @@ def reference(flatbuffer: bytes, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--references"]:
+        for name in MODELS:
+            np.savez(OUT / f"{name}.io.npz", **reference((OUT / f"{name}.tflite").read_bytes()))
+        return
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, make in MODELS.items():
-        tf.keras.utils.set_random_seed(0)
-        flatbuffer = convert(make())
+    for name in MODELS:
+        flatbuffer = convert(name)
         (OUT / f"{name}.tflite").write_bytes(flatbuffer)
-        np.savez(OUT / f"{name}.io.npz", **reference(flatbuffer))
         print(f"{name}: {len(flatbuffer) / 1e6:.2f} MB")
+    # LiteRT in the process that imported TensorFlow aborts; the references come from a fresh one.
+    subprocess.run([sys.executable, __file__, "--references"], check=True)
 
 
 if __name__ == "__main__":
