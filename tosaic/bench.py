@@ -44,8 +44,6 @@ def _median_ms(times: list[float]) -> float:
 def benchmark(path, target: str = "cpu", threads: int | None = None, runs: int = 50, warmup: int = 5,
               compare_litert: bool = False, seed: int = 0, top: int = 15) -> dict:
     """Compile `path` for `target`, time `runs` runs after `warmup` and return the report as a dict."""
-    import numba
-
     import tosaic
     from tosaic.validate import random_inputs
 
@@ -78,7 +76,6 @@ def benchmark(path, target: str = "cpu", threads: int | None = None, runs: int =
             t = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - t)
-    numba.set_num_threads(threads)
     profile = model.profile(inputs, repeat=min(runs, 20))
     total = sum(d["seconds"] for d in profile) or 1.0
     plan = model.plan

@@ -468,9 +468,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             *_indent(epi, 3),
         ]
         taps = mk.pad(kh * kw * ic)
-        # Shapes stay runtime values, so that the kernel's source (its cache key) does not depend on them.
-        setup = [f"TP = (T + {mk.group - 1}) // {mk.group} * {mk.group}", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}",
-                 "wf = wp.reshape(-1)"]
+        setup = [f"TP = {mk.pad_source('T')}", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}", "wf = wp.reshape(-1)"]
         buffers = [f"    {scratch.take('patch', (ow, taps), patch_t)}",
                    f"    {scratch.take('acc', (ow, -(-oc // BLOCK_N) * BLOCK_N), 'np.int32')}",
                    # The micro-kernel reads whole groups of taps; the padding taps meet zero weights.
@@ -580,7 +578,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         # Every tap of an interior output is inside the input: sum (x - zp) * w is sum x * w - zp * sum w,
         # the second term folded into the interior's bias (one subtraction fewer per tap, 10%), and
         # |x * w| <= 2^14 still fits int16.
-        interior_bias = (bias_values - op.attrs["input_zp"] * packed.astype(np.int64).sum(axis=(0, 1))).astype(np.int32)
+        interior_bias = _folded_bias(bias, packed.reshape(kh * kw, oc).T, op.attrs["input_zp"], "i32")
 
         def interior_product(xv: str, wv: str) -> str:
             return f"np.int32(np.int16(np.int16({xv}) * np.int16({wv})))"
@@ -776,7 +774,7 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, r
     kp = mk.pad(d.root.operands[1].type.shape[3])
     body = [
         "M, N, K = D",
-        f"KP = (K + {mk.group - 1}) // {mk.group} * {mk.group}",
+        f"KP = {mk.pad_source('K')}",
         f"NB = (N + {BLOCK_N - 1}) // {BLOCK_N}",
         f"GROUPS = (NB + {blocks - 1}) // {blocks}",
         "wf = wp.reshape(-1)",

@@ -35,10 +35,14 @@ class MicroKernel:
 
     @property
     def weight_dtype(self):
-        return np.int16 if self.isa == "avx2" else np.int8
+        return np.int16 if ISAS[self.isa][1].width == 16 else np.int8
 
     def pad(self, k: int) -> int:
         return -(-k // self.group) * self.group
+
+    def pad_source(self, k: str) -> str:
+        """`pad` as source over the runtime value `k`: shapes stay out of the kernel's source (its cache key)."""
+        return f"({k} + {self.group - 1}) // {self.group} * {self.group}"
 
     def pack_weights(self, weights: np.ndarray) -> np.ndarray:
         """[N, K] int8 weights as the micro-kernel reads them: [ceil(N/16), K/group, 16, group], zero
