@@ -141,7 +141,7 @@ def _assembly_text(graph, target) -> str:
 def cmd_inspect(args) -> int:
     import tosaic
     from tosaic.kernels.target import parse_target
-    from tosaic.lowering.fusion import fuse_elementwise
+    from tosaic.kernels.plan import fused_program
     from tosaic.lowering.from_tosa import lower
     from tosaic.lowering.structured import print_structured
     from tosaic.tosa.mlir import print_graph
@@ -151,7 +151,7 @@ def cmd_inspect(args) -> int:
         text = print_graph(graph, elide_constants=True)
     elif args.stage == "linalg":
         structured = lower(graph)
-        text = print_structured(fuse_elementwise(structured) if args.fused else structured) + "\n"
+        text = print_structured(fused_program(structured) if args.fused else structured) + "\n"
     elif args.stage == "dispatch":
         text = _dispatch_text(graph, parse_target(args.target))
     elif args.stage == "asm":

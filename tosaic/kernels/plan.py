@@ -20,6 +20,7 @@ from tosaic.lowering.bufferize import plan_arena
 from tosaic.lowering.canonicalize import simplify_bodies
 from tosaic.lowering.from_tosa import lower
 from tosaic.lowering.fusion import Dispatch, form_dispatches, fuse_elementwise
+from tosaic.lowering.tabulate import tabulate
 
 def _typed(value) -> list:
     """A kernel parameter as [kind, value], kind the numpy type's char (JSON keeps no scalar types)."""
@@ -64,9 +65,15 @@ def _steps_in_order(graph: Graph, dispatches: list[Dispatch]) -> list:
     return steps
 
 
+def fused_program(structured: Graph) -> Graph:
+    """The structured program after fusion: elementwise chains inlined, int8 functions tabulated (which
+    leaves their inputs single-use, so a second inlining takes them into their producers), bodies simplified."""
+    return simplify_bodies(fuse_elementwise(tabulate(fuse_elementwise(structured))))
+
+
 def structured_stages(graph: Graph):
     """(structured program after fusion, dispatches, execution order) for a TOSA graph."""
-    structured = simplify_bodies(fuse_elementwise(lower(graph)))
+    structured = fused_program(lower(graph))
     dispatches = form_dispatches(structured)
     return structured, dispatches, _steps_in_order(structured, dispatches)
 

@@ -91,6 +91,7 @@ class BodyRenderer:
         self.lines: list[str] = []
         self.prefix = prefix
         self.count = 0
+        self.ranges: dict = {}
         # `inputs`, when given, knows the kernel's inputs: `constant(i)` (the array of a constant input
         # or None) and `derived(i, array)` (source reading a new constant laid out like input i).
         self.inputs = inputs
@@ -101,7 +102,7 @@ class BodyRenderer:
 
     def render(self, expr: S.Expr) -> str:
         names = {}
-        ranges = S.value_ranges(expr)
+        ranges = self.ranges = S.value_ranges(expr)
         requants = {}
         if self.inputs is not None:
             uses = _use_counts(expr)
@@ -133,6 +134,27 @@ class BodyRenderer:
                 continue
             names[e] = self._node(e, [names[s] for s in e.src])
         return names[expr]
+
+    def render_before_lookup(self, expr: S.Expr) -> tuple[str, str | None]:
+        """`render(expr)`, or, where `expr` ends in an int8 TABLE gather (index x + 128 with x an int8),
+        (x, the table's array name): the caller stores x and gathers in a loop of its own. LLVM does not
+        vectorize gathers on x86 (its cost model calls them slow), and one gather keeps every vectorizable
+        step before it scalar too: the SiLU epilogue of a 112x112x96 GEMM took 1.7 ms with the gather in
+        its loop and 0.37 ms split."""
+        ranges = S.value_ranges(expr)
+        e = expr
+        while e.op == "cast" and _keeps_values(e, ranges):
+            e = e.src[0]
+        if e.op != "extract" or expr.dtype != "i8" or len(e.src) != 1 or self.inputs is None:
+            return self.render(expr), None
+        i, _ = e.arg
+        (index,) = e.src
+        shape = self.inputs.shape(i)
+        r = ranges.get(index)
+        if self.inputs.constant(i) is None or len(shape) != 1 or r is None or r[0] < 0 or r[1] > 255 \
+                or shape[0] < 256:
+            return self.render(expr), None
+        return self._emit(f"{self.render(index)} - 128"), self.array(i)
 
     def _float_requant(self, m: "Requant", names) -> str:
         """`clamp(apply_scale(v, mult, shift) + zp, lo, hi)` in float64 (see `_match_requant`): AVX2 has
@@ -216,6 +238,10 @@ class BodyRenderer:
         if op == "extract":
             i, pad = e.arg
             arr = self.array(i)
+            if self._inside(i, e.src):
+                # A TABLE's index (an int8 plus 128) cannot leave the table: an unchecked gather is what
+                # lets LLVM vectorize the loop (3.4x on EfficientNet's SiLU).
+                return self._emit(f"{arr}[{', '.join(a)}]")
             inside = " and ".join(f"0 <= {x} < {arr}.shape[{k}]" for k, x in enumerate(a))
             return self._emit(f"{arr}[{', '.join(a)}] if {inside} else {self.param(pad, dtype)}")
         if op == "cast":
@@ -229,6 +255,14 @@ class BodyRenderer:
         else:
             text = self._int(op, a, e)
         return self._emit(text)
+
+    def _inside(self, i: int, indices) -> bool:
+        """Whether the value ranges prove every index of an `extract` from input i within its array."""
+        shape = None if self.inputs is None else self.inputs.shape(i)
+        if shape is None or len(shape) != len(indices):
+            return False
+        return all(self.ranges.get(x) is not None and 0 <= self.ranges[x][0] and self.ranges[x][1] < n
+                   for x, n in zip(indices, shape))
 
     def _cast(self, x: str, src: str, dst: str) -> str:
         if dst == "i1":

@@ -284,6 +284,14 @@ def render_text(expr: Expr) -> str:
     return text(expr)
 
 
+COSTLY = {"extract", "apply_scale", "mul", "floordiv", "mod", "clz"}
+
+
+def costly_nodes(expr: Expr) -> int:
+    """How many nodes of `expr` cost more than an add or a compare: gathers, multiplies, divisions."""
+    return sum(e.op in COSTLY for e in nodes(expr))
+
+
 # ------------------------------------------------------------------------------------ value ranges
 
 

@@ -1,0 +1,82 @@
+"""Tabulation and the squeeze-excite fusion rule, against LiteRT BUILTIN_REF.
+
+SiLU as the converter writes it (LOGISTIC and MUL both reading a conv's output) must become one kernel:
+the conv with its requantization and one TABLE lookup of the whole `x * sigmoid(x)`, whatever the conv's
+template (GEMM, depthwise, im2col). A squeeze-excite gate (MEAN, LOGISTIC, MUL broadcast over the feature
+map) must be computed once, in its own kernel, not per element of the feature map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tflite_builder import ModelBuilder
+
+import tosaic
+from exactness import assert_same
+from litert_ref import random_inputs, run_reference
+
+SCALE = st.floats(0.01, 0.2).map(lambda s: float(np.float32(s)))
+ZP = st.integers(-100, 100)
+
+
+def _silu_model(root: str, x_scale, x_zp, y_scale, y_zp, out_scale, out_zp, seed) -> bytes:
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder()
+    x = b.tensor([1, 9, 9, 8], np.int8, scale=x_scale, zero_point=x_zp, name="x")
+    if root == "gemm":
+        y = b.conv2d(x, rng.integers(-127, 128, (24, 1, 1, 8)), [0.01] * 24, rng.integers(-900, 900, 24), y_scale, y_zp)
+    elif root == "im2col":
+        y = b.conv2d(x, rng.integers(-127, 128, (24, 3, 3, 8)), [0.004] * 24, rng.integers(-900, 900, 24), y_scale,
+                     y_zp)
+    else:
+        y = b.depthwise_conv2d(x, rng.integers(-127, 128, (1, 3, 3, 8)), [0.02] * 8, rng.integers(-900, 900, 8),
+                               y_scale, y_zp)
+    gate = b.like(y, scale=1 / 256, zero_point=-128)
+    b.op("LOGISTIC", [y], [gate])
+    out = b.like(y, scale=out_scale, zero_point=out_zp)
+    b.op("MUL", [y, gate], [out])
+    return b.build()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(root=st.sampled_from(["gemm", "im2col", "depthwise"]), x_scale=SCALE, x_zp=ZP, y_scale=SCALE, y_zp=ZP,
+       out_scale=SCALE, out_zp=ZP, seed=st.integers(0, 2**31))
+def test_silu_is_one_kernel_with_one_table(root, x_scale, x_zp, y_scale, y_zp, out_scale, out_zp, seed):
+    model = _silu_model(root, x_scale, x_zp, y_scale, y_zp, out_scale, out_zp, seed)
+    compiled = tosaic.compile(tosaic.import_tflite(model), target="cpu")
+    (step,) = compiled.plan.steps
+    ops = [o.split(" ")[0] for o in step.origins]
+    assert ops.count("tosa.table") == 1 and "tosa.mul" in ops, ops
+    inputs = random_inputs(model, seed)
+    assert_same(compiled.run(inputs), run_reference(model, inputs), f"SiLU after {root}")
+
+
+def _squeeze_excite_model(scale, zp, seed) -> bytes:
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder()
+    x = b.tensor([1, 12, 12, 16], np.int8, scale=scale, zero_point=zp, name="x")
+    pooled = b.tensor([1, 1, 1, 16], np.int8, scale=scale, zero_point=zp, name="pooled")
+    b.op("MEAN", [x, b.const(np.array([1, 2], np.int32))], [pooled], keep_dims=True)
+    squeezed = b.conv2d(pooled, rng.integers(-127, 128, (16, 1, 1, 16)), [0.01] * 16, rng.integers(-500, 500, 16),
+                        0.05, 3)
+    gate = b.like(squeezed, scale=1 / 256, zero_point=-128)
+    b.op("LOGISTIC", [squeezed], [gate])
+    out = b.like(x, scale=scale * 0.9, zero_point=-zp // 2)
+    b.op("MUL", [x, gate], [out])
+    return b.build()
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(scale=SCALE, zp=ZP, seed=st.integers(0, 2**31))
+def test_squeeze_excite_gate_is_computed_once(scale, zp, seed):
+    model = _squeeze_excite_model(scale, zp, seed)
+    compiled = tosaic.compile(tosaic.import_tflite(model), target="cpu")
+    scaling = [s for s in compiled.plan.steps if "tosa.mul" in " ".join(s.origins)]
+    (step,) = scaling
+    assert not any(o.startswith("tosa.table") for o in step.origins), step.origins
+    gates = [s for s in compiled.plan.steps if any(o.startswith("tosa.table") for o in s.origins)]
+    assert len(gates) == 1 and any(o.startswith("tosa.conv2d") for o in gates[0].origins)
+    inputs = random_inputs(model, seed)
+    assert_same(compiled.run(inputs), run_reference(model, inputs), "squeeze-excite")
