@@ -24,7 +24,8 @@ from tosaic.kernels.cross import instruction_mix, step_assembly
 CPUS = ("cortex-a72", "cortex-a76", "cortex-a78ae")
 # A small model per template (every one of them compiles to that template for every aarch64 CPU here).
 TEMPLATES = {"gemm": "op_fc_64x32", "im2col": "op_conv2d_s1_same_relu", "conv": "var_16x8_op_conv2d_s1_same_relu",
-             "depthwise": "op_dwconv_m1_s1_same_relu6", "generic": "op_avgpool_3x3_s1_same", "generic_flat": "op_add_same"}
+             "depthwise": "op_dwconv_m1_s1_same_relu6", "generic": "op_avgpool_3x3_s1_same",
+             "generic_flat": "op_add_same"}
 NEON_VECTOR = re.compile(r"\bv\d+\.(16b|8b|8h|4h|4s|2s|2d)\b")
 
 
