@@ -26,6 +26,7 @@ Accumulators are int32 (int64 for 16x8 layers, whose TOSA accumulator is i48).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,8 @@ import numpy as np
 from tosaic.ir import TensorType, Value
 from tosaic.kernels.render import PRELUDE, BodyRenderer, map_source
 from tosaic.kernels.target import CpuTarget
-from tosaic.kernels.x86 import BLOCK_N, MICROKERNEL_SOURCE, MicroKernel, microkernel_for, pack_bias
+from tosaic.kernels.x86 import (BLOCK_N, MICROKERNEL_NAMES, MICROKERNEL_SOURCE, TABLE_LOOKUP, MicroKernel,
+                                microkernel_for, pack_bias)
 from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.structured import PARALLEL, generalize
@@ -109,8 +111,11 @@ def _operand(v: Value) -> ArrayArg:
     return ArrayArg(v, v.type.shape or (1,))
 
 
-def _module(template: str, signature: list[str], body: list[str], params, header=()) -> str:
+def _module(template: str, signature: list[str], body: list[str], params) -> str:
+    """The kernel module's source; it embeds the x86 micro-kernels' source when its body calls one."""
     unpack = [f"    p{i} = P[{i}]" for i in range(len(params))]
+    calls = re.compile(rf"\b({'|'.join(MICROKERNEL_NAMES)})\(")
+    header = [MICROKERNEL_SOURCE] if any(calls.search(line) for line in body) else []
     lines = [HEADER, *header, PRELUDE, "", f"# template: {template}", DECORATOR,
              f"def kernel({', '.join(signature + ['P', 'D'])}):", *unpack, *("    " + line for line in body)]
     return "\n".join(lines) + "\n"
@@ -183,13 +188,24 @@ class _Accesses:
         return f"{text} if {inside} else p{len(self.params) - 1}"
 
 
-def _lookup_pass(store: str, table: str | None) -> list[str]:
-    """The statement of the loop after an epilogue that stored the index of a TABLE gather at `store`
-    (`BodyRenderer.render_before_lookup`): the gather, in a loop of its own; none without a table."""
-    return [] if table is None else [f"{store} = {table}[np.int64({store}) + 128]"]
+def _lookup_pass(array: str, start: str, count: str, table: str | None, target: CpuTarget) -> list[str]:
+    """The loop after an epilogue that stored the indices of a TABLE gather (`BodyRenderer.render_before_lookup`)
+    in `array[start:start + count]`: the gather in place, 64 values an instruction pair where the target has
+    a vector byte permute (x86_microkernels.table_lookup_avx512vbmi), one at a time elsewhere; nothing
+    without a table. The loop counts from 0 (with `start` non-negative): over range(start, ...) it ran
+    2.8x longer, LLVM no longer seeing the index cannot be negative."""
+    if table is None:
+        return []
+    element = f"{array}[{start} + j]"
+    scalar = [f"    {element} = {table}[np.int64({element}) + 128]"]
+    lookup = next((name for feature, name in TABLE_LOOKUP.items() if feature in target.features), None)
+    if target.arch != "x86_64" or lookup is None:
+        return [f"for j in range({count}):", *scalar]
+    return [f"for j in range(0, {count} - 63, 64):", f"    {lookup}({array}, {start} + j, {table})",
+            f"for j in range(({count}) - ({count}) % 64, {count}):", *scalar]
 
 
-def _output_lookup_pass(out: str, table: str | None) -> list[str]:
+def _output_lookup_pass(out: str, table: str | None, target: CpuTarget) -> list[str]:
     """A TABLE gather split off an epilogue (`BodyRenderer.render_before_lookup`) as a parallel loop of its
     own over the whole output `out`, after the kernel's loop nest. Inside the row templates' epilogue loop
     (0.9 ms on EfficientNet's first 112x112x32 depthwise SiLU) or as a pass after each row of channels
@@ -201,13 +217,11 @@ def _output_lookup_pass(out: str, table: str | None) -> list[str]:
         f"of = {out}.reshape(-1)",
         f"for f in prange((of.shape[0] + {FLAT_TASK - 1}) // {FLAT_TASK}):",
         f"    j0 = max(f * {FLAT_TASK}, 0)",
-        f"    for jj in range(min({FLAT_TASK}, of.shape[0] - j0)):",
-        "        j = j0 + jj",
-        *_indent(_lookup_pass("of[j]", table), 2),
+        *_indent(_lookup_pass("of", "j0", f"min({FLAT_TASK}, of.shape[0] - j0)", table, target), 1),
     ]
 
 
-def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, prefix: str, requant: str):
+def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, prefix: str, target: CpuTarget):
     """Statements computing the epilogue of `d` on accumulator `acc` and storing it at `out[store_index]`;
     the epilogue's array arguments (its inputs other than the accumulator, then derived constants) and
     their parameter names; and the statements to run after the loop nest (`_output_lookup_pass`)."""
@@ -216,14 +230,14 @@ def _epilogue(d: Dispatch, acc: str, index, params, out: str, store_index: str, 
     e = d.epilogue
     reads = _Accesses(e, prefix, index, params, skip=d.slot, acc=acc)
     r = BodyRenderer(reads.read, reads.array, index, params=params, prefix=f"{prefix}t", inputs=reads,
-                     requant=requant)
+                     requant=target.requant)
     (body,) = e.attrs["bodies"]
     value, table = r.render_before_lookup(body)
     arrays = [_operand(v) for i, v in enumerate(e.operands) if i != d.slot]
     names = [f"{prefix}{i}" for i in range(len(e.operands)) if i != d.slot]
     arrays += [ArrayArg(array=a) for _, a in reads.extra]
     names += [n for n, _ in reads.extra]
-    return r.lines + [f"{out}[{store_index}] = {value}"], arrays, names, _output_lookup_pass(out, table)
+    return r.lines + [f"{out}[{store_index}] = {value}"], arrays, names, _output_lookup_pass(out, table, target)
 
 
 # --------------------------------------------------------------------------------------------- generic
@@ -297,8 +311,7 @@ def _flat_elementwise_kernel(d: Dispatch, op, target: CpuTarget) -> KernelSpec |
         f"    for jj in range(min({FLAT_TASK}, TOTAL - j0)):",
         "        j = j0 + jj",
         *_indent(r.lines + [f"o0[j] = {value}"], 2),
-        *([f"    for jj in range(min({FLAT_TASK}, TOTAL - j0)):", "        j = j0 + jj",
-           *_indent(_lookup_pass("o0[j]", table), 2)] if table else []),
+        *_indent(_lookup_pass("o0", "j0", f"min({FLAT_TASK}, TOTAL - j0)", table, target), 1),
     ]
     size = int(np.prod(op.attrs["domain"]))
     outputs = [ArrayArg(d.outputs[0], (size,))]
@@ -387,7 +400,7 @@ def generic_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         if len(op.attrs["bodies"]) == 1 and d.epilogue is None:
             value, table = r.render_before_lookup(op.attrs["bodies"][0])
             values = [value]
-            after = _output_lookup_pass("o0", table)
+            after = _output_lookup_pass("o0", table, target)
         else:
             values = [r.render(b) for b in op.attrs["bodies"]]
         lines += r.lines + [f"{a} = {v}" for a, v in zip(accs, values)]
@@ -402,7 +415,7 @@ def generic_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             out_index = _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
                                        [f"d{j}" for j in par], [domain[j] for j in par])
         epi, arrays_epi, epi_names, after = _epilogue(d, accs[0], out_index, params, "o0", par_index, "e",
-                                                      target.requant)
+                                                      target)
     else:
         epi = [f"o{i}[{par_index}] = {a}" for i, a in enumerate(accs)]
     lines += _indent(epi, 1) if across_rows else epi
@@ -485,7 +498,7 @@ def _row_conv_epilogue(d: Dispatch, target: CpuTarget):
     top, _, left, _ = op.attrs["pad"]
     params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
     epi, epi_arrays, epi_names, after = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e",
-                                                  target.requant)
+                                                  target)
     return params, epi, after, epi_arrays, epi_names
 
 
@@ -543,7 +556,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     folded = _folded_bias(bias, weights, zp + offset, "i32")
     params: list = [(zp + offset, "i64"), (top, "i64"), (left, "i64")]
     epi, epi_arrays, epi_names, after = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e",
-                                                  target.requant)
+                                                  target)
     scratch = Scratch(target.schedule.threads)
     patch_t = mk.activation_dtype if mk else "np.int8"
     gather = [
@@ -583,7 +596,6 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
                    "            patch[xo, k] = 0"]
         packed = mk.pack_weights(weights)
         bias_arg = pack_bias(folded)
-        header = [MICROKERNEL_SOURCE]
     else:
         multiply = [
             "    for xo in range(OW):",
@@ -601,7 +613,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         setup = []
         buffers = [f"    {scratch.take('patch', (ow, kh * kw * ic), 'np.int8')}",
                    f"    {scratch.take('acc', (oc,), 'np.int32')}"]
-        packed, bias_arg, header = np.ascontiguousarray(weights), folded, []
+        packed, bias_arg = np.ascontiguousarray(weights), folded
     body = [
         "N, OH, OW, OC, H, W, IC = D",
         f"T = {kh * kw} * IC",
@@ -619,7 +631,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape),
               ArrayArg(array=packed), ArrayArg(array=bias_arg)] + epi_arrays + scratch.arrays()
     signature = ["out", "x", "wp", "bias"] + epi_names + scratch.names
-    return KernelSpec("im2col", _module("im2col", signature, body, params, header), arrays, _param_values(params),
+    return KernelSpec("im2col", _module("im2col", signature, body, params), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
 
 
@@ -793,17 +805,15 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
                                 inputs=reads, requant=target.requant)
         value, table = renderer.render_before_lookup(e.attrs["bodies"][0])
         epilogue = renderer.lines + [f"o[c] = {value}"]
-        post = _lookup_pass("o[c]", table)
     else:
-        epilogue, post = ["o[c] = v"], []
+        epilogue, table = ["o[c] = v"], None
     # Few input channels and many output channels: the dot product would run in LLVM's scalar remainder
     # loop, so accumulate outer products instead, output channels innermost, (x - zp) * w in int16
     # (|x - zp| <= 255, |w| <= 128), which vectorizes 16 lanes wide (measured 1.3-1.4x for K <= 24).
     outer = mk is None and x.type.dtype == "i8" and ic < 32 and oc >= 64
     rows = target.schedule.gemm_task_rows
     if mk:
-        return _gemm_x86(d, mk, weights, folded, params, epilogue, post, reads if e is not None else None,
-                         target.schedule)
+        return _gemm_x86(d, mk, weights, folded, params, epilogue, table, reads if e is not None else None, target)
     scratch = Scratch(target.schedule.threads)
     if outer:
         params.append((zp, "i64"))
@@ -842,13 +852,13 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "        for c in range(N):",
         "            v = row[c]",
         *_indent(epilogue, 3),
-        *_indent(["for c in range(N):", *_indent(post, 1)] if post else [], 2),
+        *_indent(_lookup_pass("o", "0", "N", table, target), 2),
     ]
     template = "gemm_outer" if outer else "gemm"
-    return _gemm_spec(d, template, body, params, weights, folded, reads if e is not None else None, [], scratch)
+    return _gemm_spec(d, template, body, params, weights, folded, reads if e is not None else None, scratch)
 
 
-def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, header, scratch: Scratch) -> KernelSpec:
+def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, scratch: Scratch) -> KernelSpec:
     x, w = d.root.operands[:2]
     n, oh, ow, oc = d.root.result.type.shape
     m_rows, ic = n * oh * ow, w.type.shape[3]
@@ -868,18 +878,19 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, head
         signature += [n for n, _ in reads.extra]
     arrays += scratch.arrays()
     signature += scratch.names
-    return KernelSpec(template, _module(template, signature, body, params, header), arrays, _param_values(params),
+    return KernelSpec(template, _module(template, signature, body, params), arrays, _param_values(params),
                       (m_rows, oc, ic))
 
 
-def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, post, reads, schedule) -> KernelSpec:
+def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, table, reads,
+              target: CpuTarget) -> KernelSpec:
     """The GEMM on x86 from the broadcast micro-kernels of kernels/x86_microkernels.py. A parallel task is
     R rows by B blocks of 16 output channels (the schedule's; 16 by 8 by default): its rows are copied once
     into a buffer in the form the micro-kernel reads (int16 for AVX2, uint8 plus 128 for VNNI; K padded to
     the micro-kernel's group with zeros), blocks of rows by 16 channels are written with their bias into a
     row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes."""
-    r, blocks = schedule.gemm_task_rows, schedule.gemm_task_blocks
-    scratch = Scratch(schedule.threads)
+    r, blocks = target.schedule.gemm_task_rows, target.schedule.gemm_task_blocks
+    scratch = Scratch(target.schedule.threads)
     kp = mk.pad(d.root.operands[1].type.shape[3])
     body = [
         "M, N, K = D",
@@ -923,10 +934,10 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, p
         *_indent(epilogue, 3),
         # The gather pass in the epilogue loop's form: over c0 + j, LLVM sees the index cannot be negative
         # (over range(c0, c1) the pass took 2.8x longer on EfficientNet's 112x112x96 expansion).
-        *_indent(["for j in range(c1 - c0):", "    c = c0 + j", *_indent(post, 1)] if post else [], 2),
+        *_indent(_lookup_pass("o", "c0", "c1 - c0", table, target), 2),
     ]
     return _gemm_spec(d, f"gemm_{mk.isa}", body, params, mk.pack_weights(weights), pack_bias(folded), reads,
-                      [MICROKERNEL_SOURCE], scratch)
+                      scratch)
 
 
 class _GemmReads(_Accesses):

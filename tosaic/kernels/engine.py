@@ -41,7 +41,7 @@ FORMAT_VERSION = 2
 # Features generated code may depend on. x86: AVX2 (the vpmaddwd micro-kernel), AVX-512 and the VNNI
 # forms; aarch64: NEON (Advanced SIMD), the dot product (sdot) and int8 matrix multiply (smmla).
 RELEVANT_FEATURES = {
-    "x86_64": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"),
+    "x86_64": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi", "avxvnni"),
     "aarch64": ("neon", "dotprod", "i8mm"),
 }
 

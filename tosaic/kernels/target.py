@@ -22,8 +22,8 @@ KNOWN_CPUS = {
         "x86-64": (),
         "x86-64-v3": ("avx2",),
         "znver3": ("avx2",),
-        "znver4": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni"),
-        "znver5": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"),
+        "znver4": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi"),
+        "znver5": ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi", "avxvnni"),
     },
     # Raspberry Pi 3/4 (A53/A72: no dot product), Pi 5 (A76), Jetson Orin (A78AE); none has i8mm.
     "aarch64": {

@@ -13,6 +13,9 @@ from tosaic.kernels import x86_microkernels
 from tosaic.kernels.x86_microkernels import BLOCK_N, ISAS
 
 MICROKERNEL_SOURCE = inspect.getsource(x86_microkernels)
+# The micro-kernels by name: a generated module whose body calls one embeds MICROKERNEL_SOURCE.
+MICROKERNEL_NAMES = tuple(name for name in vars(x86_microkernels) if name.startswith(("gemm_avx", "table_lookup_")))
+TABLE_LOOKUP = {"avx512vbmi": "table_lookup_avx512vbmi"}   # the 64-value TABLE gather, by target feature
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ pads K to the group and N to a multiple of 16 with zeros).
 Exact: each group sum of int8 * int8 (or uint8 * int8) products fits in int32, and the int32
 accumulators wrap as the TOSA accumulator may not overflow.
 
+`table_lookup_avx512vbmi` is the TABLE gather of an int8 TABLE over 64 values at once: LLVM vectorizes no
+gather on x86, and AVX-512 VBMI's `vpermi2b` looks up 64 bytes in a 128-byte table in one instruction.
+
 Standalone (numpy, numba, llvmlite only): generated kernel modules embed this file's text, so that they
 import nothing of tosaic and run as they are in a deploy bundle.
 """
@@ -108,3 +111,35 @@ gemm_avx512vnni_8x16 = _gemm_block("avx512vnni", 8)
 gemm_avx512vnni_1x16 = _gemm_block("avx512vnni", 1)
 gemm_avxvnni_4x16 = _gemm_block("avxvnni", 4)
 gemm_avxvnni_1x16 = _gemm_block("avxvnni", 1)
+
+
+@intrinsic
+def table_lookup_avx512vbmi(typingctx, values, offset, table):
+    """values[offset + i] = table[values[offset + i] + 128] for i < 64, in place: int8 `values`, a 256-entry
+    int8 `table` indexed by value + 128. `vpermi2b` selects by an index's low 7 bits from two 64-byte
+    registers, and value + 128 differs from the value only in bit 7: the low half of the table serves the
+    negative values and the high half the others."""
+    signature = types.void(values, offset, table)
+    vector = ir.VectorType(_I8, 64)
+
+    def codegen(context, builder, sig, args):
+        def data(i):
+            return context.make_array(sig.args[i])(context, builder, args[i]).data
+
+        def load(base, index):
+            return builder.load(builder.bitcast(builder.gep(base, [index]), vector.as_pointer()), align=1)
+
+        permute = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                 "llvm.x86.avx512.vpermi2var.qi.512")
+        values_data, table_data = data(0), data(2)
+        index_t = args[1].type
+        quarters = [load(table_data, ir.Constant(index_t, 64 * q)) for q in range(4)]
+        x = load(values_data, args[1])
+        low = builder.call(permute, [quarters[0], x, quarters[1]])
+        high = builder.call(permute, [quarters[2], x, quarters[3]])
+        nonnegative = builder.icmp_signed(">=", x, ir.Constant(vector, None))
+        result = builder.select(nonnegative, high, low)
+        builder.store(result, builder.bitcast(builder.gep(values_data, [args[1]]), vector.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return signature, codegen
