@@ -9,6 +9,7 @@ map) must be computed once, in its own kernel, not per element of the feature ma
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tflite_builder import ModelBuilder
@@ -80,3 +81,50 @@ def test_squeeze_excite_gate_is_computed_once(scale, zp, seed):
     assert len(gates) == 1 and any(o.startswith("tosa.conv2d") for o in gates[0].origins)
     inputs = random_inputs(model, seed)
     assert_same(compiled.run(inputs), run_reference(model, inputs), "squeeze-excite")
+
+
+def test_avx512vbmi_table_lookup_equals_numpy():
+    """The 64-value TABLE gather (`vpermi2b` twice and a select on the sign) against numpy's indexing, on
+    every int8 value and random tables, at offsets that are not multiples of 64."""
+    from tosaic.kernels.target import host
+
+    if host().arch != "x86_64" or "avx512vbmi" not in host().features:
+        pytest.skip(f"this machine ({host()}) lacks avx512vbmi")
+    import numba
+
+    from tosaic.kernels.x86_microkernels import table_lookup_avx512vbmi
+
+    @numba.njit
+    def lookup(values, start, table):
+        for j in range(start, values.shape[0] - 63, 64):
+            table_lookup_avx512vbmi(values, j, table)
+
+    rng = np.random.default_rng(7)
+    for start in (0, 5, 63):
+        values = np.concatenate([np.arange(-128, 128), rng.integers(-128, 128, 200)]).astype(np.int8)
+        table = rng.integers(-128, 128, 256).astype(np.int8)
+        want = values.copy()
+        stop = start + (values.size - start) // 64 * 64
+        want[start:stop] = table[values[start:stop].astype(np.int64) + 128]
+        lookup(values, start, table)
+        np.testing.assert_array_equal(values, want)
+
+
+@pytest.mark.parametrize("vbmi", [True, False])
+def test_silu_with_and_without_the_vector_lookup(vbmi):
+    """The same SiLU network bit-exact with LiteRT whether its TABLE gathers run 64 at a time (AVX-512 VBMI)
+    or one at a time."""
+    import dataclasses
+
+    from tosaic.kernels.target import host
+
+    target = host()
+    if vbmi and "avx512vbmi" not in target.features:
+        pytest.skip(f"this machine ({target}) lacks avx512vbmi")
+    target = dataclasses.replace(target, features=target.features - (set() if vbmi else {"avx512vbmi"}))
+    model = _silu_model("gemm", 0.05, 3, 0.08, -20, 0.04, 9, 1)
+    compiled = tosaic.compile(tosaic.import_tflite(model), target=target)
+    bodies = [src.split("# template:")[1] for src in compiled.plan.sources.values()]
+    assert any("table_lookup_avx512vbmi(" in body for body in bodies) == vbmi
+    inputs = random_inputs(model, 1)
+    assert_same(compiled.run(inputs), run_reference(model, inputs), f"SiLU, vbmi={vbmi}")

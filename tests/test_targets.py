@@ -26,7 +26,8 @@ def test_cpu_is_this_machine():
     ("cpu:aarch64:cortex-a72", "aarch64", {"neon"}),
     ("cpu:aarch64:cortex-a76", "aarch64", {"neon", "dotprod"}),
     ("cpu:aarch64:cortex-a78ae", "aarch64", {"neon", "dotprod"}),
-    ("cpu:x86_64:znver5", "x86_64", {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"}),
+    ("cpu:x86_64:znver5", "x86_64", {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi",
+                                     "avxvnni"}),
 ])
 def test_named_cpus(spec, arch, features):
     target = parse_target(spec)
@@ -50,7 +51,7 @@ def test_cli_reports_an_unknown_target(capsys):
 def test_missing_features_against_a_described_machine():
     zen3 = CpuTarget("x86_64", "znver3", frozenset({"avx2"}))
     assert missing_features(parse_target("cpu:x86_64:znver5"), zen3) == \
-        ["avx512bw", "avx512f", "avx512vl", "avx512vnni", "avxvnni"]
+        ["avx512bw", "avx512f", "avx512vbmi", "avx512vl", "avx512vnni", "avxvnni"]
     assert missing_features(parse_target("cpu:x86_64:x86-64-v3"), zen3) == []
     assert missing_features(parse_target("cpu:aarch64:cortex-a76"), zen3) == \
         ["the aarch64 architecture (this machine is x86_64)"]

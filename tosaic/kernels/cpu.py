@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,6 +42,11 @@ from tosaic.lowering.structured import PARALLEL, generalize
 
 HEADER = "import numpy as np\nimport numba\nfrom numba import prange\n"
 DECORATOR = "@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)"
+# A dispatch of fewer loop iterations than this (outputs times reduction taps) runs on the calling thread:
+# launching a parallel loop costs about 2 us, what a streaming keyword spotter's whole step should take
+# (one of its dispatches: 3 us parallel, 1 us serial, on a Zen 5 core).
+SERIAL_WORK = 16384
+SERIAL_DECORATOR = DECORATOR.replace("parallel=True", "parallel=False")
 
 
 @dataclass
@@ -970,9 +975,18 @@ class _GemmReads(_Accesses):
 
 
 def kernel_for(d: Dispatch, target: CpuTarget) -> KernelSpec:
-    """The kernel of one dispatch for `target`. The conv templates pack their weights and bias at
-    compile time; a conv whose weights or bias are runtime values (graph inputs, results of other ops)
-    runs the generic loop nest, which reads them in their TOSA layout."""
+    """The kernel of one dispatch for `target`, serial where the dispatch is small (SERIAL_WORK: its
+    `prange` loops are then plain loops, and every task runs in thread 0's scratch row)."""
+    spec = _template_kernel(d, target)
+    if int(np.prod(generalize(d.root).attrs["domain"], dtype=np.int64)) < SERIAL_WORK:
+        spec = replace(spec, source=spec.source.replace(DECORATOR, SERIAL_DECORATOR, 1))
+    return spec
+
+
+def _template_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
+    """The conv templates pack their weights and bias at compile time; a conv whose weights or bias are
+    runtime values (graph inputs, results of other ops) runs the generic loop nest, which reads them in
+    their TOSA layout."""
     root = d.root
     packable = root.name in ("linalg.conv2d", "linalg.depthwise_conv2d") and all(map(_is_const, root.operands[1:]))
     if packable and root.name == "linalg.conv2d":
