@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/bench.py [MODEL ...] [--repeat 30] [--threads 1,2] [--profile] [--markdown]
 
-MODEL is a .tflite path or the stem of a model in tests/data (`arch_mobilenet_v2_1.0_224`); the default is
-every tests/data/arch_*.tflite plus a few big single-op models. For each model:
+MODEL is a .tflite path or the stem of a model in tests/data or benchmarks/models (`arch_mobilenet_v2_1.0_224`);
+the default is every tests/data/arch_*.tflite, the EfficientNet-B0 and MobileNetV3-Small of benchmarks/models,
+the streaming keyword spotter (timed per step: each call is one step on the carried state) and a few big
+single-op models. For each model:
 
 1. Compile time, each in a fresh subprocess, timed inside it after `import tosaic`: a cold compile into an
    empty TOSAIC_CACHE_DIR (then `model.save`), a warm `tosaic.load` of the saved model, and a warm
@@ -46,6 +48,8 @@ from tosaic.validate import random_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
+MODELS = REPO / "benchmarks" / "models"
+STREAMING_MODELS = ("stream_kws_int8_state",)
 BIG_OP_MODELS = ("op_conv2d_big_56x56x64_k3", "op_fc_256x100_relu", "op_batch_matmul", "op_softmax_4x32x32")
 REFERENCE = "reference"
 
@@ -89,12 +93,15 @@ def log(message: str) -> None:
 
 def resolve_models(names: list[str]) -> list[Path]:
     if not names:
-        return sorted(DATA.glob("arch_*.tflite")) + [DATA / f"{stem}.tflite" for stem in BIG_OP_MODELS]
+        return (sorted(DATA.glob("arch_*.tflite")) + sorted(MODELS.glob("*.tflite"))
+                + [DATA / f"{stem}.tflite" for stem in STREAMING_MODELS + BIG_OP_MODELS])
     paths = []
     for name in names:
         path = Path(name) if Path(name).suffix == ".tflite" else DATA / f"{name}.tflite"
+        if not path.is_file() and Path(name).suffix != ".tflite":
+            path = MODELS / f"{name}.tflite"
         if not path.is_file():
-            sys.exit(f"no such model: {name} (give a .tflite path or a stem from {DATA})")
+            sys.exit(f"no such model: {name} (give a .tflite path or a stem from {DATA} or {MODELS})")
         paths.append(path)
     return paths
 

@@ -263,6 +263,35 @@ def test_second_process_runs_the_loaded_model(tmp_path, monkeypatch):
     assert np.array_equal(out, refs[0])
 
 
+def test_kernels_missing_from_the_cache_compile_in_worker_processes(tmp_path, monkeypatch):
+    """With an empty cache, worker processes compile the kernels (Numba compiles one at a time per process);
+    this process then loads every one of them from the cache, compiles none, and counts each in the
+    progress callback."""
+    import numba
+
+    from tosaic.kernels import engine
+    from tosaic.kernels.plan import build_plan
+    from tosaic.kernels.target import host
+
+    monkeypatch.setenv("TOSAIC_CACHE_DIR", str(tmp_path / "cache"))
+    name = "op_conv2d_s2_valid_k1"       # two kernels: conv + generic
+    plan = build_plan(tosaic.load_graph(model_zoo.DATA / f"{name}.tflite"), host())
+    keys = {s.key for s in plan.steps if s.kind == "kernel"}
+    assert len(keys) == 2 and not any(engine.is_compiled(k) for k in keys)
+    for key in keys:   # a module another test of this process imported from another cache
+        monkeypatch.delitem(sys.modules, engine.module_name(key), raising=False)
+    seen = []
+    executable = engine.Executable(plan, compile_workers=2, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 2), (2, 2)]
+    assert all(engine.is_compiled(k) for k in keys)
+    for key in keys:
+        stats = engine.load_kernel(key, plan.sources[key]).stats
+        assert sum(stats.cache_hits.values()) > 0 and not stats.cache_misses, stats
+    inputs, refs = io_arrays(name)
+    assert_same(executable.run([inputs[0].view(np.int8)], {}), [r.view(np.int8) for r in refs])
+    assert numba.get_num_threads() == executable.threads
+
+
 # ------------------------------------------------------------------------------- random networks
 
 NETWORKS = [("mobilenet_v2", 0, False), ("mobilenet_v1", 3, False), ("kws", 1, False), ("mixed", 1, False),

@@ -13,6 +13,10 @@ values, which is what a newly created LiteRT interpreter starts from.
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +25,6 @@ import numpy as np
 from tosaic.ir import Graph, ShapeType, TensorType
 from tosaic.kernels.engine import prepare_inputs
 from tosaic.tosa.interpreter import initial_state, interpret
-
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,29 @@ def _tensor_info(graph: Graph, name: str, t: TensorType | ShapeType) -> TensorIn
     return TensorInfo(name, t.shape, dtype, scale, zero_point)
 
 
+@contextmanager
+def _compile_progress():
+    """A progress callback (kernels compiled or loaded, of all) drawing a bar on a terminal's stderr once a
+    compile has taken a second; silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    bar = None
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and sys.stderr.isatty() and time.perf_counter() - start > 1:
+            bar = tqdm(total=total, initial=done - 1, desc="compiling kernels", unit="kernel", leave=False)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 class CompiledModel:
     """A TOSA graph bound to a target. `run(inputs)` returns the outputs as numpy arrays."""
 
@@ -90,7 +116,9 @@ class CompiledModel:
             else:
                 from tosaic.kernels.engine import Executable
 
-                self._executable = Executable(self._plan, threads)
+                with _compile_progress() as progress:
+                    self._executable = Executable(self._plan, threads, compile_workers=os.cpu_count() or 1,
+                                                  progress=progress)
             self._initial_state = self._plan.state
         else:
             self._initial_state = initial_state(graph)

@@ -213,6 +213,40 @@ def load_kernel(key: str, source: str, directory: Path | None = None):
     return module.kernel
 
 
+def is_compiled(key: str, directory: Path | None = None) -> bool:
+    """Whether Numba's cache beside module `key` holds machine code (for some signature)."""
+    directory = Path(directory) if directory is not None else cache_dir()
+    return any((directory / "__pycache__").glob(f"{module_name(key)}.kernel-*.nbi"))
+
+
+def _compile_in_worker(key: str, source: str, directory: str, signature: tuple) -> str:
+    """A worker process's job in `compile_concurrently`: compile one kernel into the cache."""
+    load_kernel(key, source, Path(directory)).compile(signature)
+    return key
+
+
+def compile_concurrently(jobs: list[tuple[str, str, tuple]], directory: Path | None, workers: int,
+                         progress=None) -> None:
+    """Compile kernels (key, source, argument types) missing from the cache in `workers` processes, the
+    slowest-looking (longest source) first; the caller then loads each from the cache. Numba compiles under
+    a global lock, one kernel at a time per process: processes are what runs compilations side by side.
+    `progress(key)` is called as each finishes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    directory = Path(directory) if directory is not None else cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    jobs = sorted(jobs, key=lambda job: -len(job[1]))
+    # spawn, not fork: a forked child would inherit Numba's threading layer and compiler state mid-use.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_compile_in_worker, key, source, str(directory), signature)
+                   for key, source, signature in jobs]
+        for future in as_completed(futures):
+            key = future.result()
+            if progress is not None:
+                progress(key)
+
+
 # ------------------------------------------------------------------------------------- execution
 
 _SCALAR_TYPES = {"l": np.int64, "q": np.int64, "f": np.float32, "d": np.float64, "?": np.bool_}
@@ -222,7 +256,10 @@ class Executable:
     """A plan bound to an arena. `run(inputs, state)` returns the outputs and updates `state`. Kernels come
     from `kernel_dir` (default: the cache)."""
 
-    def __init__(self, plan: Plan, threads: int | None = None, kernel_dir: Path | None = None):
+    def __init__(self, plan: Plan, threads: int | None = None, kernel_dir: Path | None = None,
+                 compile_workers: int = 1, progress=None):
+        """`compile_workers` processes compile the kernels the cache lacks (`compile_concurrently`) when
+        there are several; `progress(done, total)` hears of each kernel compiled or loaded."""
         import numba
 
         self.plan = plan
@@ -239,7 +276,27 @@ class Executable:
         self.inputs = [self._view(r) for r in plan.inputs]
         self.outputs = [self._view(r) for r in plan.outputs]
         numba.set_num_threads(self.threads)
-        self.steps = [self._bind(step) for step in plan.steps]
+        kernels = {step.key: step for step in plan.steps if step.kind == "kernel"}
+        missing = {key: step for key, step in kernels.items() if not is_compiled(key, kernel_dir)}
+        concurrent = compile_workers > 1 and len(missing) > 1
+        done = 0
+
+        def advance(_key=None):
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, len(kernels))
+
+        if concurrent:
+            jobs = [(key, plan.sources[key], tuple(numba.typeof(a) for a in self._arguments(step)))
+                    for key, step in missing.items()]
+            compile_concurrently(jobs, kernel_dir, min(compile_workers, len(missing)), advance)
+        self.steps = []
+        for step in plan.steps:
+            self.steps.append(self._bind(step))
+            if step.kind == "kernel" and kernels.pop(step.key, None) is not None \
+                    and not (concurrent and step.key in missing):   # those were counted as they finished
+                advance()
 
     def _view(self, ref: list) -> np.ndarray:
         if ref[0] == "const":
@@ -249,14 +306,18 @@ class Executable:
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         return self.arena[offset:offset + nbytes].view(dtype).reshape(shape)
 
+    def _arguments(self, step: Step) -> tuple:
+        """A kernel step's arguments: its arrays (arena views, constants), parameters P and loop bounds D."""
+        params = tuple(_SCALAR_TYPES[kind](value) for kind, value in step.params)
+        return (*[self._view(r) for r in step.arrays], params, tuple(np.int64(n) for n in step.dims))
+
     def _bind(self, step: Step):
         import numba
 
         arrays = [self._view(r) for r in step.arrays]
         if step.kind == "kernel":
             fn = load_kernel(step.key, self.plan.sources[step.key], self.kernel_dir)
-            params = tuple(_SCALAR_TYPES[kind](value) for kind, value in step.params)
-            args = (*arrays, params, tuple(np.int64(n) for n in step.dims))
+            args = self._arguments(step)
             signature = tuple(numba.typeof(a) for a in args)
             fn.compile(signature)
             # The compiled entry point, not the dispatcher: the arguments' types are fixed, and resolving
