@@ -213,10 +213,16 @@ def load_kernel(key: str, source: str, directory: Path | None = None):
     return module.kernel
 
 
-def is_compiled(key: str, directory: Path | None = None) -> bool:
-    """Whether Numba's cache beside module `key` holds machine code (for some signature)."""
+def compiled_kernels(directory: Path | None = None) -> set[str]:
+    """The keys of the kernels whose machine code Numba's cache in `directory` holds (for some signature):
+    one listing of the directory (a shared cache holds thousands of files)."""
     directory = Path(directory) if directory is not None else cache_dir()
-    return any((directory / "__pycache__").glob(f"{module_name(key)}.kernel-*.nbi"))
+    try:
+        names = os.listdir(directory / "__pycache__")
+    except OSError:
+        return set()
+    prefix = module_name("")
+    return {name[len(prefix):].split(".", 1)[0] for name in names if name.startswith(prefix) and name.endswith(".nbi")}
 
 
 def _compile_in_worker(key: str, source: str, directory: str, signature: tuple) -> str:
@@ -277,7 +283,8 @@ class Executable:
         self.outputs = [self._view(r) for r in plan.outputs]
         numba.set_num_threads(self.threads)
         kernels = {step.key: step for step in plan.steps if step.kind == "kernel"}
-        missing = {key: step for key, step in kernels.items() if not is_compiled(key, kernel_dir)}
+        compiled = compiled_kernels(kernel_dir)
+        missing = {key: step for key, step in kernels.items() if key not in compiled}
         concurrent = compile_workers > 1 and len(missing) > 1
         done = 0
 

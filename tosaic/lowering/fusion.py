@@ -115,8 +115,8 @@ def _inlinable(graph: Graph, counts, consumer: Operation, slot: int) -> Operatio
     # be recomputed for every element it is broadcast to: a requantization or TABLE reused BROADCAST_REUSE
     # times or more is computed once, in its own small kernel, and read back (EfficientNet-B0's 16 gates:
     # 3.3 ms inlined, 1.2 ms apart, on one Zen 5 core).
-    if S.costly_nodes(producer.attrs["bodies"][0]) \
-            and _size(consumer.attrs["domain"]) >= BROADCAST_REUSE * _size(producer.attrs["domain"]):
+    if _size(consumer.attrs["domain"]) >= BROADCAST_REUSE * _size(producer.attrs["domain"]) \
+            and S.costly_nodes(producer.attrs["bodies"][0]):
         return None
     # One kernel holds one accumulator: an op reading two (a residual ADD of two conv branches, as in a
     # ResNet projection shortcut) keeps the second branch's requantization apart, to be that conv's own
@@ -132,25 +132,23 @@ def fuse_elementwise(graph: Graph) -> Graph:
     Consumers are visited last first, so a chain grows from its end: where the one-accumulator rule stops
     it, the value left in memory is the first op after the accumulator (a requantization to int8), not a
     wider intermediate made by inlining that chain's first steps into each other."""
-    changed = True
-    while changed:
-        changed = False
-        counts = _use_counts(graph)
-        for position, op in reversed(list(enumerate(graph.ops))):
-            if op.name != "linalg.generic":
+    # Inlining moves the producer's reads into the consumer: every value keeps its count of readers.
+    counts = _use_counts(graph)
+    position = len(graph.ops) - 1
+    while position >= 0:
+        op, slot = graph.ops[position], 0
+        while op.name == "linalg.generic" and slot < len(op.operands):
+            producer = _inlinable(graph, counts, op, slot)
+            if producer is None:
+                slot += 1
                 continue
-            for slot in range(len(op.operands)):
-                producer = _inlinable(graph, counts, op, slot)
-                if producer is None:
-                    continue
-                fused = _inline(op, slot, producer)
-                graph.origins[fused] = _origins(graph, producer) + _origins(graph, op)
-                graph.ops[position] = fused
-                graph.ops.remove(producer)
-                changed = True
-                break
-            if changed:
-                break
+            fused = _inline(op, slot, producer)
+            graph.origins[fused] = _origins(graph, producer) + _origins(graph, op)
+            graph.ops[position] = fused
+            graph.ops.remove(producer)   # it stood before its consumer
+            position -= 1
+            op, slot = fused, 0
+        position -= 1
     return graph
 
 
