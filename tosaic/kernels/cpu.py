@@ -75,6 +75,14 @@ class KernelSpec:
     def key(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:20]
 
+    @property
+    def serial(self) -> bool:
+        return SERIAL_DECORATOR in self.source
+
+    def parallel(self) -> KernelSpec:
+        """The same kernel with its parallel loops (this one, if it has them)."""
+        return replace(self, source=self.source.replace(SERIAL_DECORATOR, DECORATOR, 1))
+
 
 _IR_DTYPES = {"np.int8": "i8", "np.int16": "i16", "np.int32": "i32", "np.int64": "i64"}
 _NP_DTYPES = {v: k for k, v in _IR_DTYPES.items()}

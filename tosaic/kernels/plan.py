@@ -84,6 +84,11 @@ def build_plan(graph: Graph, target: CpuTarget, stages=None) -> Plan:
     structured, dispatches, order = stages or structured_stages(graph)
     # Kernels first: the scratch buffers they work in are planned in the arena with the activations.
     specs = {i: kernel_for(item, target) for i, item in enumerate(order) if isinstance(item, Dispatch)}
+    # A small dispatch's serial kernel saves a parallel launch (about 2 us) but costs a compile (1-3 s): where
+    # another dispatch compiles the parallel form of the same source anyway, the small one runs that.
+    parallel = {spec.key for spec in specs.values() if not spec.serial}
+    specs = {i: spec.parallel() if spec.serial and spec.parallel().key in parallel else spec
+             for i, spec in specs.items()}
     scratch = {i: [a.value for a in spec.arrays if a.scratch] for i, spec in specs.items()}
     arena = plan_arena(structured, order, scratch)
     b = _Builder(structured, arena.offsets)
