@@ -15,13 +15,15 @@ import numpy as np
 
 
 def kernel_isa(target: dict) -> str:
-    """The instruction set the GEMM and conv kernels of a plan's target use."""
-    from tosaic.kernels.x86 import microkernel_for
+    """The instruction set the GEMM and conv kernels of a plan's target use (and its TABLE gathers, where
+    they have their own)."""
+    from tosaic.kernels.x86 import TABLE_LOOKUP, microkernel_for
 
     features = frozenset(target.get("features", ()))
     mk = microkernel_for(target.get("arch", ""), features)
     if mk is not None:
-        return mk.isa
+        gathers = [feature for feature in TABLE_LOOKUP if feature in features]
+        return mk.isa + "".join(f", TABLE gathers {feature}" for feature in gathers)
     if target.get("arch") == "aarch64":
         return "neon+dotprod" if "dotprod" in features else "neon"
     return "portable"
