@@ -128,3 +128,34 @@ def test_silu_with_and_without_the_vector_lookup(vbmi):
     assert any("table_lookup_avx512vbmi(" in body for body in bodies) == vbmi
     inputs = random_inputs(model, 1)
     assert_same(compiled.run(inputs), run_reference(model, inputs), f"SiLU, vbmi={vbmi}")
+
+
+def _rescaling_model(x_scale, x_zp, k_scale, k, b_scale, b, mid_scale, mid_zp, out_scale, out_zp) -> bytes:
+    """Keras' Rescaling layer as the converter writes it: x * k + b with scalar int8 constants."""
+    b_ = ModelBuilder()
+    x = b_.tensor([1, 6, 7, 3], np.int8, scale=x_scale, zero_point=x_zp, name="x")
+    scaled = b_.like(x, scale=mid_scale, zero_point=mid_zp)
+    b_.op("MUL", [x, b_.const(np.array([k], np.int8), scale=k_scale, zero_point=0)], [scaled])
+    out = b_.like(x, scale=out_scale, zero_point=out_zp)
+    b_.op("ADD", [scaled, b_.const(np.array([b], np.int8), scale=b_scale, zero_point=0)], [out])
+    return b_.build()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(x_scale=SCALE, x_zp=ZP, k_scale=SCALE, k=st.integers(-127, 127), b_scale=SCALE, b=st.integers(-127, 127),
+       mid_scale=SCALE, mid_zp=ZP, out_scale=SCALE, out_zp=ZP, seed=st.integers(0, 2**31))
+def test_constant_operands_fold_and_the_op_becomes_a_table(x_scale, x_zp, k_scale, k, b_scale, b, mid_scale, mid_zp,
+                                                           out_scale, out_zp, seed):
+    """The rescales of the constant operands are folded at compile time, which leaves x the only varying
+    input: the whole chain is one TABLE lookup, bit-exact with LiteRT."""
+    from tosaic.kernels.plan import structured_stages
+
+    model = _rescaling_model(x_scale, x_zp, k_scale, k, b_scale, b, mid_scale, mid_zp, out_scale, out_zp)
+    graph = tosaic.import_tflite(model)
+    fused, dispatches, _ = structured_stages(graph)
+    (d,) = dispatches
+    assert [op.name for op in fused.ops if op.name != "linalg.const"] == ["linalg.generic"]
+    assert d.root.operands[1].owner.name == "linalg.const" and d.root.operands[1].type.shape == (256,)
+    compiled = tosaic.compile(graph, target="cpu")
+    inputs = random_inputs(model, seed)
+    assert_same(compiled.run(inputs), run_reference(model, inputs), "x * k + b")

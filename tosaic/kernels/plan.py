@@ -18,6 +18,7 @@ from tosaic.kernels.engine import Plan, Step
 from tosaic.kernels.target import CpuTarget
 from tosaic.lowering.bufferize import plan_arena
 from tosaic.lowering.canonicalize import simplify_bodies
+from tosaic.lowering.constant_fold import fold_constants
 from tosaic.lowering.from_tosa import lower
 from tosaic.lowering.fusion import Dispatch, form_dispatches, fuse_elementwise
 from tosaic.lowering.tabulate import tabulate
@@ -66,9 +67,10 @@ def _steps_in_order(graph: Graph, dispatches: list[Dispatch]) -> list:
 
 
 def fused_program(structured: Graph) -> Graph:
-    """The structured program after fusion: elementwise chains inlined, int8 functions tabulated (which
-    leaves their inputs single-use, so a second inlining takes them into their producers), bodies simplified."""
-    return simplify_bodies(fuse_elementwise(tabulate(fuse_elementwise(structured))))
+    """The structured program after fusion: constants folded, elementwise chains inlined, int8 functions
+    tabulated (which leaves their inputs single-use, so a second inlining takes them into their producers),
+    bodies simplified."""
+    return simplify_bodies(fuse_elementwise(tabulate(fuse_elementwise(fold_constants(structured)))))
 
 
 def structured_stages(graph: Graph):
