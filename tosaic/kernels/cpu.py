@@ -38,7 +38,7 @@ from tosaic.kernels.x86 import (BLOCK_N, MICROKERNEL_NAMES, MICROKERNEL_SOURCE, 
                                 microkernel_for, pack_bias)
 from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
-from tosaic.lowering.structured import PARALLEL, generalize
+from tosaic.lowering.structured import PARALLEL, constant_values, generalize
 
 HEADER = "import numpy as np\nimport numba\nfrom numba import prange\n"
 DECORATOR = "@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)"
@@ -115,7 +115,7 @@ TASK_ID = "tid = numba.get_thread_id()"
 
 
 def _is_const(v: Value) -> bool:
-    return v.owner is not None and v.owner.name == "linalg.const"
+    return constant_values(v) is not None
 
 
 def _operand(v: Value) -> ArrayArg:

@@ -286,13 +286,12 @@ class Executable:
         compiled = compiled_kernels(kernel_dir)
         missing = {key: step for key, step in kernels.items() if key not in compiled}
         concurrent = compile_workers > 1 and len(missing) > 1
-        done = 0
+        counted: set[str] = set()
 
-        def advance(_key=None):
-            nonlocal done
-            done += 1
+        def advance(key: str) -> None:
+            counted.add(key)
             if progress is not None:
-                progress(done, len(kernels))
+                progress(len(counted), len(kernels))
 
         if concurrent:
             jobs = [(key, plan.sources[key], tuple(numba.typeof(a) for a in self._arguments(step)))
@@ -301,9 +300,8 @@ class Executable:
         self.steps = []
         for step in plan.steps:
             self.steps.append(self._bind(step))
-            if step.kind == "kernel" and kernels.pop(step.key, None) is not None \
-                    and not (concurrent and step.key in missing):   # those were counted as they finished
-                advance()
+            if step.kind == "kernel" and step.key not in counted:   # compiled ones were counted as they finished
+                advance(step.key)
 
     def _view(self, ref: list) -> np.ndarray:
         if ref[0] == "const":

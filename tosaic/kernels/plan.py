@@ -89,8 +89,8 @@ def build_plan(graph: Graph, target: CpuTarget, stages=None) -> Plan:
     # A small dispatch's serial kernel saves a parallel launch (about 2 us) but costs a compile (1-3 s): where
     # another dispatch compiles the parallel form of the same source anyway, the small one runs that.
     parallel = {spec.key for spec in specs.values() if not spec.serial}
-    specs = {i: spec.parallel() if spec.serial and spec.parallel().key in parallel else spec
-             for i, spec in specs.items()}
+    twins = {i: spec.parallel() for i, spec in specs.items() if spec.serial}
+    specs.update({i: twin for i, twin in twins.items() if twin.key in parallel})
     scratch = {i: [a.value for a in spec.arrays if a.scratch] for i, spec in specs.items()}
     arena = plan_arena(structured, order, scratch)
     b = _Builder(structured, arena.offsets)

@@ -12,22 +12,19 @@ import numpy as np
 
 from tosaic.ir import Graph, Operation
 from tosaic.lowering.interpreter import run_generic
+from tosaic.lowering.structured import constant_values
 
 FOLD_LIMIT = 1 << 16
-
-
-def _is_const(v) -> bool:
-    return v.owner is not None and v.owner.name == "linalg.const"
 
 
 def fold_constants(graph: Graph) -> Graph:
     """Replace every generic op of constant inputs (and results of at most FOLD_LIMIT elements) by
     constants, in program order, so that chains of them fold (in place)."""
     for op in list(graph.ops):
-        if op.name != "linalg.generic" or not all(_is_const(v) for v in op.operands) \
+        if op.name != "linalg.generic" or any(constant_values(v) is None for v in op.operands) \
                 or any(r.type.size > FOLD_LIMIT for r in op.results):
             continue
-        values = run_generic(op, [v.owner.attrs["values"] for v in op.operands])
+        values = run_generic(op, [constant_values(v) for v in op.operands])
         consts = []
         for result, value in zip(op.results, values):
             const = Operation("linalg.const", [], {"values": np.ascontiguousarray(value)}, [result.type], op.loc)

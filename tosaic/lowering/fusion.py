@@ -15,6 +15,7 @@ Two rewrites, in the seed talk's order of dispatch region formation:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from tosaic.ir import Graph, Operation, Value
@@ -96,13 +97,6 @@ def _accumulators(op: Operation) -> set[Value]:
 BROADCAST_REUSE = 8
 
 
-def _size(domain) -> int:
-    size = 1
-    for n in domain:
-        size *= n
-    return size
-
-
 def _inlinable(graph: Graph, counts, consumer: Operation, slot: int) -> Operation | None:
     v = consumer.operands[slot]
     producer = v.owner
@@ -115,7 +109,7 @@ def _inlinable(graph: Graph, counts, consumer: Operation, slot: int) -> Operatio
     # be recomputed for every element it is broadcast to: a requantization or TABLE reused BROADCAST_REUSE
     # times or more is computed once, in its own small kernel, and read back (EfficientNet-B0's 16 gates:
     # 3.3 ms inlined, 1.2 ms apart, on one Zen 5 core).
-    if _size(consumer.attrs["domain"]) >= BROADCAST_REUSE * _size(producer.attrs["domain"]) \
+    if math.prod(consumer.attrs["domain"]) >= BROADCAST_REUSE * math.prod(producer.attrs["domain"]) \
             and S.costly_nodes(producer.attrs["bodies"][0]):
         return None
     # One kernel holds one accumulator: an op reading two (a residual ADD of two conv branches, as in a

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tosaic.ir import Graph, Operation, TensorType, integer_range
+from tosaic.ir import Graph, Operation, TensorType, Value, integer_range
 from tosaic.lowering import scalar as S
 
 PARALLEL, REDUCTION = "parallel", "reduction"
@@ -108,6 +108,11 @@ def generic(inputs, result_types, domain, iterators, accesses, bodies, inits=Non
         "domain": domain, "iterators": iterators, "accesses": tuple(accesses), "bodies": tuple(bodies),
         "inits": tuple(inits) if inits is not None else (None,) * len(bodies),
     }, result_types, loc)
+
+
+def constant_values(v: Value):
+    """The array of a value a `linalg.const` op makes, or None (a graph input or a computed value)."""
+    return v.owner.attrs["values"] if v.owner is not None and v.owner.name == "linalg.const" else None
 
 
 def parallel_shape(op: Operation) -> tuple[int, ...]:

@@ -16,14 +16,17 @@ import numpy as np
 from tosaic.ir import Graph, Operation, TensorType
 from tosaic.lowering import scalar as S
 from tosaic.lowering.interpreter import _read
-from tosaic.lowering.structured import PARALLEL, Access, generic, is_elementwise
+from tosaic.lowering.structured import PARALLEL, Access, constant_values, generic, is_elementwise
 
 _TABLE_DTYPES = {"i8", "i16", "i32"}
 
 
+class _NotTabulable(Exception):
+    """A body reads a per-element constant or gathers from a runtime tensor: no table of x alone."""
+
+
 def _constant(op: Operation, i: int):
-    v = op.operands[i]
-    return v.owner.attrs["values"] if v.owner is not None and v.owner.name == "linalg.const" else None
+    return constant_values(op.operands[i])
 
 
 def _table_of(op: Operation) -> np.ndarray | None:
@@ -63,10 +66,6 @@ def _table_of(op: Operation) -> np.ndarray | None:
     except _NotTabulable:
         return None
     return np.broadcast_to(table, values.shape).astype(op.result.type.numpy_dtype)
-
-
-class _NotTabulable(Exception):
-    """A body reads a per-element constant or gathers from a runtime tensor: no table of x alone."""
 
 
 def tabulate(graph: Graph) -> Graph:
