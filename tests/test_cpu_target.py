@@ -264,9 +264,9 @@ def test_second_process_runs_the_loaded_model(tmp_path, monkeypatch):
 
 
 def test_kernels_missing_from_the_cache_compile_in_worker_processes(tmp_path, monkeypatch):
-    """With an empty cache, worker processes compile the kernels (Numba compiles one at a time per process);
-    this process then loads every one of them from the cache, compiles none, and counts each in the
-    progress callback."""
+    """With an empty cache, worker processes compile the kernels and the model's entry point (Numba compiles
+    one at a time per process); this process then loads every one of them from the cache, compiles none,
+    and counts each in the progress callback."""
     import numba
 
     from tosaic.kernels import engine
@@ -282,7 +282,7 @@ def test_kernels_missing_from_the_cache_compile_in_worker_processes(tmp_path, mo
         monkeypatch.delitem(sys.modules, engine.module_name(key), raising=False)
     seen = []
     executable = engine.Executable(plan, compile_workers=2, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(1, 2), (2, 2)]
+    assert seen == [(1, 3), (2, 3), (3, 3)]     # two kernels and the entry point
     assert keys <= engine.compiled_kernels()
     for key in keys:
         stats = engine.load_kernel(key, plan.sources[key]).stats
@@ -290,6 +290,68 @@ def test_kernels_missing_from_the_cache_compile_in_worker_processes(tmp_path, mo
     inputs, refs = io_arrays(name)
     assert_same(executable.run([inputs[0].view(np.int8)], {}), [r.view(np.int8) for r in refs])
     assert numba.get_num_threads() == executable.threads
+
+
+# ------------------------------------------------------------------------------------- entry point
+
+
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+def test_each_run_sets_its_thread_count_in_the_calling_thread():
+    """The entry point sets the threading layer's count (thread-local) on every call: two models of different
+    counts alternate, and a Python thread that never set a count runs with the model's."""
+    import threading
+
+    import numba
+
+    one, two = cpu_model("arch_ds_cnn_kws_49x10", 1), cpu_model("arch_ds_cnn_kws_49x10", 2)
+    inputs = compiled_model_inputs(one, 0)
+    expected = one.run(inputs)
+    for model, count in [(two, 2), (one, 1), (two, 2)]:
+        assert_same(model.run(inputs), expected)
+        assert numba.get_num_threads() == count
+    seen = []
+
+    def worker():
+        seen.append((one.run(inputs), numba.get_num_threads()))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert_same(seen[0][0], expected)
+    assert seen[0][1] == 1
+
+
+def test_an_error_raised_in_a_kernel_reaches_the_entry_points_caller(tmp_path):
+    """`_call` propagates a kernel's exception (Numba's status and exception slot) instead of carrying on."""
+    import numba
+
+    from tosaic.kernels import engine
+
+    source = engine.ENTRY_PRELUDE + textwrap.dedent('''
+
+        @numba.njit(cache=True)
+        def kernel(a, P, D):
+            if D[0] == 0:
+                raise ValueError("a loop bound of zero")
+            a[0] = P[0]
+
+
+        @numba.njit(cache=True)
+        def entry(address, a, n):
+            _call(address, (a, (np.int64(7),), (n,)))
+            a[1] = 9
+        ''')
+    module = engine.load_module("test_entry_error", source, tmp_path)
+    a = np.zeros(2, np.int64)
+    kernel = module.kernel
+    kernel.compile((numba.typeof(a), numba.typeof((np.int64(7),)), numba.typeof((np.int64(1),))))
+    address = engine.native_address(next(iter(kernel.overloads.values())))
+    module.entry(address, a, np.int64(1))
+    assert a.tolist() == [7, 9]
+    a[:] = 0
+    with pytest.raises(ValueError, match="a loop bound of zero"):
+        module.entry(address, a, np.int64(0))
+    assert a.tolist() == [0, 0]
 
 
 # ------------------------------------------------------------------------------- random networks

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tosaic.ir import Graph, ShapeType, TensorType
-from tosaic.kernels.engine import prepare_inputs
+from tosaic.kernels.engine import InputSpec, prepare_inputs
 from tosaic.tosa.interpreter import initial_state, interpret
 
 
@@ -100,6 +100,11 @@ class CompiledModel:
         else:
             self.inputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.input_names, graph.inputs)]
             self.outputs = [_tensor_info(graph, n, v.type) for n, v in zip(graph.output_names, graph.outputs)]
+        # The dtype each input is stored in: uint8 travels as int8 bits.
+        stored = ([v.type.numpy_dtype for v in graph.inputs] if graph is not None
+                  else [np.dtype(ref[3]) for ref in plan.inputs])
+        self._specs = [InputSpec(i.name, tuple(i.shape), i.dtype, s) for i, s in zip(self.inputs, stored)]
+        self._output_dtypes = [info.dtype for info in self.outputs]
         self._executable = self._plan = None
         self._cannot_run: str | None = None
         if target != "interp":
@@ -221,21 +226,17 @@ class CompiledModel:
         self._state = state
         return result
 
-    def _arrays(self, inputs) -> list[np.ndarray]:
-        specs = [(i.name, i.shape, i.dtype) for i in self.inputs]
-        return prepare_inputs(inputs, specs, self._storage_dtypes())
-
-    def _storage_dtypes(self) -> list[np.dtype]:
-        """The dtype each input is stored in (uint8 travels as int8 bits)."""
-        if self.graph is not None:
-            return [v.type.numpy_dtype for v in self.graph.inputs]
-        return [np.dtype(ref[3]) for ref in self._plan.inputs]
+    def _arrays(self, inputs) -> tuple[np.ndarray, ...]:
+        return prepare_inputs(inputs, self._specs)
 
     def run(self, inputs) -> list[np.ndarray]:
         """Run on a list of arrays in input order, one array, or a dict by input name."""
         outputs = self._invoke(self._arrays(inputs))
-        # np.ascontiguousarray would turn a rank-0 result into shape (1,); copying keeps the rank.
-        return [np.array(out, copy=True).view(info.dtype) for out, info in zip(outputs, self.outputs)]
+        if self._executable is None:
+            # The interpreter's results may share memory with its values; np.ascontiguousarray would turn a
+            # rank-0 result into shape (1,): copying keeps the rank. Compiled runs return fresh arrays.
+            outputs = [np.array(out, copy=True) for out in outputs]
+        return [out if dtype == out.dtype else out.view(dtype) for out, dtype in zip(outputs, self._output_dtypes)]
 
     def run_all(self, inputs) -> dict[str, np.ndarray]:
         """Run and return every value that is a tensor of the source model, by that tensor's name. Like

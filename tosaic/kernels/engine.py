@@ -16,6 +16,7 @@ inputs in, calls the steps in order, and copies the outputs out.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -25,6 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 # OpenMP workers spin only briefly (10,000 iterations, tens of microseconds) before sleeping. Sleeping at
 # once (OMP_WAIT_POLICY=PASSIVE) costs a wake-up per parallel kernel: MobileNetV2 at 2 threads took 22.7 ms
@@ -189,8 +191,12 @@ def module_name(key: str) -> str:
 
 
 def load_kernel(key: str, source: str, directory: Path | None = None):
-    """The `kernel` function of the generated module `key` with `source`, written to `directory` (default:
-    the cache) if absent."""
+    """The `kernel` function of the generated module `key` with `source` (`load_module`)."""
+    return load_module(key, source, directory).kernel
+
+
+def load_module(key: str, source: str, directory: Path | None = None):
+    """The generated module `key` with `source`, written to `directory` (default: the cache) if absent."""
     name = module_name(key)
     module = sys.modules.get(name)
     if module is None:
@@ -210,7 +216,7 @@ def load_kernel(key: str, source: str, directory: Path | None = None):
         except BaseException:
             del sys.modules[name]
             raise
-    return module.kernel
+    return module
 
 
 def compiled_kernels(directory: Path | None = None) -> set[str]:
@@ -225,17 +231,18 @@ def compiled_kernels(directory: Path | None = None) -> set[str]:
     return {name[len(prefix):].split(".", 1)[0] for name in names if name.startswith(prefix) and name.endswith(".nbi")}
 
 
-def _compile_in_worker(key: str, source: str, directory: str, signature: tuple) -> str:
-    """A worker process's job in `compile_concurrently`: compile one kernel into the cache."""
-    load_kernel(key, source, Path(directory)).compile(signature)
+def _compile_in_worker(key: str, source: str, function: str, directory: str, signature: tuple) -> str:
+    """A worker process's job in `compile_concurrently`: compile one function into the cache."""
+    getattr(load_module(key, source, Path(directory)), function).compile(signature)
     return key
 
 
-def compile_concurrently(jobs: list[tuple[str, str, tuple]], directory: Path | None, workers: int,
+def compile_concurrently(jobs: list[tuple[str, str, str, tuple]], directory: Path | None, workers: int,
                          progress=None) -> None:
-    """Compile kernels (key, source, argument types) missing from the cache in `workers` processes, the
-    slowest-looking (longest source) first; the caller then loads each from the cache. Numba compiles under
-    a global lock, one kernel at a time per process: processes are what runs compilations side by side.
+    """Compile generated functions (module key, source, function name, argument types) missing from the
+    cache in `workers` processes, the slowest-looking (longest source) first; the caller then loads each
+    from the cache. Numba compiles under a global lock, one function at a time per process: processes are
+    what runs compilations side by side.
     `progress(key)` is called as each finishes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -245,27 +252,241 @@ def compile_concurrently(jobs: list[tuple[str, str, tuple]], directory: Path | N
     jobs = sorted(jobs, key=lambda job: -len(job[1]))
     # spawn, not fork: a forked child would inherit Numba's threading layer and compiler state mid-use.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_compile_in_worker, key, source, str(directory), signature)
-                   for key, source, signature in jobs]
+        futures = [pool.submit(_compile_in_worker, key, source, function, str(directory), signature)
+                   for key, source, function, signature in jobs]
         for future in as_completed(futures):
             key = future.result()
             if progress is not None:
                 progress(key)
 
 
+# ------------------------------------------------------------------------------------ entry point
+
+# The generated entry point's module starts with three intrinsics. `_call` calls a compiled kernel's native
+# function (Numba's calling convention: return slot, exception slot, the arguments' data models) through its
+# address, which the entry point receives at run time, so that its machine code can be cached across
+# processes. `_set_threads` calls the threading layer's `set_num_threads(int)` through its address: Numba's
+# own `numba.set_num_threads` in compiled code holds a ctypes pointer, which makes a function uncachable, and
+# from Python it costs 0.65 us a call. `_view` is a C-contiguous array of constant shape at a byte offset of
+# a buffer, without a reference count: slicing, `view` and `reshape` cost 57 ns per array (a streaming
+# step's 100 views: 5.7 us).
+ENTRY_PRELUDE = '''import numpy as np
+import numba
+from numba import types
+from numba.core import cgutils
+from llvmlite import ir
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
+
+
+@intrinsic
+def _view(typingctx, buffer, offset, dtype, shape):
+    array_type = types.Array(dtype.instance_type, len(shape), "C")
+
+    def codegen(context, builder, signature, llargs):
+        base = context.make_array(buffer)(context, builder, llargs[0]).data
+        start = context.cast(builder, llargs[1], offset, types.intp)
+        array = context.make_array(array_type)(context, builder)
+        data = builder.bitcast(builder.gep(base, [start]), array.data.type)
+        dims = [context.cast(builder, v, t, types.intp)
+                for v, t in zip(cgutils.unpack_tuple(builder, llargs[3], len(shape)), shape)]
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(array_type.dtype)))
+        strides = [itemsize]
+        for n in reversed(dims[1:]):
+            strides.insert(0, builder.mul(strides[0], n))
+        populate_array(array, data=data, shape=dims, strides=strides, itemsize=itemsize, meminfo=None)
+        return array._getvalue()
+    return array_type(buffer, offset, dtype, shape), codegen
+
+
+@intrinsic
+def _call(typingctx, address, args):
+    def codegen(context, builder, signature, llargs):
+        argtys = list(args.types)
+        values = [builder.extract_value(llargs[1], i) for i in range(len(argtys))]
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        callee = builder.inttoptr(llargs[0], fnty.as_pointer())
+        status, _ = context.call_conv.call_function(builder, callee, types.none, argtys, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+    return types.none(address, args), codegen
+
+
+@intrinsic
+def _set_threads(typingctx, address, count):
+    def codegen(context, builder, signature, llargs):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(32)])
+        builder.call(builder.inttoptr(llargs[0], fnty.as_pointer()), [builder.trunc(llargs[1], ir.IntType(32))])
+        return context.get_dummy_value()
+    return types.none(address, count), codegen
+'''
+
+ENTRY_DECORATOR = "@numba.njit(cache=True, nogil=True, boundscheck=False)"
+
+
+def pack_constants(consts: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """The constants in one 64-byte aligned byte buffer, each at a 64-byte aligned offset: the entry point
+    views them there, from one argument. Returns the buffer and each constant's offset."""
+    offsets, size = [], 0
+    for array in consts:
+        offsets.append(size)
+        size += -(-array.nbytes // 64) * 64
+    raw = np.zeros(size + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64
+    buffer = raw[start:start + size]
+    for array, offset in zip(consts, offsets):
+        buffer[offset:offset + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return buffer, offsets
+
+
+def _literal(kind: str, value) -> str:
+    """Source text of a kernel parameter of `kind` (struct letter), typed as the kernel's signature has it."""
+    if kind == "?":
+        return f"np.bool_({bool(value)})"
+    if kind in "fd":
+        value = float(value)
+        if np.isfinite(value):
+            text = repr(value)
+        else:
+            text = "np.nan" if value != value else f"{'-' if value < 0 else ''}np.inf"
+        return f"np.float{32 if kind == 'f' else 64}({text})"
+    return f"np.int64({int(value)})"
+
+
+def _tuple(items: list[str]) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def concat_copies(step: Step, view) -> list[tuple[int, int, list]]:
+    """The copies a concat step makes: (start, size, piece reference) along its axis; a piece its producer
+    already wrote into the concat's bytes needs none. `view(ref)` gives a reference's array."""
+    out = view(step.arrays[0])
+    axis = step.attrs["axis"]
+    copies, start = [], 0
+    for ref in step.arrays[1:]:
+        piece = view(ref)
+        size = piece.shape[axis]
+        target = out[(slice(None),) * axis + (slice(start, start + size),)]
+        if not (ref[0] == "arena" and np.shares_memory(target, piece) and target.ctypes.data == piece.ctypes.data):
+            copies.append((start, size, ref))
+        start += size
+    return copies
+
+
+@dataclass
+class EntryPoint:
+    """A generated entry point `entry(arena, consts, kernels, set_threads, threads, inputs, reads, writes)`
+    that sets the thread count (`set_threads`: the address of the threading layer's `set_num_threads`),
+    copies the inputs into the arena and runs every step of a plan in order, with no Python between them.
+    `consts` is `pack_constants`'s buffer; `kernels` the native addresses of the plan's kernels, in the
+    order of `kernels`; `inputs` C-contiguous arrays of the plan's input shapes and dtypes;
+    `reads` the values of the variables named in `reads` (the variable reads that no write of the same run
+    precedes); `writes` one array per variable write, named in `writes`, that the step copies into."""
+
+    source: str
+    kernels: list[str]
+    reads: list[str]
+    writes: list[str]
+
+    @property
+    def key(self) -> str:
+        return "entry_" + hashlib.sha256(self.source.encode()).hexdigest()[:20]
+
+
+def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
+    """The entry point of `plan` whose constants lie in `pack_constants`'s buffer at `const_offsets`.
+    `view(ref)` gives a reference's array (to find the concat copies that can be skipped)."""
+    kernel_index: dict[str, int] = {}
+    reads: list[str] = []
+    writes: list[str] = []
+    written: dict[str, str] = {}
+
+    def array(ref: list) -> str:
+        if ref[0] == "const":
+            c = plan.consts[ref[1]]
+            buffer, offset, shape, dtype = "consts", const_offsets[ref[1]], c.shape, c.dtype
+        else:
+            buffer, (_, offset, shape, dtype) = "arena", ref
+        return view_text(buffer, offset, shape, dtype)
+
+    def view_text(buffer: str, offset: int, shape, dtype) -> str:
+        dtype = np.dtype(dtype)
+        name = "bool_" if dtype == np.bool_ else dtype.name
+        return f"_view({buffer}, {offset}, np.{name}, {_tuple([str(n) for n in shape]) if len(shape) else '()'})"
+
+    def flat(ref: list) -> str:
+        return view_text("arena", ref[1], (int(np.prod(ref[2], dtype=np.int64)),), ref[3])
+
+    lines = ["    _set_threads(set_threads, threads)"]
+    for i, ref in enumerate(plan.inputs):
+        size = int(np.prod(ref[2], dtype=np.int64))
+        lines.append(f"    {flat(ref)}[:] = inputs[{i}].reshape(({size},))")
+    for step in plan.steps:
+        lines.append(f"    # {step.name}: {step.kind}")
+        if step.kind == "kernel":
+            k = kernel_index.setdefault(step.key, len(kernel_index))
+            params = [_literal(kind, value) for kind, value in step.params]
+            dims = [f"np.int64({int(n)})" for n in step.dims]
+            args = [array(r) for r in step.arrays] + [_tuple(params) if params else "()",
+                                                      _tuple(dims) if dims else "()"]
+            lines.append(f"    _call(kernels[{k}], {_tuple(args)})")
+        elif step.kind == "concat":
+            axis = step.attrs["axis"]
+            out = array(step.arrays[0])
+            for start, size, ref in concat_copies(step, view):
+                index = ", ".join([":"] * axis + [f"{start}:{start + size}"])
+                lines.append(f"    {out}[{index}] = {array(ref)}")
+        elif step.kind == "variable_read":
+            name = step.attrs["name"]
+            size = int(np.prod(step.arrays[0][2], dtype=np.int64))
+            if name not in written:
+                reads.append(name)
+            source = written.get(name, f"reads[{len(reads) - 1}].reshape(({size},))")
+            lines.append(f"    {flat(step.arrays[0])}[:] = {source}")
+        else:
+            size = int(np.prod(step.arrays[0][2], dtype=np.int64))
+            target = f"writes[{len(writes)}].reshape(({size},))"
+            writes.append(step.attrs["name"])
+            written[step.attrs["name"]] = target
+            lines.append(f"    {target}[:] = {flat(step.arrays[0])}")
+    body = "\n".join(lines)
+    signature = "arena, consts, kernels, set_threads, threads, inputs, reads, writes"
+    source = f"{ENTRY_PRELUDE}\n\n{ENTRY_DECORATOR}\ndef entry({signature}):\n{body}\n"
+    return EntryPoint(source, list(kernel_index), reads, writes)
+
+
 # ------------------------------------------------------------------------------------- execution
+
+def threading_layer_address(name: str) -> int:
+    """The address of a function of Numba's threading layer (loaded by the Executable's first
+    `numba.set_num_threads`): its ctypes binding in `numba.np.ufunc.parallel`, for numba as pinned."""
+    import ctypes
+
+    from numba.np.ufunc import parallel
+
+    return ctypes.cast(getattr(parallel, "_" + name), ctypes.c_void_p).value
+
+
+def native_address(overload) -> int:
+    """The address of a compiled overload's native function (Numba's calling convention), which the entry
+    point's `_call` calls."""
+    return overload.library.get_pointer_to_function(overload.fndesc.llvm_func_name)
+
 
 _SCALAR_TYPES = {"l": np.int64, "q": np.int64, "f": np.float32, "d": np.float64, "?": np.bool_}
 
 
 class Executable:
-    """A plan bound to an arena. `run(inputs, state)` returns the outputs and updates `state`. Kernels come
-    from `kernel_dir` (default: the cache)."""
+    """A plan bound to an arena. `run(inputs, state)` returns the outputs and updates `state`: one call of
+    the plan's generated entry point (`entry_point`), which runs every step. Kernels come from `kernel_dir`
+    (default: the cache). The plan's constants move into one aligned buffer (same values, stored once)."""
 
     def __init__(self, plan: Plan, threads: int | None = None, kernel_dir: Path | None = None,
                  compile_workers: int = 1, progress=None):
         """`compile_workers` processes compile the kernels the cache lacks (`compile_concurrently`) when
-        there are several; `progress(done, total)` hears of each kernel compiled or loaded."""
+        there are several; `progress(done, total)` hears of each kernel (and the entry point) compiled or
+        loaded."""
         import numba
 
         self.plan = plan
@@ -279,29 +500,65 @@ class Executable:
         raw = np.zeros(plan.arena_bytes + 64, dtype=np.uint8)
         start = (-raw.ctypes.data) % 64
         self.arena = raw[start:start + plan.arena_bytes]
+        self.consts, offsets = pack_constants(plan.consts)
+        plan.consts[:] = [self.consts[o:o + c.nbytes].view(c.dtype).reshape(c.shape)
+                          for o, c in zip(offsets, plan.consts)]
         self.inputs = [self._view(r) for r in plan.inputs]
         self.outputs = [self._view(r) for r in plan.outputs]
+        self.entry = entry_point(plan, offsets, self._view)
+        self._variables = {step.attrs["name"]: self._view(step.arrays[0]) for step in plan.steps
+                           if step.kind in ("variable_read", "variable_write")}
+        # Initial values as the entry point takes them (as its writes leave them): C-contiguous, the
+        # variable's dtype and shape.
+        for name, value in plan.state.items():
+            if value is not None and name in self._variables:
+                view = self._variables[name]
+                plan.state[name] = np.ascontiguousarray(value, dtype=view.dtype).reshape(view.shape)
+        self._write_layouts = [(self._variables[n].shape, self._variables[n].dtype) for n in self.entry.writes]
         numba.set_num_threads(self.threads)
         kernels = {step.key: step for step in plan.steps if step.kind == "kernel"}
         compiled = compiled_kernels(kernel_dir)
-        missing = {key: step for key, step in kernels.items() if key not in compiled}
-        concurrent = compile_workers > 1 and len(missing) > 1
+        jobs = [(key, plan.sources[key], "kernel", tuple(numba.typeof(a) for a in self._arguments(step)))
+                for key, step in kernels.items() if key not in compiled]
+        if self.entry.key not in compiled:
+            jobs.append((self.entry.key, self.entry.source, "entry", self._entry_signature()))
+        total = len(kernels) + 1
         counted: set[str] = set()
 
-        def advance(key: str) -> None:
+        def advance(key: str) -> None:   # each kernel and the entry point once, compiled or loaded
+            if key in counted:
+                return
             counted.add(key)
             if progress is not None:
-                progress(len(counted), len(kernels))
+                progress(len(counted), total)
 
-        if concurrent:
-            jobs = [(key, plan.sources[key], tuple(numba.typeof(a) for a in self._arguments(step)))
-                    for key, step in missing.items()]
-            compile_concurrently(jobs, kernel_dir, min(compile_workers, len(missing)), advance)
+        if compile_workers > 1 and len(jobs) > 1:
+            compile_concurrently(jobs, kernel_dir, min(compile_workers, len(jobs)), advance)
+        self._native: dict[str, int] = {}   # kernel key -> address of its native function
         self.steps = []
         for step in plan.steps:
             self.steps.append(self._bind(step))
-            if step.kind == "kernel" and step.key not in counted:   # compiled ones were counted as they finished
+            if step.kind == "kernel":
                 advance(step.key)
+        self._addresses = np.array([self._native[key] for key in self.entry.kernels], dtype=np.int64)
+        self._set_threads = threading_layer_address("set_num_threads")
+        entry = load_module(self.entry.key, self.entry.source, kernel_dir).entry
+        signature = self._entry_signature()
+        entry.compile(signature)
+        self._run_entry = entry.overloads[signature].entry_point
+        advance(self.entry.key)
+
+    def _entry_signature(self) -> tuple:
+        import numba
+
+        inputs = tuple(np.empty_like(view) for view in self.inputs)
+        reads = tuple(np.empty_like(self._variables[name]) for name in self.entry.reads)
+        return tuple(numba.typeof(a) for a in (self.arena, self.consts, np.zeros(1, np.int64), 0, self.threads,
+                                                inputs, reads, self._writes()))
+
+    def _writes(self) -> tuple:
+        """Fresh arrays for the variables a run writes: the state keeps them, and a failed run none."""
+        return tuple([np.empty(shape, dtype) for shape, dtype in self._write_layouts])
 
     def _view(self, ref: list) -> np.ndarray:
         if ref[0] == "const":
@@ -327,7 +584,9 @@ class Executable:
             fn.compile(signature)
             # The compiled entry point, not the dispatcher: the arguments' types are fixed, and resolving
             # them on every call cost microseconds per dispatch.
-            entry = fn.overloads[signature].entry_point
+            overload = fn.overloads[signature]
+            self._native[step.key] = native_address(overload)
+            entry = overload.entry_point
             return lambda state: entry(*args)
         if step.kind == "concat":
             return self._bind_concat(step, arrays)
@@ -346,33 +605,28 @@ class Executable:
         return write
 
     def _bind_concat(self, step: Step, arrays):
-        out, pieces = arrays[0], arrays[1:]
-        axis = step.attrs["axis"]
-        copies, start = [], 0
-        for ref, piece in zip(step.arrays[1:], pieces):
-            size = piece.shape[axis]
-            target = out[(slice(None),) * axis + (slice(start, start + size),)]
-            start += size
-            # A piece its producer already wrote into the concat's bytes needs no copy.
-            if ref[0] == "arena" and np.shares_memory(target, piece) and target.ctypes.data == piece.ctypes.data:
-                continue
-            copies.append((target, piece))
+        out, axis = arrays[0], step.attrs["axis"]
+        copies = [(out[(slice(None),) * axis + (slice(start, start + size),)], self._view(ref))
+                  for start, size, ref in concat_copies(step, self._view)]
 
         def concat(state):
             for target, piece in copies:
                 np.copyto(target, piece)
         return concat
 
-    def run(self, inputs: list[np.ndarray], state: dict) -> list[np.ndarray]:
-        import numba
-
-        if numba.get_num_threads() != self.threads:   # setting it costs 1 us, a streaming step's tenth
-            numba.set_num_threads(self.threads)
-        for view, array in zip(self.inputs, inputs):
-            np.copyto(view, array.reshape(view.shape))
-        for step in self.steps:
-            step(state)
-        return [np.array(out, copy=True) for out in self.outputs]
+    def run(self, inputs: tuple[np.ndarray, ...], state: dict) -> list[np.ndarray]:
+        """`inputs` in the plan's input shapes and dtypes, C-contiguous (`prepare_inputs`); `state` holds each
+        variable's value as a previous run wrote it or as the plan's initial state has it."""
+        inputs = tuple(inputs)
+        reads = tuple(map(state.get, self.entry.reads))
+        for name, value in zip(self.entry.reads, reads):
+            if value is None:
+                raise RuntimeError(f"variable @{name} is read before it has a value (no initial value, no write)")
+        writes = self._writes()
+        self._run_entry(self.arena, self.consts, self._addresses, self._set_threads, self.threads, inputs, reads,
+                        writes)
+        state.update(zip(self.entry.writes, writes))
+        return [out.copy() for out in self.outputs]
 
     def profile(self, inputs: list[np.ndarray], state: dict, repeat: int) -> list[dict]:
         """Median seconds of each step over `repeat` runs, slowest first."""
@@ -395,12 +649,21 @@ class Executable:
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def prepare_inputs(inputs, specs, storage) -> list[np.ndarray]:
+class InputSpec(NamedTuple):
+    """What `prepare_inputs` checks an input against, and the dtype it is stored in (uint8 travels as int8
+    bits)."""
+    name: str
+    shape: tuple
+    dtype: np.dtype
+    stored: np.dtype
+
+
+def prepare_inputs(inputs, specs: list[InputSpec]) -> tuple[np.ndarray, ...]:
     """Inputs given as a list in input order, one array, or a dict by input name, checked against `specs`
-    ((name, shape, numpy dtype) per input) and copied into their `storage` dtypes (uint8 travels as int8
-    bits). Raises ValueError naming the input and what is wrong."""
-    names = [name for name, _, _ in specs]
+    and viewed in their stored dtypes, C-contiguous (copied where they are not). Raises ValueError naming
+    the input and what is wrong."""
     if isinstance(inputs, dict):
+        names = [spec.name for spec in specs]
         unknown = sorted(set(inputs) - set(names))
         if unknown:
             raise ValueError(f"unknown input names {unknown}; the model's inputs are {names}")
@@ -414,14 +677,16 @@ def prepare_inputs(inputs, specs, storage) -> list[np.ndarray]:
     if len(inputs) != len(specs):
         raise ValueError(f"the model takes {len(specs)} inputs, got {len(inputs)}")
     arrays = []
-    for (name, shape, dtype), stored, array in zip(specs, storage, inputs):
+    for spec, array in zip(specs, inputs):
         array = np.asarray(array)
-        if array.dtype != dtype:
-            raise ValueError(f"input '{name}' must be {dtype}, got {array.dtype}")
-        if array.shape != tuple(shape):
-            raise ValueError(f"input '{name}' must have shape {list(shape)}, got {list(array.shape)}")
-        arrays.append(array.view(stored))   # copied into the arena by `Executable.run`
-    return arrays
+        if array.dtype != spec.dtype:
+            raise ValueError(f"input '{spec.name}' must be {spec.dtype}, got {array.dtype}")
+        if array.shape != spec.shape:
+            raise ValueError(f"input '{spec.name}' must have shape {list(spec.shape)}, got {list(array.shape)}")
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
+        arrays.append(array if spec.stored == spec.dtype else array.view(spec.stored))
+    return tuple(arrays)
 
 
 # ----------------------------------------------------------------------------------- saved models
@@ -447,23 +712,22 @@ class SavedModel:
                                f"{', '.join(lacking)}")
         self.executable = Executable(self.plan, threads, kernel_dir=directory / "kernels")
         self.inputs, self.outputs = self.meta["inputs"], self.meta["outputs"]
+        self._specs = [InputSpec(i["name"], tuple(i["shape"]), np.dtype(i["dtype"]), np.dtype(ref[3]))
+                       for i, ref in zip(self.inputs, self.plan.inputs)]
+        self._output_dtypes = [np.dtype(o["dtype"]) for o in self.outputs]
         self.reset()
 
     def reset(self) -> None:
         """Every variable back to its initial value."""
         self.state = {k: None if v is None else v.copy() for k, v in self.plan.state.items()}
 
-    def _arrays(self, inputs) -> list[np.ndarray]:
-        specs = [(i["name"], tuple(i["shape"]), np.dtype(i["dtype"])) for i in self.inputs]
-        return prepare_inputs(inputs, specs, [np.dtype(ref[3]) for ref in self.plan.inputs])
-
     def run(self, inputs) -> list[np.ndarray]:
         """Run once on a list of arrays in input order, one array, or a dict by input name."""
-        arrays = self._arrays(inputs)
+        arrays = prepare_inputs(inputs, self._specs)
         state = dict(self.state)
         outputs = self.executable.run(arrays, state)
         self.state = state
-        return [out.view(np.dtype(info["dtype"])) for out, info in zip(outputs, self.outputs)]
+        return [out if dtype == out.dtype else out.view(dtype) for out, dtype in zip(outputs, self._output_dtypes)]
 
     def profile(self, inputs, repeat: int) -> list[dict]:
-        return self.executable.profile(self._arrays(inputs), dict(self.state), repeat)
+        return self.executable.profile(prepare_inputs(inputs, self._specs), dict(self.state), repeat)
