@@ -331,27 +331,27 @@ def test_an_error_raised_in_a_kernel_reaches_the_entry_points_caller(tmp_path):
 
         @numba.njit(cache=True)
         def kernel(a, P, D):
-            if D[0] == 0:
-                raise ValueError("a loop bound of zero")
-            a[0] = P[0]
+            if a[0] < 0:
+                raise ValueError("a negative count")
+            a[0] = P[0] + D[0]
 
 
         @numba.njit(cache=True)
-        def entry(address, a, n):
-            _call(address, (a, (np.int64(7),), (n,)))
+        def entry(kernels, a):
+            _call(kernels, a, a, "(0, ((0, 0, 'int64', (2,)),), (('l', 7),), (2,))")
             a[1] = 9
         ''')
     module = engine.load_module("test_entry_error", source, tmp_path)
     a = np.zeros(2, np.int64)
     kernel = module.kernel
-    kernel.compile((numba.typeof(a), numba.typeof((np.int64(7),)), numba.typeof((np.int64(1),))))
-    address = engine.native_address(next(iter(kernel.overloads.values())))
-    module.entry(address, a, np.int64(1))
-    assert a.tolist() == [7, 9]
-    a[:] = 0
-    with pytest.raises(ValueError, match="a loop bound of zero"):
-        module.entry(address, a, np.int64(0))
-    assert a.tolist() == [0, 0]
+    kernel.compile((numba.typeof(a), numba.typeof((np.int64(7),)), numba.typeof((np.int64(2),))))
+    kernels = np.array([engine.native_address(next(iter(kernel.overloads.values())))], np.int64)
+    module.entry(kernels, a)
+    assert a.tolist() == [9, 9]
+    a[:] = [-1, 0]
+    with pytest.raises(ValueError, match="a negative count"):
+        module.entry(kernels, a)
+    assert a.tolist() == [-1, 0]
 
 
 # ------------------------------------------------------------------------------- random networks

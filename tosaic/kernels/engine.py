@@ -262,55 +262,100 @@ def compile_concurrently(jobs: list[tuple[str, str, str, tuple]], directory: Pat
 
 # ------------------------------------------------------------------------------------ entry point
 
-# The generated entry point's module starts with three intrinsics. `_call` calls a compiled kernel's native
-# function (Numba's calling convention: return slot, exception slot, the arguments' data models) through its
-# address, which the entry point receives at run time, so that its machine code can be cached across
-# processes. `_set_threads` calls the threading layer's `set_num_threads(int)` through its address: Numba's
-# own `numba.set_num_threads` in compiled code holds a ctypes pointer, which makes a function uncachable, and
-# from Python it costs 0.65 us a call. `_view` is a C-contiguous array of constant shape at a byte offset of
-# a buffer, without a reference count: slicing, `view` and `reshape` cost 57 ns per array (a streaming
-# step's 100 views: 5.7 us).
-ENTRY_PRELUDE = '''import numpy as np
+# The generated entry point's module starts with three intrinsics, each of which emits its LLVM IR from a
+# literal spec string: Numba lowers a Python statement into much IR (an EfficientNet-B0 entry written with
+# array views, tuples and slice copies took 16 s to compile, 12 s of it lowering), one intrinsic call into
+# little. `_call` calls a compiled kernel's native function (Numba's calling convention: return slot,
+# exception slot, the arguments' data models) through its address in `kernels`, which the entry point
+# receives at run time so that its machine code can be cached across processes; the kernel's arrays are
+# views of the arena and constant buffers at constant offsets, with no reference count. `_copy` copies
+# strided blocks of bytes. `_set_threads` calls the threading layer's `set_num_threads(int)` through its
+# address: Numba's own `numba.set_num_threads` in compiled code holds a ctypes pointer, which makes a
+# function uncachable, and from Python it costs 0.65 us a call.
+ENTRY_PRELUDE = '''import ast
+
 import numba
+import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from llvmlite import ir
 from numba.extending import intrinsic
-from numba.np.arrayobj import populate_array
+
+_PARAM_TYPES = {"l": types.int64, "q": types.int64, "f": types.float32, "d": types.float64, "?": types.boolean}
 
 
-@intrinsic
-def _view(typingctx, buffer, offset, dtype, shape):
-    array_type = types.Array(dtype.instance_type, len(shape), "C")
+def _data(context, builder, array_type, value):
+    return builder.bitcast(context.make_array(array_type)(context, builder, value).data, cgutils.voidptr_t)
+
+
+def _view(context, builder, base, offset, array_type, shape, itemsize):
+    """A C-contiguous array at a byte offset of `base`, as Numba's array data model lays it out: meminfo and
+    parent null, then the item count, item size, data pointer, shape and strides."""
+    strides = [itemsize]
+    for n in reversed(shape[1:]):
+        strides.insert(0, strides[0] * n)
+    struct = context.get_value_type(array_type)
+    intp = context.get_value_type(types.intp)
+    nitems = 1
+    for n in shape:
+        nitems *= n
+    fields = [ir.Constant(struct.elements[0], None), ir.Constant(struct.elements[1], None), ir.Constant(intp, nitems),
+              ir.Constant(intp, itemsize), ir.Constant(struct.elements[4], None),
+              ir.Constant(struct.elements[5], list(shape)), ir.Constant(struct.elements[6], strides)]
+    data = builder.bitcast(builder.gep(base, [ir.Constant(intp, offset)]), struct.elements[4])
+    return builder.insert_value(ir.Constant(struct, fields), data, 4)
+
+
+@intrinsic(prefer_literal=True)
+def _call(typingctx, kernels, arena, consts, spec):
+    if not isinstance(spec, types.StringLiteral):
+        return None
+    index, arrays, params, dims = ast.literal_eval(spec.literal_value)
+    array_types = [types.Array(numba.from_dtype(np.dtype(dtype)), len(shape), "C") for _, _, dtype, shape in arrays]
+    param_type = types.BaseTuple.from_types([_PARAM_TYPES[kind] for kind, _ in params])
+    dims_type = types.BaseTuple.from_types([types.int64] * len(dims))
+    argtys = [*array_types, param_type, dims_type]
 
     def codegen(context, builder, signature, llargs):
-        base = context.make_array(buffer)(context, builder, llargs[0]).data
-        start = context.cast(builder, llargs[1], offset, types.intp)
-        array = context.make_array(array_type)(context, builder)
-        data = builder.bitcast(builder.gep(base, [start]), array.data.type)
-        dims = [context.cast(builder, v, t, types.intp)
-                for v, t in zip(cgutils.unpack_tuple(builder, llargs[3], len(shape)), shape)]
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(array_type.dtype)))
-        strides = [itemsize]
-        for n in reversed(dims[1:]):
-            strides.insert(0, builder.mul(strides[0], n))
-        populate_array(array, data=data, shape=dims, strides=strides, itemsize=itemsize, meminfo=None)
-        return array._getvalue()
-    return array_type(buffer, offset, dtype, shape), codegen
-
-
-@intrinsic
-def _call(typingctx, address, args):
-    def codegen(context, builder, signature, llargs):
-        argtys = list(args.types)
-        values = [builder.extract_value(llargs[1], i) for i in range(len(argtys))]
+        table = context.make_array(kernels)(context, builder, llargs[0]).data
+        address = builder.load(builder.gep(table, [context.get_constant(types.intp, index)]))
+        bases = [_data(context, builder, buffer_type, value)
+                 for buffer_type, value in ((arena, llargs[1]), (consts, llargs[2]))]
+        values = [_view(context, builder, bases[buffer], offset, array_type, shape, np.dtype(dtype).itemsize)
+                  for (buffer, offset, dtype, shape), array_type in zip(arrays, array_types)]
+        values.append(context.make_tuple(builder, param_type, [
+            context.get_constant(_PARAM_TYPES[kind], float.fromhex(value) if kind in "fd" else value)
+            for kind, value in params]))
+        values.append(context.make_tuple(builder, dims_type, [context.get_constant(types.int64, n) for n in dims]))
         fnty = context.call_conv.get_function_type(types.none, argtys)
-        callee = builder.inttoptr(llargs[0], fnty.as_pointer())
+        callee = builder.inttoptr(address, fnty.as_pointer())
         status, _ = context.call_conv.call_function(builder, callee, types.none, argtys, values)
         with cgutils.if_unlikely(builder, status.is_error):
             context.call_conv.return_status_propagate(builder, status)
         return context.get_dummy_value()
-    return types.none(address, args), codegen
+    return types.none(kernels, arena, consts, spec), codegen
+
+
+@intrinsic(prefer_literal=True)
+def _copy(typingctx, target, source, spec):
+    if not isinstance(spec, types.StringLiteral):
+        return None
+    target_offset, source_offset, block, count, target_stride, source_stride = ast.literal_eval(spec.literal_value)
+
+    def codegen(context, builder, signature, llargs):
+        intp = context.get_value_type(types.intp)
+        to = _data(context, builder, target, llargs[0])
+        start = _data(context, builder, source, llargs[1])
+        with cgutils.for_range(builder, ir.Constant(intp, count)) as loop:
+            i = loop.index
+            cgutils.raw_memcpy(
+                builder, builder.gep(to, [builder.add(ir.Constant(intp, target_offset),
+                                                      builder.mul(i, ir.Constant(intp, target_stride)))]),
+                builder.gep(start, [builder.add(ir.Constant(intp, source_offset),
+                                                builder.mul(i, ir.Constant(intp, source_stride)))]),
+                ir.Constant(intp, block), 1)
+        return context.get_dummy_value()
+    return types.none(target, source, spec), codegen
 
 
 @intrinsic
@@ -340,22 +385,13 @@ def pack_constants(consts: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
     return buffer, offsets
 
 
-def _literal(kind: str, value) -> str:
-    """Source text of a kernel parameter of `kind` (struct letter), typed as the kernel's signature has it."""
-    if kind == "?":
-        return f"np.bool_({bool(value)})"
+def _param(kind: str, value) -> tuple:
+    """A kernel parameter in a `_call` spec: floats as hex text (exact, and NaN and infinities survive
+    `ast.literal_eval`)."""
     if kind in "fd":
-        value = float(value)
-        if np.isfinite(value):
-            text = repr(value)
-        else:
-            text = "np.nan" if value != value else f"{'-' if value < 0 else ''}np.inf"
-        return f"np.float{32 if kind == 'f' else 64}({text})"
-    return f"np.int64({int(value)})"
-
-
-def _tuple(items: list[str]) -> str:
-    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+        value = np.float32(value) if kind == "f" else np.float64(value)
+        return kind, float(value).hex()
+    return kind, bool(value) if kind == "?" else int(value)
 
 
 def concat_copies(step: Step, view) -> list[tuple[int, int, list]]:
@@ -402,54 +438,50 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
     writes: list[str] = []
     written: dict[str, str] = {}
 
-    def array(ref: list) -> str:
+    def place(ref: list) -> tuple[str, int, np.dtype, tuple]:
+        """A reference's buffer (the entry point's argument), byte offset, dtype and shape."""
         if ref[0] == "const":
             c = plan.consts[ref[1]]
-            buffer, offset, shape, dtype = "consts", const_offsets[ref[1]], c.shape, c.dtype
-        else:
-            buffer, (_, offset, shape, dtype) = "arena", ref
-        return view_text(buffer, offset, shape, dtype)
+            return "consts", const_offsets[ref[1]], c.dtype, c.shape
+        return "arena", ref[1], np.dtype(ref[3]), tuple(ref[2])
 
-    def view_text(buffer: str, offset: int, shape, dtype) -> str:
-        dtype = np.dtype(dtype)
-        name = "bool_" if dtype == np.bool_ else dtype.name
-        return f"_view({buffer}, {offset}, np.{name}, {_tuple([str(n) for n in shape]) if len(shape) else '()'})"
-
-    def flat(ref: list) -> str:
-        return view_text("arena", ref[1], (int(np.prod(ref[2], dtype=np.int64)),), ref[3])
+    def copy(target: str, source: str, *spec: int) -> str:
+        return f'    _copy({target}, {source}, "{tuple(int(n) for n in spec)}")'
 
     lines = ["    _set_threads(set_threads, threads)"]
     for i, ref in enumerate(plan.inputs):
-        size = int(np.prod(ref[2], dtype=np.int64))
-        lines.append(f"    {flat(ref)}[:] = inputs[{i}].reshape(({size},))")
+        lines.append(copy("arena", f"inputs[{i}]", ref[1], 0, view(ref).nbytes, 1, 0, 0))
     for step in plan.steps:
         lines.append(f"    # {step.name}: {step.kind}")
         if step.kind == "kernel":
             k = kernel_index.setdefault(step.key, len(kernel_index))
-            params = [_literal(kind, value) for kind, value in step.params]
-            dims = [f"np.int64({int(n)})" for n in step.dims]
-            args = [array(r) for r in step.arrays] + [_tuple(params) if params else "()",
-                                                      _tuple(dims) if dims else "()"]
-            lines.append(f"    _call(kernels[{k}], {_tuple(args)})")
+            arrays = []
+            for ref in step.arrays:
+                buffer, offset, dtype, shape = place(ref)
+                arrays.append((("arena", "consts").index(buffer), offset, dtype.name, shape))
+            spec = (k, tuple(arrays), tuple(_param(kind, value) for kind, value in step.params),
+                    tuple(int(n) for n in step.dims))
+            lines.append(f'    _call(kernels, arena, consts, "{spec}")')
         elif step.kind == "concat":
             axis = step.attrs["axis"]
-            out = array(step.arrays[0])
+            _, out_offset, dtype, shape = place(step.arrays[0])
+            inner = int(np.prod(shape[axis + 1:], dtype=np.int64)) * dtype.itemsize
+            outer = int(np.prod(shape[:axis], dtype=np.int64))
             for start, size, ref in concat_copies(step, view):
-                index = ", ".join([":"] * axis + [f"{start}:{start + size}"])
-                lines.append(f"    {out}[{index}] = {array(ref)}")
+                buffer, offset, _, _ = place(ref)
+                lines.append(copy("arena", buffer, out_offset + start * inner, offset, size * inner, outer,
+                                  shape[axis] * inner, size * inner))
         elif step.kind == "variable_read":
             name = step.attrs["name"]
-            size = int(np.prod(step.arrays[0][2], dtype=np.int64))
             if name not in written:
                 reads.append(name)
-            source = written.get(name, f"reads[{len(reads) - 1}].reshape(({size},))")
-            lines.append(f"    {flat(step.arrays[0])}[:] = {source}")
+            source = written.get(name, f"reads[{len(reads) - 1}]")
+            lines.append(copy("arena", source, step.arrays[0][1], 0, view(step.arrays[0]).nbytes, 1, 0, 0))
         else:
-            size = int(np.prod(step.arrays[0][2], dtype=np.int64))
-            target = f"writes[{len(writes)}].reshape(({size},))"
+            target = f"writes[{len(writes)}]"
             writes.append(step.attrs["name"])
             written[step.attrs["name"]] = target
-            lines.append(f"    {target}[:] = {flat(step.arrays[0])}")
+            lines.append(copy(target, "arena", 0, step.arrays[0][1], view(step.arrays[0]).nbytes, 1, 0, 0))
     body = "\n".join(lines)
     signature = "arena, consts, kernels, set_threads, threads, inputs, reads, writes"
     source = f"{ENTRY_PRELUDE}\n\n{ENTRY_DECORATOR}\ndef entry({signature}):\n{body}\n"
