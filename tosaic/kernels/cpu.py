@@ -18,8 +18,10 @@ A kernel is a template (its loop nest and schedule) plus the scalar bodies rende
   `prange`, reduction loops innermost.
 
 The dispatch's epilogue is rendered where the accumulator is final, so requantization, activation and
-residual additions run in registers. Loop bounds and constants are runtime arguments: a kernel depends
-on the structure of its bodies, its maps' coefficients, kernel size and stride, not on tensor shapes.
+residual additions run in registers. Loop bounds, strides and constants are runtime arguments: a kernel
+depends on the structure of its bodies, its maps' coefficients and kernel size, not on tensor shapes or
+strides (a stride only moves the input index once per output pixel, so stride-1 and stride-2 layers share
+one compiled kernel).
 Accumulators are int32 (int64 for 16x8 layers, whose TOSA accumulator is i48).
 """
 
@@ -466,14 +468,14 @@ def _acc_types(x_dtype: str, acc_dtype: str):
     return ("np.int64" if wide else "np.int32"), ("np.int32" if x_dtype == "i16" else "np.int16")
 
 
-def _row_conv_body(header, kernel, stride, dilation, acc_t, per_tap, per_pixel, epilogue, scratch: Scratch,
+def _row_conv_body(header, kernel, dilation, acc_t, per_tap, per_pixel, epilogue, scratch: Scratch,
                    row_shape) -> list[str]:
     """The loop nest the direct conv and depthwise templates share: one output row per parallel task,
     its accumulators [OW, OC] in a row buffer started at the bias, every in-bounds tap added (only the
     output columns whose tap stays inside the row: no per-pixel bounds test), then the epilogue per
     element. `per_tap` runs once per tap, `per_pixel` for each output column with `xr` (the input pixel)
-    and `ar` (its accumulators)."""
-    (kh, kw), (sy, sx), (dy, dx) = kernel, stride, dilation
+    and `ar` (its accumulators). The strides are loop bounds SY and SX (one kernel for every stride)."""
+    (kh, kw), (dy, dx) = kernel, dilation
     return [
         *header,
         "for r in prange(N * OH):",
@@ -485,15 +487,15 @@ def _row_conv_body(header, kernel, stride, dilation, acc_t, per_tap, per_pixel, 
         "        for c in range(OC):",
         "            acc[xo, c] = bias[c]",
         f"    for ky in range({kh}):",
-        f"        iy = y * {sy} + ky * {dy} - p2",
+        f"        iy = y * SY + ky * {dy} - p2",
         "        if iy < 0 or iy >= H:",
         "            continue",
         f"        for kx in range({kw}):",
         *_indent(per_tap, 3),
-        f"            x0 = max(0, (p3 - kx * {dx} + {sx - 1}) // {sx})",
-        f"            x1 = min(OW, (W - 1 + p3 - kx * {dx}) // {sx} + 1)",
+        f"            x0 = max(0, (p3 - kx * {dx} + SX - 1) // SX)",
+        f"            x1 = min(OW, (W - 1 + p3 - kx * {dx}) // SX + 1)",
         "            for xo in range(x0, x1):",
-        f"                xr = x[b, iy, xo * {sx} + kx * {dx} - p3]",
+        f"                xr = x[b, iy, xo * SX + kx * {dx} - p3]",
         "                ar = acc[xo]",
         *_indent(per_pixel, 4),
         "    for xo in range(OW):",
@@ -537,15 +539,15 @@ def conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "    for c in range(OC):",
         f"        {product}",
     ]
-    header = ["N, OH, OW, OC, H, W, IC = D", f"z = {mul_t}(p0)", f"zw = {mul_t}(p1)"]
+    header = ["N, OH, OW, OC, H, W, IC, SY, SX = D", f"z = {mul_t}(p0)", f"zw = {mul_t}(p1)"]
     scratch = Scratch(target.schedule.threads)
-    body = _row_conv_body(header, (kh, kw), op.attrs["stride"], op.attrs["dilation"], acc_t, [], per_pixel, epi,
-                          scratch, (ow, oc)) + after
+    body = _row_conv_body(header, (kh, kw), op.attrs["dilation"], acc_t, [], per_pixel, epi, scratch,
+                          (ow, oc)) + after
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
               ArrayArg(array=_bias(bias, oc, op.result.type.dtype))] + epi_arrays + scratch.arrays()
     signature = ["out", "x", "wp", "bias"] + epi_names + scratch.names
     return KernelSpec("conv", _module("conv", signature, body, params), arrays, _param_values(params),
-                      (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
+                      (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic, *op.attrs["stride"]))
 
 
 def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
@@ -559,7 +561,6 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
     _, kh, kw, ic = w.type.shape
-    sy, sx = op.attrs["stride"]
     dy, dx = op.attrs["dilation"]
     top, _, left, _ = op.attrs["pad"]
     weights = np.asarray(w.owner.attrs["values"]).reshape(oc, kh * kw * ic)
@@ -576,9 +577,9 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "    for xo in range(OW):",
         "        pr = patch[xo]",
         f"        for ky in range({kh}):",
-        f"            iy = y * {sy} + ky * {dy} - p1",
+        f"            iy = y * SY + ky * {dy} - p1",
         f"            for kx in range({kw}):",
-        f"                ix = xo * {sx} + kx * {dx} - p2",
+        f"                ix = xo * SX + kx * {dx} - p2",
         f"                base = (ky * {kw} + kx) * IC",
         "                if 0 <= iy < H and 0 <= ix < W:",
         "                    xr = x[b, iy, ix]",
@@ -628,7 +629,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
                    f"    {scratch.take('acc', (oc,), 'np.int32')}"]
         packed, bias_arg = np.ascontiguousarray(weights), folded
     body = [
-        "N, OH, OW, OC, H, W, IC = D",
+        "N, OH, OW, OC, H, W, IC, SY, SX = D",
         f"T = {kh * kw} * IC",
         *setup,
         f"z = {patch_t}(p0)",
@@ -645,7 +646,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
               ArrayArg(array=packed), ArrayArg(array=bias_arg)] + epi_arrays + scratch.arrays()
     signature = ["out", "x", "wp", "bias"] + epi_names + scratch.names
     return KernelSpec("im2col", _module("im2col", signature, body, params), arrays, _param_values(params),
-                      (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic))
+                      (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic, *op.attrs["stride"]))
 
 
 def _copy_channels(channels: int, target: str, value: str) -> list[str]:
@@ -689,7 +690,8 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
     kh, kw, c, mult = w.type.shape
-    (sy, sx), (dy, dx) = op.attrs["stride"], op.attrs["dilation"]
+    sy, sx = op.attrs["stride"]
+    dy, dx = op.attrs["dilation"]
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     packed = np.ascontiguousarray(np.asarray(w.owner.attrs["values"]).reshape(kh, kw, c * mult))
     params, epi, after, epi_arrays, epi_names = _row_conv_epilogue(d, target)
@@ -717,7 +719,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     interior_sum = " + ".join(interior_product(f"x{ky}[ix + {kx * dx}, {channel}]", f"w{ky}_{kx}[c]")
                               for ky, kx in taps)
     body = [
-        "N, OH, OW, OC, H, W = D",
+        "N, OH, OW, OC, H, W, SY, SX = D",
         "z = np.int16(p0)",
         f"zx = {mul_t}(p0)",
         f"zw = {mul_t}(p1)",
@@ -727,15 +729,15 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "    y = r % OH",
         f"    {TASK_ID}",
         f"    {scratch.take('acc', (ow, oc), acc_t)}",
-        f"    iy0 = y * {sy} - p2",
-        f"    xa = min(OW, max(0, (p3 + {sx - 1}) // {sx}))",
-        f"    xb = max(xa, min(OW, (W - 1 + p3 - {(kw - 1) * dx}) // {sx} + 1))",
+        "    iy0 = y * SY - p2",
+        "    xa = min(OW, max(0, (p3 + SX - 1) // SX))",
+        f"    xb = max(xa, min(OW, (W - 1 + p3 - {(kw - 1) * dx}) // SX + 1))",
         f"    if iy0 < 0 or iy0 + {(kh - 1) * dy} >= H:",
         "        xb = xa",
         "    else:",
         *[f"        x{ky} = x[b, iy0 + {ky * dy}]" for ky in range(kh)],
         "        for xo in range(xa, xb):",
-        f"            ix = xo * {sx} - p3",
+        "            ix = xo * SX - p3",
         "            ar = acc[xo]",
         "            for c in range(OC):",
         f"                ar[c] = {acc_t}(bias_in[c] + {interior_sum})",
@@ -747,7 +749,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "            ar[c] = bias[c]",
         f"        for ky in range({kh}):",
         f"            iy = iy0 + ky * {dy}",
-        f"            ix = xo * {sx} - p3",
+        "            ix = xo * SX - p3",
         f"            for kx in range({kw}):",
         f"                if 0 <= iy < H and 0 <= ix + kx * {dx} < W:",
         f"                    xr = x[b, iy, ix + kx * {dx}]",
@@ -765,7 +767,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
               ArrayArg(array=bias_values), ArrayArg(array=interior_bias)] + epi_arrays + scratch.arrays()
     signature = ["out", "x", "wp", "bias", "bias_in"] + epi_names + scratch.names
     return KernelSpec("depthwise", _module("depthwise", signature, body, params), arrays, _param_values(params),
-                      (n, oh, ow, oc, x.type.shape[1], x.type.shape[2]))
+                      (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], sy, sx))
 
 
 def _gemm_epilogue_flattens(d: Dispatch) -> bool:

@@ -101,7 +101,8 @@ def apply_scale_16(value, multiplier, shift):
 def reciprocal_scale(count):
     """``(multiplier, shift)`` approximating ``1 / count`` for AVG_POOL2D:
     ``k = 32 - count_leading_zeros(count - 1)``, ``multiplier = (((1 << 30) + 1) << k) // count``
-    (in ``[1 << 30, 1 << 31)``), ``shift = 30 + k``. ``count`` must be in [1, 2**32)."""
+    (in ``[1 << 30, 1 << 31)`` for ``count <= 2**30``; from ``2**30 + 1``, beyond every TOSA level's pooling
+    window, it can reach ``1 << 31``), ``shift = 30 + k``. ``count`` must be in [1, 2**32)."""
     scalar = is_scalar(count)
     c = int64("count", count)
     check_range("count", c, 1, (1 << 32) - 1)
