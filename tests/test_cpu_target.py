@@ -321,6 +321,22 @@ def test_each_run_sets_its_thread_count_in_the_calling_thread():
     assert seen[0][1] == 1
 
 
+def test_a_kernel_source_called_with_two_dtypes_runs_each_variant():
+    """One kernel source can serve steps whose arrays differ in dtype (here a 16x8 direct conv writing int32
+    in one place and int16 in another); each variant is its own compiled function, and the entry point
+    calls each step's own. Calling one variant's address for both gave 16 of 16 wrong outputs."""
+    from tosaic.kernels import engine
+
+    net = build_network(200, "mixed", int16=True)
+    model = tosaic.compile(tosaic.import_tflite(net.model), target="cpu")
+    keys = [variant[0] for variant in {engine.kernel_variant(model._plan, step) for step in model._plan.steps
+                                       if step.kind == "kernel"}]
+    assert len(keys) > len(set(keys))
+    for k in range(2):
+        x = random_inputs(net.model, seed=200 * 7919 + k)
+        assert_same(model.run(x), run_reference(net.model, x), f"{net.summary()} input {k}")
+
+
 def test_an_error_raised_in_a_kernel_reaches_the_entry_points_caller(tmp_path):
     """`_call` propagates a kernel's exception (Numba's status and exception slot) instead of carrying on."""
     import numba

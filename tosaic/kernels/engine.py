@@ -9,9 +9,11 @@ Kernel cache: a generated module is a file named by the hash of its source, writ
 imported as a real file so that Numba's `cache=True` stores the machine code beside it (`@njit(cache=True)`
 on source run with `exec` has no file to locate). A later process finds both and compiles nothing.
 
-Binding: every kernel is compiled (or loaded from Numba's cache) for its exact argument types, and each
-step's argument tuple is built once from views of the arena and the packed constants. A run copies the
-inputs in, calls the steps in order, and copies the outputs out.
+Binding: every kernel is compiled (or loaded from Numba's cache) for its exact argument types. A generated
+entry point per model (`entry_point`, cached like a kernel) then runs a whole step: it copies the inputs
+into the arena, calls every kernel through its native address with views of the arena and the packed
+constants, copies concat pieces and variables, and sets the thread count; a run is one call of it plus
+the output copies. The per-step closures remain for `profile`, which times each dispatch.
 """
 
 from __future__ import annotations
@@ -231,15 +233,18 @@ def compiled_kernels(directory: Path | None = None) -> set[str]:
     return {name[len(prefix):].split(".", 1)[0] for name in names if name.startswith(prefix) and name.endswith(".nbi")}
 
 
-def _compile_in_worker(key: str, source: str, function: str, directory: str, signature: tuple) -> str:
-    """A worker process's job in `compile_concurrently`: compile one function into the cache."""
-    getattr(load_module(key, source, Path(directory)), function).compile(signature)
+def _compile_in_worker(key: str, source: str, function: str, directory: str, signatures: list) -> str:
+    """A worker process's job in `compile_concurrently`: compile one function for each of its signatures
+    into the cache (one process per module: the cache's index of a function is one file)."""
+    dispatcher = getattr(load_module(key, source, Path(directory)), function)
+    for signature in signatures:
+        dispatcher.compile(signature)
     return key
 
 
-def compile_concurrently(jobs: list[tuple[str, str, str, tuple]], directory: Path | None, workers: int,
+def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path | None, workers: int,
                          progress=None) -> None:
-    """Compile generated functions (module key, source, function name, argument types) missing from the
+    """Compile generated functions (module key, source, function name, argument type tuples) missing from the
     cache in `workers` processes, the slowest-looking (longest source) first; the caller then loads each
     from the cache. Numba compiles under a global lock, one function at a time per process: processes are
     what runs compilations side by side.
@@ -252,8 +257,8 @@ def compile_concurrently(jobs: list[tuple[str, str, str, tuple]], directory: Pat
     jobs = sorted(jobs, key=lambda job: -len(job[1]))
     # spawn, not fork: a forked child would inherit Numba's threading layer and compiler state mid-use.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_compile_in_worker, key, source, function, str(directory), signature)
-                   for key, source, function, signature in jobs]
+        futures = [pool.submit(_compile_in_worker, key, source, function, str(directory), signatures)
+                   for key, source, function, signatures in jobs]
         for future in as_completed(futures):
             key = future.result()
             if progress is not None:
@@ -410,18 +415,32 @@ def concat_copies(step: Step, view) -> list[tuple[int, int, list]]:
     return copies
 
 
+def kernel_variant(plan: Plan, step: Step) -> tuple:
+    """A kernel step's key with the types it is called with (each array's dtype and rank, its parameters'
+    kinds, its loop bound count): one source serves steps of different dtypes (a 16x8 conv writing int16 or
+    int32), and each such variant is a compiled function of its own, at its own address."""
+    arrays = []
+    for ref in step.arrays:
+        if ref[0] == "const":
+            c = plan.consts[ref[1]]
+            arrays.append((c.dtype.str, c.ndim))
+        else:
+            arrays.append((np.dtype(ref[3]).str, len(ref[2])))
+    return step.key, tuple(arrays), tuple(kind for kind, _ in step.params), len(step.dims)
+
+
 @dataclass
 class EntryPoint:
     """A generated entry point `entry(arena, consts, kernels, set_threads, threads, inputs, reads, writes)`
     that sets the thread count (`set_threads`: the address of the threading layer's `set_num_threads`),
     copies the inputs into the arena and runs every step of a plan in order, with no Python between them.
-    `consts` is `pack_constants`'s buffer; `kernels` the native addresses of the plan's kernels, in the
-    order of `kernels`; `inputs` C-contiguous arrays of the plan's input shapes and dtypes;
+    `consts` is `pack_constants`'s buffer; `kernels` the native addresses of the plan's kernel variants
+    (`kernel_variant`), in the order of `kernels`; `inputs` C-contiguous arrays of the plan's input shapes and dtypes;
     `reads` the values of the variables named in `reads` (the variable reads that no write of the same run
     precedes); `writes` one array per variable write, named in `writes`, that the step copies into."""
 
     source: str
-    kernels: list[str]
+    kernels: list[tuple]
     reads: list[str]
     writes: list[str]
 
@@ -433,7 +452,7 @@ class EntryPoint:
 def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
     """The entry point of `plan` whose constants lie in `pack_constants`'s buffer at `const_offsets`.
     `view(ref)` gives a reference's array (to find the concat copies that can be skipped)."""
-    kernel_index: dict[str, int] = {}
+    kernel_index: dict[tuple, int] = {}
     reads: list[str] = []
     writes: list[str] = []
     written: dict[str, str] = {}
@@ -454,7 +473,7 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
     for step in plan.steps:
         lines.append(f"    # {step.name}: {step.kind}")
         if step.kind == "kernel":
-            k = kernel_index.setdefault(step.key, len(kernel_index))
+            k = kernel_index.setdefault(kernel_variant(plan, step), len(kernel_index))
             arrays = []
             for ref in step.arrays:
                 buffer, offset, dtype, shape = place(ref)
@@ -548,13 +567,15 @@ class Executable:
                 plan.state[name] = np.ascontiguousarray(value, dtype=view.dtype).reshape(view.shape)
         self._write_layouts = [(self._variables[n].shape, self._variables[n].dtype) for n in self.entry.writes]
         numba.set_num_threads(self.threads)
-        kernels = {step.key: step for step in plan.steps if step.kind == "kernel"}
+        signatures: dict[str, list] = {}   # kernel key -> the argument types of each of its variants
+        variants = {kernel_variant(plan, step): step for step in plan.steps if step.kind == "kernel"}
+        for (key, *_), step in variants.items():
+            signatures.setdefault(key, []).append(tuple(numba.typeof(a) for a in self._arguments(step)))
         compiled = compiled_kernels(kernel_dir)
-        jobs = [(key, plan.sources[key], "kernel", tuple(numba.typeof(a) for a in self._arguments(step)))
-                for key, step in kernels.items() if key not in compiled]
+        jobs = [(key, plan.sources[key], "kernel", types) for key, types in signatures.items() if key not in compiled]
         if self.entry.key not in compiled:
-            jobs.append((self.entry.key, self.entry.source, "entry", self._entry_signature()))
-        total = len(kernels) + 1
+            jobs.append((self.entry.key, self.entry.source, "entry", [self._entry_signature()]))
+        total = len(signatures) + 1
         counted: set[str] = set()
 
         def advance(key: str) -> None:   # each kernel and the entry point once, compiled or loaded
@@ -566,13 +587,13 @@ class Executable:
 
         if compile_workers > 1 and len(jobs) > 1:
             compile_concurrently(jobs, kernel_dir, min(compile_workers, len(jobs)), advance)
-        self._native: dict[str, int] = {}   # kernel key -> address of its native function
+        self._native: dict[tuple, int] = {}   # kernel variant -> address of its native function
         self.steps = []
         for step in plan.steps:
             self.steps.append(self._bind(step))
             if step.kind == "kernel":
                 advance(step.key)
-        self._addresses = np.array([self._native[key] for key in self.entry.kernels], dtype=np.int64)
+        self._addresses = np.array([self._native[variant] for variant in self.entry.kernels], dtype=np.int64)
         self._set_threads = threading_layer_address("set_num_threads")
         entry = load_module(self.entry.key, self.entry.source, kernel_dir).entry
         signature = self._entry_signature()
@@ -617,7 +638,7 @@ class Executable:
             # The compiled entry point, not the dispatcher: the arguments' types are fixed, and resolving
             # them on every call cost microseconds per dispatch.
             overload = fn.overloads[signature]
-            self._native[step.key] = native_address(overload)
+            self._native[kernel_variant(self.plan, step)] = native_address(overload)
             entry = overload.entry_point
             return lambda state: entry(*args)
         if step.kind == "concat":
