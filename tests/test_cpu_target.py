@@ -295,7 +295,8 @@ def test_kernels_missing_from_the_cache_compile_in_worker_processes(tmp_path, mo
 # ------------------------------------------------------------------------------------- entry point
 
 
-@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2,
+                    reason="alternates a 1-thread and a 2-thread model; this machine gives Numba one thread")
 def test_each_run_sets_its_thread_count_in_the_calling_thread():
     """The entry point sets the threading layer's count (thread-local) on every call: two models of different
     counts alternate, and a Python thread that never set a count runs with the model's."""

@@ -415,18 +415,20 @@ def concat_copies(step: Step, view) -> list[tuple[int, int, list]]:
     return copies
 
 
+def ref_layout(plan: Plan, ref: list) -> tuple[np.dtype, tuple]:
+    """The dtype and shape of an array reference of `plan` (a constant or an arena slice)."""
+    if ref[0] == "const":
+        c = plan.consts[ref[1]]
+        return c.dtype, c.shape
+    return np.dtype(ref[3]), tuple(ref[2])
+
+
 def kernel_variant(plan: Plan, step: Step) -> tuple:
     """A kernel step's key with the types it is called with (each array's dtype and rank, its parameters'
     kinds, its loop bound count): one source serves steps of different dtypes (a 16x8 conv writing int16 or
     int32), and each such variant is a compiled function of its own, at its own address."""
-    arrays = []
-    for ref in step.arrays:
-        if ref[0] == "const":
-            c = plan.consts[ref[1]]
-            arrays.append((c.dtype.str, c.ndim))
-        else:
-            arrays.append((np.dtype(ref[3]).str, len(ref[2])))
-    return step.key, tuple(arrays), tuple(kind for kind, _ in step.params), len(step.dims)
+    arrays = tuple((dtype.str, len(shape)) for dtype, shape in (ref_layout(plan, ref) for ref in step.arrays))
+    return step.key, arrays, tuple(kind for kind, _ in step.params), len(step.dims)
 
 
 @dataclass
@@ -459,10 +461,10 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
 
     def place(ref: list) -> tuple[str, int, np.dtype, tuple]:
         """A reference's buffer (the entry point's argument), byte offset, dtype and shape."""
+        dtype, shape = ref_layout(plan, ref)
         if ref[0] == "const":
-            c = plan.consts[ref[1]]
-            return "consts", const_offsets[ref[1]], c.dtype, c.shape
-        return "arena", ref[1], np.dtype(ref[3]), tuple(ref[2])
+            return "consts", const_offsets[ref[1]], dtype, shape
+        return "arena", ref[1], dtype, shape
 
     def copy(target: str, source: str, *spec: int) -> str:
         return f'    _copy({target}, {source}, "{tuple(int(n) for n in spec)}")'
