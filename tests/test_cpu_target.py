@@ -292,6 +292,32 @@ def test_kernels_missing_from_the_cache_compile_in_worker_processes(tmp_path, mo
     assert numba.get_num_threads() == executable.threads
 
 
+def test_a_script_without_a_main_guard_compiles_in_worker_processes(tmp_path):
+    """A three-line script with no `if __name__ == "__main__"` compiles into an empty cache and runs: the
+    workers are commands, not `multiprocessing` children, which would run the script again on import."""
+    name = "op_conv2d_s2_valid_k1"
+    inputs, refs = io_arrays(name)
+    np.save(tmp_path / "x.npy", inputs[0])
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import numpy as np, tosaic
+        model = tosaic.compile({str(model_zoo.DATA / f"{name}.tflite")!r}, target="cpu")
+        np.save({str(tmp_path / "out.npy")!r}, model.run([np.load({str(tmp_path / "x.npy")!r})])[0])
+        """))
+    env = dict(os.environ, TOSAIC_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same([np.load(tmp_path / "out.npy")], refs[:1])
+
+
+def test_a_kernel_that_fails_to_compile_in_a_worker_is_named(tmp_path):
+    from tosaic.kernels import engine
+
+    jobs = [("broken", "raise ValueError('no kernel here')\n", "kernel", [()])]
+    with pytest.raises(RuntimeError, match=r"compiling kernel broken failed(.|\n)*no kernel here"):
+        engine.compile_concurrently(jobs, tmp_path, workers=2)
+
+
 # ------------------------------------------------------------------------------------- entry point
 
 

@@ -49,6 +49,11 @@ DECORATOR = "@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=Fals
 # (one of its dispatches: 3 us parallel, 1 us serial, on a Zen 5 core).
 SERIAL_WORK = 16384
 SERIAL_DECORATOR = DECORATOR.replace("parallel=True", "parallel=False")
+# LLVM's optimization level per template where it is not 3 (`engine.compile_function` reads the module's
+# `LLVM_OPT`). Depthwise kernels at O1 ran as fast as at O3 (MobileNetV2, EfficientNet-B0, MobileNetV3-Small
+# on Zen 5, within the noise of repeated runs) and spent 1.4-1.5 s in LLVM instead of 2.5; the GEMM
+# templates lost 3-5% at O1 for a tenth of their LLVM time, and stay at 3.
+LLVM_OPT = {"depthwise": 1}
 
 
 @dataclass
@@ -131,7 +136,8 @@ def _module(template: str, signature: list[str], body: list[str], params) -> str
     unpack = [f"    p{i} = P[{i}]" for i in range(len(params))]
     calls = re.compile(rf"\b({'|'.join(MICROKERNEL_NAMES)})\(")
     header = [MICROKERNEL_SOURCE] if any(calls.search(line) for line in body) else []
-    lines = [HEADER, *header, PRELUDE, "", f"# template: {template}", DECORATOR,
+    opt = [f"LLVM_OPT = {LLVM_OPT[template]}"] if template in LLVM_OPT else []
+    lines = [HEADER, *header, PRELUDE, "", *opt, f"# template: {template}", DECORATOR,
              f"def kernel({', '.join(signature + ['P', 'D'])}):", *unpack, *("    " + line for line in body)]
     return "\n".join(lines) + "\n"
 
@@ -589,11 +595,10 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     ]
     if mk:
         multiply = [
-            "    pf = patch.reshape(-1)",
-            "    rf = acc.reshape(-1)",
             "    for nb in range(NB):",
             f"        w0 = nb * TP * {BLOCK_N}",
-            *_indent(mk.calls("pf", "xo", "OW", "TP", f"xo * NB * {BLOCK_N} + nb * {BLOCK_N}", f"NB * {BLOCK_N}"),
+            *_indent(mk.calls("patch", "xo", "OW", "TP", "acc", f"xo * NB * {BLOCK_N} + nb * {BLOCK_N}",
+                              f"NB * {BLOCK_N}"),
                      2),
             "    for xo in range(OW):",
             "        for c in range(OC):",
@@ -601,7 +606,7 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             *_indent(epi, 3),
         ]
         taps = mk.pad(kh * kw * ic)
-        setup = [f"TP = {mk.pad_source('T')}", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}", "wf = wp.reshape(-1)"]
+        setup = [f"TP = {mk.pad_source('T')}", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}"]
         buffers = [f"    {scratch.take('patch', (ow, taps), patch_t)}",
                    f"    {scratch.take('acc', (ow, -(-oc // BLOCK_N) * BLOCK_N), 'np.int32')}",
                    # The micro-kernel reads whole groups of taps; the padding taps meet zero weights.
@@ -912,7 +917,6 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
         f"KP = {mk.pad_source('K')}",
         f"NB = (N + {BLOCK_N - 1}) // {BLOCK_N}",
         f"GROUPS = (NB + {blocks - 1}) // {blocks}",
-        "wf = wp.reshape(-1)",
         f"for task in prange(((M + {r - 1}) // {r}) * GROUPS):",
         f"    m0 = (task // GROUPS) * {r}",
         f"    nb0 = (task % GROUPS) * {blocks}",
@@ -928,12 +932,10 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
         "        for k in range(K, KP):",
         "            ai[k] = 0  # padding to whole groups of K, which meet zero weights",
         f"    {scratch.take('row', (r, blocks * BLOCK_N), 'np.int32')}",
-        "    af = ak.reshape(-1)",
-        "    rf = row.reshape(-1)",
         "    for nb in range(nb0, nb1):",
         f"        w0 = nb * KP * {BLOCK_N}",
         f"        r0 = (nb - nb0) * {BLOCK_N}",
-        *_indent(mk.calls("af", "i", "rows", "KP", f"i * {blocks * BLOCK_N} + r0", f"{blocks * BLOCK_N}"), 2),
+        *_indent(mk.calls("ak", "i", "rows", "KP", "row", f"i * {blocks * BLOCK_N} + r0", f"{blocks * BLOCK_N}"), 2),
         # Numba wraps negative indices; LLVM must see that c0 + j cannot be negative, or the epilogue's
         # loads and stores become gathers and scatters (measured 4.4x on MobileNetV2's 112x112x96
         # expansion): the task index comes from the parallel scheduler, of unknown sign.

@@ -221,6 +221,22 @@ def load_module(key: str, source: str, directory: Path | None = None):
     return module
 
 
+def compile_function(module, name: str, signature: tuple):
+    """Compile `module.name` (a Numba dispatcher) for `signature` at the LLVM optimization level the module
+    asks for in `LLVM_OPT` (Numba's `NUMBA_OPT`, default 3), and return the dispatcher. Numba reads the level
+    from its configuration for each compilation's passes; the code generator keeps the process's level."""
+    from numba.core import config
+
+    dispatcher = getattr(module, name)
+    level = config.OPT
+    config.OPT = config._OptLevel(getattr(module, "LLVM_OPT", level))
+    try:
+        dispatcher.compile(signature)
+    finally:
+        config.OPT = level
+    return dispatcher
+
+
 def compiled_kernels(directory: Path | None = None) -> set[str]:
     """The keys of the kernels whose machine code Numba's cache in `directory` holds (for some signature):
     one listing of the directory (a shared cache holds thousands of files)."""
@@ -233,36 +249,67 @@ def compiled_kernels(directory: Path | None = None) -> set[str]:
     return {name[len(prefix):].split(".", 1)[0] for name in names if name.startswith(prefix) and name.endswith(".nbi")}
 
 
-def _compile_in_worker(key: str, source: str, function: str, directory: str, signatures: list) -> str:
-    """A worker process's job in `compile_concurrently`: compile one function for each of its signatures
-    into the cache (one process per module: the cache's index of a function is one file)."""
-    dispatcher = getattr(load_module(key, source, Path(directory)), function)
-    for signature in signatures:
-        dispatcher.compile(signature)
-    return key
-
-
 def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path | None, workers: int,
                          progress=None) -> None:
     """Compile generated functions (module key, source, function name, argument type tuples) missing from the
-    cache in `workers` processes, the slowest-looking (longest source) first; the caller then loads each
-    from the cache. Numba compiles under a global lock, one function at a time per process: processes are
-    what runs compilations side by side.
-    `progress(key)` is called as each finishes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    cache in `workers` processes (`compile_worker`), the slowest-looking (longest source) first; the caller
+    then loads each from the cache. Numba compiles under a global lock, one function at a time per process:
+    processes are what runs compilations side by side; each compiles a module's every signature, since the
+    cache's index of a function is one file. `progress(key)` is called as each finishes."""
+    import queue
+    import subprocess
+    import threading
+
+    from tosaic.kernels.compile_worker import receive, send
 
     directory = Path(directory) if directory is not None else cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    jobs = sorted(jobs, key=lambda job: -len(job[1]))
-    # spawn, not fork: a forked child would inherit Numba's threading layer and compiler state mid-use.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_compile_in_worker, key, source, function, str(directory), signatures)
-                   for key, source, function, signatures in jobs]
-        for future in as_completed(futures):
-            key = future.result()
-            if progress is not None:
-                progress(key)
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for job in sorted(jobs, key=lambda job: -len(job[1])):
+        pending.put(job)
+    # The workers import this package from where this process has it, installed or not.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "tosaic.kernels.compile_worker", str(directory)]
+    processes = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                 for _ in range(workers)]
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def drive(process) -> None:
+        while not failures:
+            try:
+                job = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                send(process.stdin, job)
+                reply = receive(process.stdout)
+            except OSError:
+                reply = None
+            with lock:
+                if reply is None:
+                    failures.append(f"the process compiling kernel {job[0]} ended (exit status {process.wait()})")
+                elif reply[1] is not None:
+                    failures.append(f"compiling kernel {job[0]} failed:\n{reply[1]}")
+                elif progress is not None:
+                    progress(reply[0])
+
+    threads = [threading.Thread(target=drive, args=(p,), daemon=True) for p in processes]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for process in processes:
+            process.stdin.close()
+            if failures or any(thread.is_alive() for thread in threads):
+                process.kill()
+            process.wait()
+            process.stdout.close()
+    if failures:
+        raise RuntimeError(failures[0])
 
 
 # ------------------------------------------------------------------------------------ entry point
@@ -633,10 +680,10 @@ class Executable:
 
         arrays = [self._view(r) for r in step.arrays]
         if step.kind == "kernel":
-            fn = load_kernel(step.key, self.plan.sources[step.key], self.kernel_dir)
             args = self._arguments(step)
             signature = tuple(numba.typeof(a) for a in args)
-            fn.compile(signature)
+            fn = compile_function(load_module(step.key, self.plan.sources[step.key], self.kernel_dir), "kernel",
+                                  signature)
             # The compiled entry point, not the dispatcher: the arguments' types are fixed, and resolving
             # them on every call cost microseconds per dispatch.
             overload = fn.overloads[signature]

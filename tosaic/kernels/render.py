@@ -71,6 +71,19 @@ NUMBA_TYPES = {"i1": "np.bool_", "i8": "np.int64", "i16": "np.int64", "i32": "np
                "i64": "np.int64", "f16": "np.float32", "f32": "np.float32"}
 
 
+class _Names(dict):
+    """The source names of a body's rendered nodes; a constant, never stored, reads as a new parameter."""
+
+    def __init__(self, renderer: "BodyRenderer"):
+        super().__init__()
+        self.renderer = renderer
+
+    def __missing__(self, e: S.Expr) -> str:
+        if e.op != "const":
+            raise KeyError(e)
+        return self.renderer.param(e.arg, e.dtype)
+
+
 class BodyRenderer:
     """Renders scalar bodies into statements appended to `lines`.
 
@@ -101,7 +114,11 @@ class BodyRenderer:
         return f"p{len(self.params) - 1}"
 
     def render(self, expr: S.Expr) -> str:
-        names = {}
+        # A constant becomes a new parameter at each use, not one per distinct value: kernels whose
+        # constants differ only in which of them happen to be equal (a shift's rounding term equal to a zero
+        # point) then have one source, and compile once (EfficientNet-B0's residual-add GEMMs: 5 sources
+        # with the same structure).
+        names = _Names(self)
         ranges = self.ranges = S.value_ranges(expr)
         requants = {}
         if self.inputs is not None:
@@ -119,7 +136,7 @@ class BodyRenderer:
                     scales[e] = match
                     absorbed |= match.interior - {e}
         for e in S.nodes(expr):
-            if e in absorbed:
+            if e in absorbed or e.op == "const":
                 continue
             if e in requants:
                 emit = self._neon_requant if self.requant == "neon" else self._float_requant
@@ -227,8 +244,6 @@ class BodyRenderer:
 
     def _node(self, e: S.Expr, a: list[str]) -> str:
         op, dtype = e.op, e.dtype
-        if op == "const":
-            return self.param(e.arg, dtype)
         if op == "index":
             return self.index[e.arg]
         if op == "out":

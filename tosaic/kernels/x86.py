@@ -57,11 +57,12 @@ class MicroKernel:
         g = self.group
         return np.ascontiguousarray(padded.reshape(n_pad // BLOCK_N, BLOCK_N, k_pad // g, g).transpose(0, 2, 1, 3))
 
-    def calls(self, a: str, row: str, rows: str, lda: str, out_offset: str, ldo: str) -> list[str]:
-        """Source running the micro-kernels over rows 0 .. `rows`-1 (loop variable `row`) of the flat
-        activation array `a` against the 16-channel block `nb` of `wf` starting at `w0`: blocks of the
-        largest row count first, into the flat int32 row buffer `rf` at `out_offset` (row stride `ldo`)."""
-        call = (f"({a}, {row} * {lda}, {lda}, wf, w0, {lda} // {self.group}, rf, {out_offset}, {ldo}, bias, "
+    def calls(self, a: str, row: str, rows: str, lda: str, out: str, out_offset: str, ldo: str) -> list[str]:
+        """Source running the micro-kernels over rows 0 .. `rows`-1 (loop variable `row`) of the
+        C-contiguous activation array `a` against the 16-channel block `nb` of the packed weights `wp`
+        starting at `w0`: blocks of the largest row count first, into the C-contiguous int32 row buffer
+        `out` at `out_offset` (row stride `ldo`). Offsets count elements of the arrays as flattened."""
+        call = (f"({a}, {row} * {lda}, {lda}, wp, w0, {lda} // {self.group}, {out}, {out_offset}, {ldo}, bias, "
                 f"nb * {BLOCK_N})")
         start = f"{row}_start"
         lines = [f"{start} = 0"]

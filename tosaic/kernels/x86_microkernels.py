@@ -52,7 +52,11 @@ def _gemm_block(isa: str, rows: int):
     def gemm_block(typingctx, a, a0, lda, w, w0, groups, out, o0, ldo, bias, c):
         """out[o0 + i*ldo + j] = bias[c + j] + sum_k a[a0 + i*lda + k] * w(k, j) for i < rows, j < 16,
         k < group * groups, where w(k, j) = w[w0 + 16 * group * (k // group) + group * j + k % group].
-        Offsets are in elements of the flat `a` and `w` and int32 `out` and `bias`."""
+        `a`, `w`, `out` and `bias` are C-contiguous arrays of any rank (only their data pointers are read,
+        so the kernels need no reshape, which Numba compiles anew in each process); offsets count the
+        elements of their flattened form."""
+        if any(not isinstance(x, types.Array) or x.layout != "C" for x in (a, w, out, bias)):
+            return None
         signature = types.void(a, a0, lda, w, w0, groups, out, o0, ldo, bias, c)
 
         def codegen(context, builder, sig, args):
