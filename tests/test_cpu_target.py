@@ -318,6 +318,66 @@ def test_a_kernel_that_fails_to_compile_in_a_worker_is_named(tmp_path):
         engine.compile_concurrently(jobs, tmp_path, workers=2)
 
 
+# ------------------------------------------------------------------------------------- plan cache
+
+
+def _compile_counting_imports(path, monkeypatch) -> tuple:
+    """`tosaic.compile(path, "cpu")` and how many times it imported the model file."""
+    imports = []
+    real = tosaic.load_graph
+
+    def load_graph(source):
+        imports.append(source)
+        return real(source)
+
+    monkeypatch.setattr(tosaic, "load_graph", load_graph)
+    return tosaic.compile(path, target="cpu"), len(imports)
+
+
+def test_a_second_compile_of_a_file_reuses_its_plan(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOSAIC_CACHE_DIR", str(tmp_path / "cache"))
+    name = "op_conv2d_s2_valid_k1"
+    inputs, refs = io_arrays(name)
+    first, imported = _compile_counting_imports(model_zoo.DATA / f"{name}.tflite", monkeypatch)
+    assert imported == 1
+    again, imported = _compile_counting_imports(model_zoo.DATA / f"{name}.tflite", monkeypatch)
+    assert imported == 0 and again.graph is None
+    assert again.source == first.source and again.inputs == first.inputs and again.outputs == first.outputs
+    assert_same(again.run(inputs), refs)
+
+
+@pytest.mark.parametrize("damage", ["truncated plan.json", "garbage arrays.npz", "missing kernel source"])
+def test_a_damaged_plan_is_made_again(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("TOSAIC_CACHE_DIR", str(tmp_path / "cache"))
+    name = "op_conv2d_s2_valid_k1"
+    inputs, refs = io_arrays(name)
+    _compile_counting_imports(model_zoo.DATA / f"{name}.tflite", monkeypatch)
+    (entry,) = (tmp_path / "cache" / "plans").iterdir()
+    if damage == "truncated plan.json":
+        text = (entry / "plan.json").read_text()
+        (entry / "plan.json").write_text(text[:len(text) // 2])
+    elif damage == "garbage arrays.npz":
+        (entry / "arrays.npz").write_bytes(b"not an archive")
+    else:
+        next((entry / "kernels").iterdir()).unlink()
+    model, imported = _compile_counting_imports(model_zoo.DATA / f"{name}.tflite", monkeypatch)
+    assert imported == 1
+    assert_same(model.run(inputs), refs)
+    _, imported = _compile_counting_imports(model_zoo.DATA / f"{name}.tflite", monkeypatch)
+    assert imported == 0   # stored again, whole
+
+
+def test_a_model_file_rewritten_in_place_is_compiled_anew(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOSAIC_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "model.tflite"
+    for name in ("op_conv2d_s2_valid_k1", "op_add_same"):
+        path.write_bytes((model_zoo.DATA / f"{name}.tflite").read_bytes())
+        inputs, refs = io_arrays(name)
+        model, imported = _compile_counting_imports(path, monkeypatch)
+        assert imported == 1
+        assert_same(model.run(inputs), refs)
+
+
 # ------------------------------------------------------------------------------------- entry point
 
 

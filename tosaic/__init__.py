@@ -41,12 +41,25 @@ def compile(source, target: str = "interp", threads: int | None = None) -> Compi
     "cpu" (this machine) or a named CPU such as "cpu:aarch64:cortex-a76" (`tosaic.kernels.target`;
     compiled for saving or export when this machine cannot run it). `threads`: how many cores the cpu
     target's kernels use (default: all)."""
-    graph = load_graph(source)
-    origin = None
-    if not isinstance(source, Graph):
-        path = Path(source)
-        origin = {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return CompiledModel(graph, target, threads, source=origin)
+    if isinstance(source, Graph):
+        return CompiledModel(source, target, threads)
+    path = Path(source)
+    data = path.read_bytes() if path.is_file() else None
+    origin = None if data is None else {"name": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+    if data is None or target == "interp":
+        return CompiledModel(load_graph(path), target, threads, source=origin)
+    # A compiled target's plan is kept by the file's bytes, the target and tosaic's code (`plan_cache`).
+    from tosaic.kernels import plan_cache
+    from tosaic.kernels.target import parse_target
+
+    key = plan_cache.plan_key(data, path.suffix, parse_target(target).as_dict())
+    cached = plan_cache.load_plan(key)
+    if cached is not None:
+        plan, meta = cached
+        return CompiledModel.from_plan(plan, meta, target, threads, source=origin)
+    model = CompiledModel(load_graph(path), target, threads, source=origin)
+    plan_cache.store_plan(key, model.plan, model._meta())
+    return model
 
 
 def load(directory, threads: int | None = None) -> CompiledModel:

@@ -171,6 +171,13 @@ class CompiledModel:
         return export_bundle(self._plan, self._meta(), directory, self.source)
 
     @classmethod
+    def from_plan(cls, plan, meta: dict, target: str, threads: int | None = None,
+                  source: dict | None = None) -> CompiledModel:
+        """The model of a plan kept with its metadata (`save`, `plan_cache`), without its TOSA graph."""
+        io = ([_tensor_info_from(t) for t in meta["inputs"]], [_tensor_info_from(t) for t in meta["outputs"]])
+        return cls(None, target, threads, plan=plan, io=io, source=source)
+
+    @classmethod
     def load(cls, directory, threads: int | None = None) -> CompiledModel:
         from tosaic.kernels.engine import Plan
 
@@ -178,8 +185,7 @@ class CompiledModel:
         if not (directory / "plan.json").is_file():
             raise FileNotFoundError(f"no compiled model in {directory} (plan.json is missing)")
         plan, meta = Plan.load(directory)
-        io = ([_tensor_info_from(t) for t in meta["inputs"]], [_tensor_info_from(t) for t in meta["outputs"]])
-        model = cls(None, meta["target"], threads, plan=plan, io=io, source=meta.get("source"))
+        model = cls.from_plan(plan, meta, meta["target"], threads, meta.get("source"))
         if model._cannot_run:
             from tosaic.kernels.target import TargetError
 
