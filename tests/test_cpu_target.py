@@ -264,9 +264,9 @@ def test_second_process_runs_the_loaded_model(tmp_path, monkeypatch):
 
 
 def test_kernels_missing_from_the_cache_compile_in_worker_processes(tmp_path, monkeypatch):
-    """With an empty cache, worker processes compile the kernels and the model's entry point (Numba compiles
-    one at a time per process); this process then loads every one of them from the cache, compiles none,
-    and counts each in the progress callback."""
+    """With an empty cache, this process and a worker process compile the kernels and the model's entry
+    point between them (Numba compiles one at a time per process): each is compiled once, in one of them,
+    into the cache; this process loads the worker's from the cache and counts each in the progress callback."""
     import numba
 
     from tosaic.kernels import engine
@@ -284,9 +284,9 @@ def test_kernels_missing_from_the_cache_compile_in_worker_processes(tmp_path, mo
     executable = engine.Executable(plan, compile_workers=2, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 3), (2, 3), (3, 3)]     # two kernels and the entry point
     assert keys <= engine.compiled_kernels()
-    for key in keys:
+    for key in keys:   # loaded from the cache, or compiled here once: not both
         stats = engine.load_kernel(key, plan.sources[key]).stats
-        assert sum(stats.cache_hits.values()) > 0 and not stats.cache_misses, stats
+        assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) == 1, stats
     inputs, refs = io_arrays(name)
     assert_same(executable.run([inputs[0].view(np.int8)], {}), [r.view(np.int8) for r in refs])
     assert numba.get_num_threads() == executable.threads

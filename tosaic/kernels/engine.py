@@ -26,6 +26,7 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -252,10 +253,13 @@ def compiled_kernels(directory: Path | None = None) -> set[str]:
 def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path | None, workers: int,
                          progress=None) -> None:
     """Compile generated functions (module key, source, function name, argument type tuples) missing from the
-    cache in `workers` processes (`compile_worker`), the slowest-looking (longest source) first; the caller
-    then loads each from the cache. Numba compiles under a global lock, one function at a time per process:
-    processes are what runs compilations side by side; each compiles a module's every signature, since the
-    cache's index of a function is one file. `progress(key)` is called as each finishes."""
+    cache in `workers` processes, the slowest-looking (longest source) first: this one and `workers` - 1
+    `compile_worker` commands; the caller then loads the others' from the cache. Numba compiles under a
+    global lock, one function at a time per process: processes are what runs compilations side by side; each
+    compiles a module's every signature, since the cache's index of a function is one file. This process
+    takes a share because a worker costs a second or more before its first kernel (importing Numba and
+    tosaic, Numba's first compilation), and the functions it compiles need no loading from the cache.
+    `progress(key)` is called as each finishes."""
     import queue
     import subprocess
     import threading
@@ -272,33 +276,48 @@ def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     command = [sys.executable, "-m", "tosaic.kernels.compile_worker", str(directory)]
     processes = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-                 for _ in range(workers)]
+                 for _ in range(workers - 1)]
     failures: list[str] = []
     lock = threading.Lock()
 
-    def drive(process) -> None:
+    def finished(key: str, failure: str | None) -> None:
+        with lock:
+            if failure is not None:
+                failures.append(failure)
+            elif progress is not None:
+                progress(key)
+
+    def jobs_left():
         while not failures:
             try:
-                job = pending.get_nowait()
+                yield pending.get_nowait()
             except queue.Empty:
                 return
+
+    def drive(process) -> None:
+        for job in jobs_left():
             try:
                 send(process.stdin, job)
                 reply = receive(process.stdout)
             except OSError:
                 reply = None
-            with lock:
-                if reply is None:
-                    failures.append(f"the process compiling kernel {job[0]} ended (exit status {process.wait()})")
-                elif reply[1] is not None:
-                    failures.append(f"compiling kernel {job[0]} failed:\n{reply[1]}")
-                elif progress is not None:
-                    progress(reply[0])
+            if reply is None:
+                finished(job[0], f"the process compiling kernel {job[0]} ended (exit status {process.wait()})")
+                return
+            finished(job[0], None if reply[1] is None else f"compiling kernel {job[0]} failed:\n{reply[1]}")
 
     threads = [threading.Thread(target=drive, args=(p,), daemon=True) for p in processes]
     try:
         for thread in threads:
             thread.start()
+        for key, source, function, signatures in jobs_left():
+            try:
+                module = load_module(key, source, directory)
+                for signature in signatures:
+                    compile_function(module, function, signature)
+                finished(key, None)
+            except Exception:
+                finished(key, f"compiling kernel {key} failed:\n{traceback.format_exc()}")
         for thread in threads:
             thread.join()
     finally:
