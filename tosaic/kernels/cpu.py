@@ -219,11 +219,17 @@ def _lookup_pass(array: str, start: str, count: str, table: str | None, target: 
         return []
     element = f"{array}[{start} + j]"
     scalar = [f"    {element} = {table}[np.int64({element}) + 128]"]
-    lookup = next((name for feature, name in TABLE_LOOKUP.items() if feature in target.features), None)
-    if target.arch != "x86_64" or lookup is None:
+    lookup = _vector_lookup(target)
+    if lookup is None:
         return [f"for j in range({count}):", *scalar]
-    return [f"for j in range(0, {count} - 63, 64):", f"    {lookup}({array}, {start} + j, {table})",
-            f"for j in range(({count}) - ({count}) % 64, {count}):", *scalar]
+    return [f"{lookup}({array}, {start}, {count}, {table})"]
+
+
+def _vector_lookup(target: CpuTarget) -> str | None:
+    """The name of the target's 64-value TABLE gather intrinsic, or None."""
+    if target.arch != "x86_64":
+        return None
+    return next((name for feature, name in TABLE_LOOKUP.items() if feature in target.features), None)
 
 
 def _output_lookup_pass(out: str, table: str | None, target: CpuTarget) -> list[str]:
@@ -231,14 +237,17 @@ def _output_lookup_pass(out: str, table: str | None, target: CpuTarget) -> list[
     own over the whole output `out`, after the kernel's loop nest. Inside the row templates' epilogue loop
     (0.9 ms on EfficientNet's first 112x112x32 depthwise SiLU) or as a pass after each row of channels
     (2.3 ms), it ran slower than this (0.5-0.7 ms), timed as loaded from Numba's cache: a pass after each
-    row ran at 0.4 ms only in the process that compiled it."""
+    row ran at 0.4 ms only in the process that compiled it. The vector gather reads `out` by flat offset;
+    the scalar one indexes a flat view."""
     if table is None:
         return []
+    flat = [] if _vector_lookup(target) else [f"of = {out}.reshape(-1)"]
+    array = out if _vector_lookup(target) else "of"
     return [
-        f"of = {out}.reshape(-1)",
-        f"for f in prange((of.shape[0] + {FLAT_TASK - 1}) // {FLAT_TASK}):",
+        *flat,
+        f"for f in prange(({out}.size + {FLAT_TASK - 1}) // {FLAT_TASK}):",
         f"    j0 = max(f * {FLAT_TASK}, 0)",
-        *_indent(_lookup_pass("of", "j0", f"min({FLAT_TASK}, of.shape[0] - j0)", table, target), 1),
+        *_indent(_lookup_pass(array, "j0", f"min({FLAT_TASK}, {out}.size - j0)", table, target), 1),
     ]
 
 
