@@ -239,7 +239,7 @@ def _output_lookup_pass(out: str, table: str | None, target: CpuTarget) -> list[
     (2.3 ms), it ran slower than this (0.5-0.7 ms), timed as loaded from Numba's cache: a pass after each
     row ran at 0.4 ms only in the process that compiled it. With the masked 64-value gather, one call per
     output row right after its epilogue still lost (0.56-0.58 ms against 0.39 for this pass): its 64-byte
-    loads follow the epilogue's narrower stores to the same bytes, which the store buffer cannot forward.
+    loads follow the epilogue's narrower stores to the same bytes (likely a store-forwarding stall).
     The vector gather reads `out` by flat offset; the scalar one indexes a flat view."""
     if table is None:
         return []
