@@ -318,6 +318,37 @@ def test_a_kernel_that_fails_to_compile_in_a_worker_is_named(tmp_path):
         engine.compile_concurrently(jobs, tmp_path, workers=2)
 
 
+def test_a_worker_loading_a_cached_kernel_goes_on_compiling(tmp_path, monkeypatch):
+    """A compile worker that loads, from the cache, a kernel calling `numba.get_thread_id()` (another
+    process compiled it meanwhile) and then compiles something else answers both jobs: the threading layer
+    that resolves the call's symbol is loaded before any kernel (without it, LLVM aborted the worker)."""
+    import numba
+
+    from tosaic.kernels import engine
+    from tosaic.kernels.compile_worker import receive, send
+    from tosaic.kernels.plan import build_plan
+    from tosaic.kernels.target import host
+
+    monkeypatch.setenv("TOSAIC_CACHE_DIR", str(tmp_path / "cache"))
+    plan = build_plan(tosaic.load_graph(model_zoo.DATA / "stream_kws_int8_state.tflite"), host())
+    executable = engine.Executable(plan)   # compiles every kernel into the cache, in this process
+    step = next(s for s in plan.steps if s.kind == "kernel" and "numba.get_thread_id()" in plan.sources[s.key])
+    signature = tuple(numba.typeof(a) for a in executable._arguments(step))
+    other = "import numba\n\n\n@numba.njit(cache=True)\ndef kernel(x):\n    return x + 1\n"
+    worker = subprocess.Popen([sys.executable, "-m", "tosaic.kernels.compile_worker", str(engine.cache_dir())],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        send(worker.stdin, (step.key, plan.sources[step.key], "kernel", [signature]))
+        assert receive(worker.stdout) == (step.key, None)
+        send(worker.stdin, ("plus_one", other, "kernel", [(numba.int64,)]))
+        assert receive(worker.stdout) == ("plus_one", None), worker.stderr.read().decode()[-2000:]
+    finally:
+        worker.stdin.close()
+        worker.wait()
+        worker.stderr.close()
+        worker.stdout.close()
+
+
 # ------------------------------------------------------------------------------------- plan cache
 
 

@@ -226,8 +226,14 @@ def compile_function(module, name: str, signature: tuple):
     """Compile `module.name` (a Numba dispatcher) for `signature` at the LLVM optimization level the module
     asks for in `LLVM_OPT` (Numba's `NUMBA_OPT`, default 3), and return the dispatcher. Numba reads the level
     from its configuration for each compilation's passes; the code generator keeps the process's level."""
+    import numba
     from numba.core import config
 
+    # Kernels call `numba.get_thread_id()`, whose symbol LLVM can resolve only once the threading layer is
+    # loaded; lowering such a call loads it, loading the kernel from Numba's cache does not, and the next
+    # finalization then aborted the process ("LLVM ERROR: Symbol not found: get_thread_id": a compile worker
+    # that loaded a kernel another process had just cached).
+    numba.get_num_threads()
     dispatcher = getattr(module, name)
     level = config.OPT
     config.OPT = config._OptLevel(getattr(module, "LLVM_OPT", level))
