@@ -34,17 +34,15 @@ def receive(stream):
 
 
 def main(directory: str) -> None:
-    from tosaic.kernels.engine import compile_function, load_module
+    from tosaic.kernels.engine import compile_job
 
     # Replies get their own copy of stdout; anything the compilation prints goes to stderr.
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     while (job := receive(sys.stdin.buffer)) is not None:
-        key, source, function, signatures = job
+        key = job[0]
         try:
-            module = load_module(key, source, Path(directory))
-            for signature in signatures:
-                compile_function(module, function, signature)
+            compile_job(*job, Path(directory))
             send(replies, (key, None))
         except Exception:
             send(replies, (key, traceback.format_exc()))

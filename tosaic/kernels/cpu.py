@@ -243,10 +243,10 @@ def _output_lookup_pass(out: str, table: str | None, target: CpuTarget) -> list[
     The vector gather reads `out` by flat offset; the scalar one indexes a flat view."""
     if table is None:
         return []
-    flat = [] if _vector_lookup(target) else [f"of = {out}.reshape(-1)"]
-    array = out if _vector_lookup(target) else "of"
+    flat = _vector_lookup(target) is None
+    array = "of" if flat else out
     return [
-        *flat,
+        *([f"of = {out}.reshape(-1)"] if flat else []),
         f"for f in prange(({out}.size + {FLAT_TASK - 1}) // {FLAT_TASK}):",
         f"    j0 = max(f * {FLAT_TASK}, 0)",
         *_indent(_lookup_pass(array, "j0", f"min({FLAT_TASK}, {out}.size - j0)", table, target), 1),

@@ -244,6 +244,14 @@ def compile_function(module, name: str, signature: tuple):
     return dispatcher
 
 
+def compile_job(key: str, source: str, function: str, signatures: list, directory: Path | None) -> None:
+    """Compile the function `function` of generated module `key` for each of `signatures` into the cache
+    (one job of `compile_concurrently`, in this process or a `compile_worker`)."""
+    module = load_module(key, source, directory)
+    for signature in signatures:
+        compile_function(module, function, signature)
+
+
 def compiled_kernels(directory: Path | None = None) -> set[str]:
     """The keys of the kernels whose machine code Numba's cache in `directory` holds (for some signature):
     one listing of the directory (a shared cache holds thousands of files)."""
@@ -318,9 +326,7 @@ def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path
             thread.start()
         for key, source, function, signatures in jobs_left():
             try:
-                module = load_module(key, source, directory)
-                for signature in signatures:
-                    compile_function(module, function, signature)
+                compile_job(key, source, function, signatures, directory)
                 finished(key, None)
             except Exception:
                 finished(key, f"compiling kernel {key} failed:\n{traceback.format_exc()}")
