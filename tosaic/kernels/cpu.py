@@ -34,9 +34,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tosaic.ir import TensorType, Value
-from tosaic.kernels.render import PRELUDE, BodyRenderer, map_source
+from tosaic.kernels.render import PRELUDE, BodyRenderer, RowRequant, map_source, row_requant
 from tosaic.kernels.target import CpuTarget
-from tosaic.kernels.x86 import (BLOCK_N, MICROKERNEL_NAMES, MICROKERNEL_SOURCE, TABLE_LOOKUP, MicroKernel,
+from tosaic.kernels.x86 import (AVX512_FEATURES, BLOCK_N, MICROKERNEL_NAMES, MICROKERNEL_SOURCE, TABLE_LOOKUP, MicroKernel,
                                 microkernel_for, pack_bias)
 from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
@@ -523,15 +523,46 @@ def _row_conv_body(header, kernel, dilation, acc_t, per_tap, per_pixel, epilogue
     ]
 
 
-def _row_conv_epilogue(d: Dispatch, target: CpuTarget):
-    """The runtime parameters both row templates start with (p0 input zp, p1 weight zp, p2 top and p3 left
-    padding) and the dispatch's epilogue on accumulator `v` at (b, y, xo, c)."""
+def _row_conv_params(d: Dispatch) -> list:
+    """The runtime parameters both row templates start with: p0 input zp, p1 weight zp, p2 top and p3 left
+    padding."""
     op = d.root
     top, _, left, _ = op.attrs["pad"]
-    params: list = [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
+    return [(op.attrs["input_zp"], "i64"), (op.attrs["weight_zp"], "i64"), (top, "i64"), (left, "i64")]
+
+
+def _row_conv_epilogue(d: Dispatch, target: CpuTarget):
+    """`_row_conv_params` and the dispatch's epilogue on accumulator `v` at (b, y, xo, c)."""
+    params = _row_conv_params(d)
     epi, epi_arrays, epi_names, after = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e",
                                                   target)
     return params, epi, after, epi_arrays, epi_names
+
+
+def _row_requant(d: Dispatch, target: CpuTarget) -> RowRequant | None:
+    """The dispatch's epilogue as one requantization of its accumulator to int8 where the target runs
+    `requantize_rows_avx512` (x86 with AVX-512BW); else None."""
+    if d.epilogue is None or target.arch != "x86_64" or not AVX512_FEATURES <= target.features \
+            or target.requant != "float64":
+        return None
+    # Matching renders sources of constants into a throwaway reader (the call reads arrays of its own).
+    index = [f"i{k}" for k in range(len(d.epilogue.attrs["domain"]))]
+    return row_requant(d.epilogue, d.slot, _Accesses(d.epilogue, "e", index, [], skip=d.slot))
+
+
+def _requant_arrays(rq: RowRequant) -> tuple[list[ArrayArg], list[str]]:
+    return [ArrayArg(array=a) for a in (rq.scale, rq.round_up, rq.round_down)], ["rq_scale", "rq_up", "rq_down"]
+
+
+def _requant_rows(rq: RowRequant, params: list, where: str) -> str:
+    """The call requantizing rows of int32 accumulators into int8 outputs; `where` are its first nine
+    arguments (out, o0, ldo, acc, a0, lda, rows, count, k0)."""
+    bounds = []
+    for value, dtype in ((rq.low, "f64"), (rq.high, "f64"), (rq.zp, "i64")):
+        params.append((value, dtype))
+        bounds.append(f"p{len(params) - 1}")
+    name = "requantize_rows_saturating_avx512" if rq.saturating else "requantize_rows_avx512"
+    return f"{name}({where}, rq_scale, rq_up, rq_down, {', '.join(bounds)})"
 
 
 def conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
@@ -586,8 +617,12 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     offset = mk.activation_offset if mk else 0
     folded = _folded_bias(bias, weights, zp + offset, "i32")
     params: list = [(zp + offset, "i64"), (top, "i64"), (left, "i64")]
-    epi, epi_arrays, epi_names, after = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c", "e",
-                                                  target)
+    rq = _row_requant(d, target) if mk else None
+    if rq is None:
+        epi, epi_arrays, epi_names, after = _epilogue(d, "v", ["b", "y", "xo", "c"], params, "out", "b, y, xo, c",
+                                                      "e", target)
+    else:
+        (epi_arrays, epi_names), after = _requant_arrays(rq), []
     scratch = Scratch(target.schedule.threads)
     patch_t = mk.activation_dtype if mk else "np.int8"
     gather = [
@@ -611,10 +646,9 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             *_indent(mk.calls("patch", "xo", "OW", "TP", "acc", f"xo * NB * {BLOCK_N} + nb * {BLOCK_N}",
                               f"NB * {BLOCK_N}"),
                      2),
-            "    for xo in range(OW):",
-            "        for c in range(OC):",
-            "            v = acc[xo, c]",
-            *_indent(epi, 3),
+            *(["    " + _requant_rows(rq, params, f"out, (b * OH + y) * OW * OC, OC, acc, 0, NB * {BLOCK_N}, OW, OC, 0")]
+              if rq else ["    for xo in range(OW):", "        for c in range(OC):", "            v = acc[xo, c]",
+                          *_indent(epi, 3)]),
         ]
         taps = mk.pad(kh * kw * ic)
         setup = [f"TP = {mk.pad_source('T')}", f"NB = (OC + {BLOCK_N - 1}) // {BLOCK_N}"]
@@ -696,6 +730,19 @@ def _stored_activation(value: str, mk: MicroKernel | None) -> str:
     return value
 
 
+def _depthwise_rows(d: Dispatch, target: CpuTarget) -> str | None:
+    """The x86 micro-kernel summing a depthwise layer's interior pixels, where there is one: int8 without a
+    weight zero point or channel multiplier, a kernel size it comes in, AVX-512BW for the masked tail."""
+    op = d.root
+    kh, kw, _, mult = op.operands[1].type.shape
+    name = f"depthwise_avx512_{kh * kw}"
+    if target.arch != "x86_64" or not AVX512_FEATURES <= target.features or name not in MICROKERNEL_NAMES:
+        return None
+    if op.operands[0].type.dtype != "i8" or mult != 1 or op.attrs["weight_zp"]:
+        return None
+    return name
+
+
 def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     """Depthwise conv2d, one output row per parallel task, channels innermost (vectorized). Where every
     tap is inside the input (all but the border), each output's taps are summed in registers, unrolled
@@ -710,7 +757,14 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     dy, dx = op.attrs["dilation"]
     acc_t, mul_t = _acc_types(x.type.dtype, op.result.type.dtype)
     packed = np.ascontiguousarray(np.asarray(w.owner.attrs["values"]).reshape(kh, kw, c * mult))
-    params, epi, after, epi_arrays, epi_names = _row_conv_epilogue(d, target)
+    rq = _row_requant(d, target)
+    if rq is None:
+        params, epi, after, epi_arrays, epi_names = _row_conv_epilogue(d, target)
+        epilogue = ["    for xo in range(OW):", "        ar = acc[xo]", "        for c in range(OC):", "            v = ar[c]",
+                    *_indent(epi, 3), *after]
+    else:
+        params, (epi_arrays, epi_names) = _row_conv_params(d), _requant_arrays(rq)
+        epilogue = ["    " + _requant_rows(rq, params, "out, (b * OH + y) * OW * OC, OC, acc, 0, OC, OW, OC, 0")]
     scratch = Scratch(target.schedule.threads)
     channel = "c" if mult == 1 else f"c // {mult}"
 
@@ -734,12 +788,29 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             return f"np.int32(np.int16(np.int16({xv}) * np.int16({wv})))"
     interior_sum = " + ".join(interior_product(f"x{ky}[ix + {kx * dx}, {channel}]", f"w{ky}_{kx}[c]")
                               for ky, kx in taps)
+    rows = _depthwise_rows(d, target)
+    row_arrays = []
+    if rows:
+        # The interior by the micro-kernel: taps as offsets into the flattened input from one row's start.
+        interior = [f"        {rows}(acc, xa * OC, x, ((b * H + iy0) * W + xa * SX - p3) * OC, SX * OC, taps, wp, "
+                    "bias_in, xb - xa, OC)"]
+        width = x.type.shape[2]
+        row_arrays = [ArrayArg(array=np.array([(ky * dy * width + kx * dx) * c for ky, kx in taps], np.int64))]
+        tap_offsets = []
+    else:
+        interior = [*[f"        x{ky} = x[b, iy0 + {ky * dy}]" for ky in range(kh)],
+                    "        for xo in range(xa, xb):",
+                    "            ix = xo * SX - p3",
+                    "            ar = acc[xo]",
+                    "            for c in range(OC):",
+                    f"                ar[c] = {acc_t}(bias_in[c] + {interior_sum})"]
+        tap_offsets = [f"w{ky}_{kx} = wp[{ky}, {kx}]" for ky, kx in taps]
     body = [
         "N, OH, OW, OC, H, W, SY, SX = D",
         "z = np.int16(p0)",
         f"zx = {mul_t}(p0)",
         f"zw = {mul_t}(p1)",
-        *[f"w{ky}_{kx} = wp[{ky}, {kx}]" for ky, kx in taps],
+        *tap_offsets,
         "for r in prange(N * OH):",
         "    b = r // OH",
         "    y = r % OH",
@@ -751,12 +822,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         f"    if iy0 < 0 or iy0 + {(kh - 1) * dy} >= H:",
         "        xb = xa",
         "    else:",
-        *[f"        x{ky} = x[b, iy0 + {ky * dy}]" for ky in range(kh)],
-        "        for xo in range(xa, xb):",
-        "            ix = xo * SX - p3",
-        "            ar = acc[xo]",
-        "            for c in range(OC):",
-        f"                ar[c] = {acc_t}(bias_in[c] + {interior_sum})",
+        *interior,
         "    for xo in range(OW):",
         "        if xa <= xo < xb:",
         "            continue",
@@ -772,16 +838,11 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "                    wr = wp[ky, kx]",
         "                    for c in range(OC):",
         f"                        ar[c] = {acc_t}(ar[c] + {product(f'xr[{channel}]', 'wr[c]')})",
-        "    for xo in range(OW):",
-        "        ar = acc[xo]",
-        "        for c in range(OC):",
-        "            v = ar[c]",
-        *_indent(epi, 3),
-        *after,
+        *epilogue,
     ]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
-              ArrayArg(array=bias_values), ArrayArg(array=interior_bias)] + epi_arrays + scratch.arrays()
-    signature = ["out", "x", "wp", "bias", "bias_in"] + epi_names + scratch.names
+              ArrayArg(array=bias_values), ArrayArg(array=interior_bias)] + row_arrays + epi_arrays + scratch.arrays()
+    signature = ["out", "x", "wp", "bias", "bias_in"] + ["taps"] * bool(row_arrays) + epi_names + scratch.names
     return KernelSpec("depthwise", _module("depthwise", signature, body, params), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], sy, sx))
 
@@ -830,6 +891,9 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     folded = _folded_bias(bias, weights, zp + (mk.activation_offset if mk else 0), op.result.type.dtype)
     params: list = []
     e = d.epilogue
+    rq = _row_requant(d, target) if mk else None
+    if rq is not None:
+        return _gemm_x86(d, mk, weights, folded, params, rq, None, None, target)
     if e is not None:
         reads = _GemmReads(e, d.slot, "v", "mm", params, (m_rows, oc))
         renderer = BodyRenderer(reads.read, reads.array, ["mm", "0", "0", "c"], params=params, prefix="t",
@@ -889,7 +953,10 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     return _gemm_spec(d, template, body, params, weights, folded, reads if e is not None else None, scratch)
 
 
-def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, scratch: Scratch) -> KernelSpec:
+def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, scratch: Scratch,
+               requant=None) -> KernelSpec:
+    """The GEMM kernel's spec; `requant` are the arrays and names a `requantize_rows_avx512` epilogue reads
+    instead of the epilogue's inputs."""
     x, w = d.root.operands[:2]
     n, oh, ow, oc = d.root.result.type.shape
     m_rows, ic = n * oh * ow, w.type.shape[3]
@@ -897,7 +964,10 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, scra
               ArrayArg(array=folded)]
     signature = ["out", "a", "wp", "bias"]
     e = d.epilogue
-    if e is not None:
+    if requant is not None:
+        arrays += requant[0]
+        signature += requant[1]
+    elif e is not None:
         for i, v in enumerate(e.operands):
             if i == d.slot:
                 continue
@@ -919,10 +989,42 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
     R rows by B blocks of 16 output channels (the schedule's; 16 by 8 by default): its rows are copied once
     into a buffer in the form the micro-kernel reads (int16 for AVX2, uint8 plus 128 for VNNI; K padded to
     the micro-kernel's group with zeros), blocks of rows by 16 channels are written with their bias into a
-    row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes."""
+    row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes. `epilogue` is
+    its statements, or a RowRequant run by `requantize_rows_avx512`; with AVX-512 the copy is
+    `offset_rows_avx512`."""
     r, blocks = target.schedule.gemm_task_rows, target.schedule.gemm_task_blocks
     scratch = Scratch(target.schedule.threads)
     kp = mk.pad(d.root.operands[1].type.shape[3])
+    if mk.activation_offset and AVX512_FEATURES <= target.features:
+        copy = ["    offset_rows_avx512(ak, 0, KP, a, m0 * K, K, rows, K, KP)"]
+    else:
+        copy = [
+            "    for i in range(rows):",
+            "        am = a[m0 + i]",
+            "        ai = ak[i]",
+            "        for k in range(K):",
+            f"            ai[k] = {_stored_activation('am[k]', mk)}",
+            "        for k in range(K, KP):",
+            "            ai[k] = 0  # padding to whole groups of K, which meet zero weights",
+        ]
+    if isinstance(epilogue, RowRequant):
+        rq, extra = epilogue, _requant_arrays(epilogue)
+        finish = ["    " + _requant_rows(rq, params, f"out, m0 * N + c0, N, row, 0, {blocks * BLOCK_N}, rows, c1 - c0, c0")]
+    else:
+        extra = None
+        finish = [
+            "    for i in range(rows):",
+            "        mm = m0 + i",
+            "        o = out[mm]",
+            "        rj = row[i]",
+            "        for j in range(c1 - c0):",
+            "            c = c0 + j",
+            "            v = rj[j]",
+            *_indent(epilogue, 3),
+            # The gather pass in the epilogue loop's form: over c0 + j, LLVM sees the index cannot be negative
+            # (over range(c0, c1) the pass took 2.8x longer on EfficientNet's 112x112x96 expansion).
+            *_indent(_lookup_pass("o", "c0", "c1 - c0", table, target), 2),
+        ]
     body = [
         "M, N, K = D",
         f"KP = {mk.pad_source('K')}",
@@ -935,13 +1037,7 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
         f"    rows = min({r}, M - m0)",
         f"    {TASK_ID}",
         f"    {scratch.take('ak', (r, kp), mk.activation_dtype)}",
-        "    for i in range(rows):",
-        "        am = a[m0 + i]",
-        "        ai = ak[i]",
-        "        for k in range(K):",
-        f"            ai[k] = {_stored_activation('am[k]', mk)}",
-        "        for k in range(K, KP):",
-        "            ai[k] = 0  # padding to whole groups of K, which meet zero weights",
+        *copy,
         f"    {scratch.take('row', (r, blocks * BLOCK_N), 'np.int32')}",
         "    for nb in range(nb0, nb1):",
         f"        w0 = nb * KP * {BLOCK_N}",
@@ -952,20 +1048,10 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
         # expansion): the task index comes from the parallel scheduler, of unknown sign.
         f"    c0 = max(nb0 * {BLOCK_N}, 0)",
         f"    c1 = min(N, nb1 * {BLOCK_N})",
-        "    for i in range(rows):",
-        "        mm = m0 + i",
-        "        o = out[mm]",
-        "        rj = row[i]",
-        "        for j in range(c1 - c0):",
-        "            c = c0 + j",
-        "            v = rj[j]",
-        *_indent(epilogue, 3),
-        # The gather pass in the epilogue loop's form: over c0 + j, LLVM sees the index cannot be negative
-        # (over range(c0, c1) the pass took 2.8x longer on EfficientNet's 112x112x96 expansion).
-        *_indent(_lookup_pass("o", "c0", "c1 - c0", table, target), 2),
+        *finish,
     ]
     return _gemm_spec(d, f"gemm_{mk.isa}", body, params, mk.pack_weights(weights), pack_bias(folded), reads,
-                      scratch)
+                      scratch, extra)
 
 
 class _GemmReads(_Accesses):

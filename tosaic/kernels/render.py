@@ -11,6 +11,8 @@ multipliers, shifts or bounds.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from tosaic.ir import INTEGER_BITS, integer_range
@@ -363,6 +365,51 @@ class FloatScale:
     def __init__(self, value, scale, round_term, narrow, interior):
         self.value, self.scale, self.round_term = value, scale, round_term
         self.narrow, self.interior = narrow, interior
+
+
+class RowRequant(NamedTuple):
+    """An epilogue that is one requantization of the accumulator to int8, per channel, as
+    `x86_microkernels.requantize_rows_avx512` computes it: floor(clamp(acc * scale + (round_up if acc >= 0
+    else round_down), low, high)) + zp, with low and high the clamp's bounds less the zero point;
+    `saturating` where the clamp is the whole int8 range and every shift at least 32
+    (`requantize_rows_saturating_avx512`)."""
+    scale: np.ndarray
+    round_up: np.ndarray
+    round_down: np.ndarray
+    low: float
+    high: float
+    zp: int
+    saturating: bool
+
+
+def row_requant(e, slot: int, inputs) -> RowRequant | None:
+    """Whether the body of the epilogue op `e` (a generic op whose last loop dimension is the channel) is
+    one float64-exact requantization (`_match_requant`) of its accumulator input `slot` to int8, with its
+    multipliers and shifts scalars or read at the channel alone; `inputs` knows its constant inputs."""
+    (body,) = e.attrs["bodies"]
+    ranges = S.value_ranges(body)
+    root = body
+    while root.op == "cast" and _keeps_values(root, ranges):
+        root = root.src[0]
+    match = _match_requant(root, ranges, _use_counts(body), inputs, "float64")
+    leaf = None if match is None else _uncast(match.value)
+    if body.dtype != "i8" or leaf is None or leaf.op != "in" or leaf.arg != slot or leaf.dtype != "i32":
+        return None
+    channels = e.attrs["domain"][-1]
+    m_values, s_values = (np.asarray(a, dtype=np.int64) for a in (match.multipliers, match.shifts))
+    if m_values.size != 1:
+        access = e.attrs["accesses"][match.like].map
+        shape = e.operands[match.like].type.shape
+        strides = [int(np.prod(shape[k + 1:], dtype=np.int64)) for k in range(len(shape))]
+        flat = [sum(strides[k] * access.coeffs[k][j] for k in range(len(shape))) for j in range(access.ndims)]
+        if m_values.size != channels or flat != [0] * (access.ndims - 1) + [1] or any(access.offsets):
+            return None
+    m_values, s_values = (np.broadcast_to(a.reshape(-1), (channels,)) for a in (m_values, s_values))
+    shifts = s_values.astype(np.float64)
+    round_term = np.where(s_values > 31, np.exp2(30.0 - shifts), 0.0) if match.double_round else np.zeros(channels)
+    return RowRequant(m_values.astype(np.float64) * np.exp2(-shifts), 0.5 + round_term, 0.5 - round_term,
+                      float(match.low - match.zp), float(match.high - match.zp), int(match.zp),
+                      (match.low, match.high) == (-128, 127) and int(s_values.min()) >= 32)
 
 
 def _use_counts(expr: S.Expr) -> dict:

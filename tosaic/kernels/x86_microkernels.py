@@ -117,6 +117,266 @@ gemm_avxvnni_4x16 = _gemm_block("avxvnni", 4)
 gemm_avxvnni_1x16 = _gemm_block("avxvnni", 1)
 
 
+def _depthwise_rows(taps: int):
+    lanes = 16
+    bytes_t, acc_t, mask_t = ir.VectorType(_I8, lanes), ir.VectorType(_I32, lanes), ir.VectorType(ir.IntType(1), lanes)
+
+    @intrinsic
+    def depthwise_rows(typingctx, acc, a0, x, x0, step, offsets, w, bias, count, channels):
+        """acc[a0 + i*channels + c] = bias[c] + sum_t x[x0 + i*step + offsets[t] + c] * w[t*channels + c] for
+        i < count, c < channels and the `taps` taps t: int8 `x` and `w`, int32 `acc` and `bias`, int64
+        `offsets`, all C-contiguous of any rank (offsets count elements of the flattened arrays). Channels go
+        16 to a 512-bit vector, the last block under a mask (AVX-512BW); per block the taps' weights are
+        widened once and stay in registers while the loop runs over the `count` pixels. Written as IR
+        because LLVM's vectorizer, not knowing that the arrays do not overlap, checked the 19 address
+        ranges pairwise before each pixel's loop over channels: at 32 channels that cost more than the
+        products. Exact: |x * w| <= 2^14, and the int32 sum wraps as the TOSA accumulator may not
+        overflow."""
+        arrays = (acc, x, offsets, w, bias)
+        if any(not isinstance(v, types.Array) or v.layout != "C" for v in arrays):
+            return None
+        signature = types.void(acc, a0, x, x0, step, offsets, w, bias, count, channels)
+
+        def codegen(context, builder, sig, args):
+            i64 = ir.IntType(64)
+
+            def data(i, elem):
+                return builder.bitcast(context.make_array(sig.args[i])(context, builder, args[i]).data,
+                                       elem.as_pointer())
+
+            def index(i):
+                return context.cast(builder, args[i], sig.args[i], types.int64)
+
+            acc_data, x_data, offsets_data = data(0, _I32), data(2, _I8), data(5, i64)
+            w_data, bias_data = data(6, _I8), data(7, _I32)
+            a0, x0, step, count, channels = (index(i) for i in (1, 3, 4, 8, 9))
+            module = builder.module
+            masked_load8 = cgutils.get_or_insert_function(module, ir.FunctionType(
+                bytes_t, [bytes_t.as_pointer(), _I32, mask_t, bytes_t]), "llvm.masked.load.v16i8.p0")
+            masked_load32 = cgutils.get_or_insert_function(module, ir.FunctionType(
+                acc_t, [acc_t.as_pointer(), _I32, mask_t, acc_t]), "llvm.masked.load.v16i32.p0")
+            masked_store32 = cgutils.get_or_insert_function(module, ir.FunctionType(
+                ir.VoidType(), [acc_t, acc_t.as_pointer(), _I32, mask_t]), "llvm.masked.store.v16i32.p0")
+            offsets = [builder.load(builder.gep(offsets_data, [ir.Constant(i64, t)])) for t in range(taps)]
+            one = ir.Constant(_I32, 1)
+
+            def load_bytes(base, at, mask):
+                pointer = builder.bitcast(builder.gep(base, [at]), bytes_t.as_pointer())
+                value = builder.load(pointer, align=1) if mask is None else \
+                    builder.call(masked_load8, [pointer, one, mask, ir.Constant(bytes_t, None)])
+                return builder.sext(value, acc_t)
+
+            def words(base, at):
+                return builder.bitcast(builder.gep(base, [at]), acc_t.as_pointer())
+
+            def block(c, mask):
+                """Channels c .. c+15 (those under `mask`) of every pixel."""
+                weights = [load_bytes(w_data, builder.add(builder.mul(ir.Constant(i64, t), channels), c), mask)
+                           for t in range(taps)]
+                start = builder.load(words(bias_data, c), align=4) if mask is None else \
+                    builder.call(masked_load32, [words(bias_data, c), one, mask, ir.Constant(acc_t, None)])
+                with cgutils.for_range(builder, count) as loop:
+                    pixel = builder.add(x0, builder.add(builder.mul(loop.index, step), c))
+                    total = start
+                    for t in range(taps):
+                        product = builder.mul(load_bytes(x_data, builder.add(pixel, offsets[t]), mask), weights[t])
+                        total = builder.add(total, product)
+                    where = words(acc_data, builder.add(a0, builder.add(builder.mul(loop.index, channels), c)))
+                    if mask is None:
+                        builder.store(total, where, align=4)
+                    else:
+                        builder.call(masked_store32, [total, where, one, mask])
+
+            full = builder.sub(channels, builder.srem(channels, ir.Constant(i64, lanes)))
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), full, ir.Constant(i64, lanes), i64) as (c, _):
+                block(c, None)
+            with builder.if_then(builder.icmp_signed("<", full, channels)):
+                remaining = builder.trunc(builder.sub(channels, full), _I8)
+                limit = builder.insert_element(ir.Constant(bytes_t, None), remaining, ir.Constant(_I32, 0))
+                limit = builder.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+                block(full, builder.icmp_unsigned("<", ir.Constant(bytes_t, list(range(lanes))), limit))
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return depthwise_rows
+
+
+@intrinsic
+def offset_rows_avx512(typingctx, dst, d0, ldd, src, s0, lds, rows, count, padded):
+    """dst[d0 + i*ldd + k] = src[s0 + i*lds + k] ^ -128 for k < count and 0 for count <= k < padded, i < rows:
+    int8 activations as `vpdpbusd` reads them (plus 128, as uint8 bits), K padded with zeros to whole groups.
+    64 bytes a step under a byte mask (AVX-512BW); C-contiguous int8 arrays of any rank, offsets counting
+    elements of the flattened arrays. Written as IR for the reason `requantize_rows_avx512` is: the loop
+    LLVM vectorized checked its arrays for overlap before each row, which at K = 16 cost more than the copy."""
+    if any(not isinstance(v, types.Array) or v.layout != "C" for v in (dst, src)):
+        return None
+    signature = types.void(dst, d0, ldd, src, s0, lds, rows, count, padded)
+    lanes = 64
+    bytes_t, mask_t = ir.VectorType(_I8, lanes), ir.VectorType(ir.IntType(1), lanes)
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+
+        def data(i):
+            return builder.bitcast(context.make_array(sig.args[i])(context, builder, args[i]).data, _I8.as_pointer())
+
+        def index(i):
+            return context.cast(builder, args[i], sig.args[i], types.int64)
+
+        dst_data, src_data = data(0), data(3)
+        d0, ldd, s0, lds, rows, count, padded = (index(i) for i in (1, 2, 4, 5, 6, 7, 8))
+        module = builder.module
+        pointer_t = bytes_t.as_pointer()
+        masked_load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(bytes_t, [pointer_t, _I32, mask_t, bytes_t]), "llvm.masked.load.v64i8.p0")
+        masked_store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [bytes_t, pointer_t, _I32, mask_t]), "llvm.masked.store.v64i8.p0")
+        top = ir.Constant(bytes_t, [0x80] * lanes)
+        one = ir.Constant(_I32, 1)
+
+        def below(limit):
+            """The mask of lanes below `limit`, from a 64-bit integer: 2^limit - 1, none below 1, all from 64."""
+            bits = builder.sub(builder.shl(ir.Constant(i64, 1), limit), ir.Constant(i64, 1))
+            bits = builder.select(builder.icmp_signed(">=", limit, ir.Constant(i64, lanes)), ir.Constant(i64, -1), bits)
+            bits = builder.select(builder.icmp_signed("<", limit, ir.Constant(i64, 1)), ir.Constant(i64, 0), bits)
+            return builder.bitcast(bits, mask_t)
+
+        with cgutils.for_range(builder, rows) as row:
+            source = builder.add(s0, builder.mul(row.index, lds))
+            target = builder.add(d0, builder.mul(row.index, ldd))
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), padded, ir.Constant(i64, lanes), i64) as (k, _):
+                # Lanes past `count` load 0x80 (not memory), which the flip makes the zero padding.
+                loaded = builder.call(masked_load, [builder.bitcast(builder.gep(src_data, [builder.add(source, k)]),
+                                                                    pointer_t), one, below(builder.sub(count, k)), top])
+                where = builder.bitcast(builder.gep(dst_data, [builder.add(target, k)]), pointer_t)
+                builder.call(masked_store, [builder.xor(loaded, top), where, one, below(builder.sub(padded, k))])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+def _requantize_rows(saturating: bool):
+    """The requantizing epilogue; `saturating`: for the full int8 range and shifts of at least 32 only (the
+    caller checks), clamping by the int32-to-int8 conversion's signed saturation instead of in float64:
+    there acc * scale < 2^30 in magnitude, so its floor and the zero point fit int32, and a value the
+    float64 rounding could move lies beyond both bounds (`requant.float64_applies`)."""
+    @intrinsic
+    def requantize_rows(typingctx, out, o0, ldo, acc, a0, lda, rows, count, k0, scale, round_up, round_down, low,
+                        high, zp):
+        """out[o0 + i*ldo + j] = floor(clamp(acc[a0 + i*lda + j] * scale[k0 + j] + rounding, low, high)) + zp
+        for i < rows, j < count, where rounding is round_up[k0 + j] for a value >= 0 and round_down[k0 + j]
+        below: TOSA's apply_scale_32 in the float64 strategy (kernels/requant.py, exact where
+        `float64_applies`), an int32 `acc`, an int8 `out`, float64 per-channel arrays, all C-contiguous of
+        any rank (offsets count elements of the flattened arrays); `low`, `high` are the clamp's bounds less
+        the zero point. 16 values a step, the last block under a mask; the floor is the conversion's own
+        rounding mode (AVX-512 embedded rounding). Written as IR because the epilogue loop LLVM vectorized
+        checked its arrays' address ranges for overlap before each row, as costly as the row's arithmetic
+        at 96 channels."""
+        return _requantize_signature(saturating, out, o0, ldo, acc, a0, lda, rows, count, k0, scale, round_up,
+                                     round_down, low, high, zp)
+
+    return requantize_rows
+
+
+def _requantize_signature(saturating, out, o0, ldo, acc, a0, lda, rows, count, k0, scale, round_up, round_down,
+                          low, high, zp):
+    if any(not isinstance(v, types.Array) or v.layout != "C" for v in (out, acc, scale, round_up, round_down)):
+        return None
+    signature = types.void(out, o0, ldo, acc, a0, lda, rows, count, k0, scale, round_up, round_down, low, high, zp)
+    lanes = 16
+    i64, f64 = ir.IntType(64), ir.DoubleType()
+    words_t, doubles_t, bytes_t = ir.VectorType(_I32, lanes), ir.VectorType(f64, lanes), ir.VectorType(_I8, lanes)
+    mask_t = ir.VectorType(ir.IntType(1), lanes)
+    half_t, half_words_t = ir.VectorType(f64, 8), ir.VectorType(_I32, 8)
+
+    def codegen(context, builder, sig, args):
+        def data(i, elem):
+            return builder.bitcast(context.make_array(sig.args[i])(context, builder, args[i]).data, elem.as_pointer())
+
+        def index(i):
+            return context.cast(builder, args[i], sig.args[i], types.int64)
+
+        def double(i):
+            return context.cast(builder, args[i], sig.args[i], types.float64)
+
+        def splat(value, vector_t):
+            v = builder.insert_element(ir.Constant(vector_t, None), value, ir.Constant(_I32, 0))
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vector_t.count), [0] * vector_t.count))
+
+        out_data, acc_data = data(0, _I8), data(3, _I32)
+        scale_data, up_data, down_data = data(9, f64), data(10, f64), data(11, f64)
+        o0, ldo, a0, lda, rows, count, k0 = (index(i) for i in (1, 2, 4, 5, 6, 7, 8))
+        low, high = splat(double(12), doubles_t), splat(double(13), doubles_t)
+        zp = splat(builder.trunc(index(14), _I32), words_t)
+        module = builder.module
+
+        def function(name, result, operands):
+            return cgutils.get_or_insert_function(module, ir.FunctionType(result, operands), name)
+
+        masked_load_words = function("llvm.masked.load.v16i32.p0", words_t, [words_t.as_pointer(), _I32, mask_t, words_t])
+        masked_load_doubles = function("llvm.masked.load.v16f64.p0", doubles_t,
+                                       [doubles_t.as_pointer(), _I32, mask_t, doubles_t])
+        masked_store_bytes = function("llvm.masked.store.v16i8.p0", ir.VoidType(), [bytes_t, bytes_t.as_pointer(), _I32, mask_t])
+        floor_convert = function("llvm.x86.avx512.mask.cvtpd2dq.512", half_words_t,
+                                 [half_t, half_words_t, ir.IntType(8), _I32])
+        narrow = function("llvm.x86.avx512.mask.pmovs.db.512", bytes_t, [words_t, bytes_t, ir.IntType(16)])
+        one = ir.Constant(_I32, 1)
+
+        def at(base, offset, vector_t):
+            return builder.bitcast(builder.gep(base, [offset]), vector_t.as_pointer())
+
+        def load(base, offset, vector_t, masked_load, mask, align):
+            if mask is None:
+                return builder.load(at(base, offset, vector_t), align=align)
+            return builder.call(masked_load, [at(base, offset, vector_t), one, mask, ir.Constant(vector_t, None)])
+
+        def block(j, mask):
+            k = builder.add(k0, j)
+            scale = load(scale_data, k, doubles_t, masked_load_doubles, mask, 8)
+            up = load(up_data, k, doubles_t, masked_load_doubles, mask, 8)
+            down = load(down_data, k, doubles_t, masked_load_doubles, mask, 8)
+            with cgutils.for_range(builder, rows) as loop:
+                v = load(acc_data, builder.add(a0, builder.add(builder.mul(loop.index, lda), j)), words_t,
+                         masked_load_words, mask, 4)
+                rounding = builder.select(builder.icmp_signed(">=", v, ir.Constant(words_t, None)), up, down)
+                t = builder.fadd(builder.fmul(builder.sitofp(v, doubles_t), scale), rounding)
+                if not saturating:
+                    # Compare and select, which x86 does in one vmaxpd or vminpd (maxnum's NaN rules take three).
+                    t = builder.select(builder.fcmp_ordered(">", t, low), t, low)
+                    t = builder.select(builder.fcmp_ordered("<", t, high), t, high)
+                halves = [builder.call(floor_convert, [
+                    builder.shuffle_vector(t, t, ir.Constant(ir.VectorType(_I32, 8), list(range(h * 8, h * 8 + 8)))),
+                    ir.Constant(half_words_t, None), ir.Constant(ir.IntType(8), -1), ir.Constant(_I32, 9)])
+                    for h in range(2)]   # 9: round toward negative infinity, exceptions suppressed
+                q = builder.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(_I32, lanes), list(range(lanes))))
+                q = builder.add(q, zp)
+                q = builder.call(narrow, [q, ir.Constant(bytes_t, None), ir.Constant(ir.IntType(16), -1)]) \
+                    if saturating else builder.trunc(q, bytes_t)
+                where = at(out_data, builder.add(o0, builder.add(builder.mul(loop.index, ldo), j)), bytes_t)
+                if mask is None:
+                    builder.store(q, where, align=1)
+                else:
+                    builder.call(masked_store_bytes, [q, where, one, mask])
+
+        full = builder.sub(count, builder.srem(count, ir.Constant(i64, lanes)))
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), full, ir.Constant(i64, lanes), i64) as (j, _):
+            block(j, None)
+        with builder.if_then(builder.icmp_signed("<", full, count)):
+            remaining = builder.trunc(builder.sub(count, full), _I32)
+            block(full, builder.icmp_unsigned("<", ir.Constant(words_t, list(range(lanes))), splat(remaining, words_t)))
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+requantize_rows_avx512 = _requantize_rows(False)
+requantize_rows_saturating_avx512 = _requantize_rows(True)
+# Depthwise rows by kernel size (3x3, 5x5); other kernel sizes take the generic loops.
+depthwise_avx512_9 = _depthwise_rows(9)
+depthwise_avx512_25 = _depthwise_rows(25)
+
+
 @intrinsic
 def table_lookup_avx512vbmi(typingctx, values, offset, count, table):
     """values[offset + i] = table[values[offset + i] + 128] for i < count, in place: a C-contiguous int8
