@@ -1,8 +1,9 @@
 """The AVX-512 row micro-kernels of `kernels/x86_microkernels.py` against their definitions, run on this
 host (skipped where it lacks AVX-512BW): the depthwise interior against numpy's sum of products, the
-requantizing epilogue against TOSA's apply_scale_32 (`tosaic.quant`), and the activation copy against
-numpy's XOR. Offsets and strides that are not multiples of a vector, and every tail length, so the masked
-last blocks are exercised; the bytes around what a call writes must stay as they were."""
+requantizing epilogue against TOSA's apply_scale_32 (`tosaic.quant`), the activation copy against numpy's
+XOR, the im2col patches against numpy's slicing. Offsets and strides that are not multiples of a vector,
+and every tail length, so the masked last blocks are exercised; the bytes around what a call writes must
+stay as they were."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ if host().arch != "x86_64" or not AVX512_FEATURES <= host().features:
 import numba  # noqa: E402
 
 from tosaic.kernels.x86_microkernels import (depthwise_avx512_9, depthwise_avx512_25,  # noqa: E402
-                                             offset_rows_avx512, requantize_rows_avx512,
-                                             requantize_rows_saturating_avx512)
+                                             offset_rows_avx512, patch_rows_avx512,
+                                             requantize_rows_avx512, requantize_rows_saturating_avx512)
 
 
 @numba.njit
@@ -43,6 +44,11 @@ def _requantize(*args):
 @numba.njit
 def _requantize_saturating(*args):
     requantize_rows_saturating_avx512(*args)
+
+
+@numba.njit
+def _patch(*args):
+    patch_rows_avx512(*args)
 
 
 @numba.njit
@@ -128,3 +134,24 @@ def test_offset_rows_flip_the_top_bit_and_pad_with_zeros(count, pad, rows, seed)
     values = src.reshape(-1)[2:2 + rows * (count + 3)].reshape(rows, count + 3)[:, :count]
     np.testing.assert_array_equal(got[:, :count], values ^ np.int8(-128))
     assert (got[:, count:padded] == 0).all() and (got[:, padded:] == 9).all() and dst.reshape(-1)[0] == 9
+
+
+@settings(max_examples=40, deadline=None)
+@given(channels=st.integers(1, 12), size=st.tuples(st.integers(1, 5), st.integers(1, 5)), stride=st.integers(1, 3),
+       dilation=st.integers(1, 2), count=st.integers(0, 5), seed=st.integers(0, 2**16))
+def test_patch_rows_equal_numpy_slices(channels, size, stride, dilation, count, seed):
+    kh, kw = size
+    if kw * channels > 64:
+        kw = 64 // channels
+    rng = np.random.default_rng(seed)
+    height, width = (kh - 1) * dilation + 2, max(count - 1, 0) * stride + kw + 2
+    x = rng.integers(-128, 128, (1, height, width, channels), dtype=np.int8)
+    taps = -(-kh * kw * channels // 4) * 4
+    patch = np.full((count + 2, taps + 3), 9, np.int8)
+    rows_at = np.array([ky * dilation * width * channels for ky in range(kh)], np.int64)
+    _patch(patch, taps + 3, taps + 3, x, (width + 1) * channels, stride * channels, rows_at, kw * channels, count)
+    for i in range(count):
+        want = x[0, 1:1 + (kh - 1) * dilation + 1:dilation, 1 + i * stride:1 + i * stride + kw] ^ np.int8(-128)
+        np.testing.assert_array_equal(patch[1 + i, :kh * kw * channels], want.reshape(-1))
+        assert (patch[1 + i, kh * kw * channels:] == 9).all()
+    assert (patch[0] == 9).all() and (patch[1 + count:] == 9).all()

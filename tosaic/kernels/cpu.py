@@ -625,8 +625,24 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         (epi_arrays, epi_names), after = _requant_arrays(rq), []
     scratch = Scratch(target.schedule.threads)
     patch_t = mk.activation_dtype if mk else "np.int8"
-    gather = [
+    gather, row_arrays = [], []
+    if mk and mk.activation_offset and AVX512_FEATURES <= target.features and dx == 1 and kw * ic <= 64:
+        # Pixels whose taps are all inside the input take a kernel row's taps in one masked copy.
+        width = x.type.shape[2]
+        row_arrays = [ArrayArg(array=np.array([ky * dy * width * ic for ky in range(kh)], np.int64))]
+        gather = [
+            "    xa = min(OW, max(0, (p2 + SX - 1) // SX))",
+            f"    xb = max(xa, min(OW, (W - 1 + p2 - {kw - 1}) // SX + 1))",
+            "    iy0 = y * SY - p1",
+            f"    if iy0 < 0 or iy0 + {(kh - 1) * dy} >= H:",
+            "        xb = xa",
+            "    else:",
+            f"        patch_rows_avx512(patch, xa * TP, TP, x, ((b * H + iy0) * W + xa * SX - p2) * IC, SX * IC, rows_at, "
+            f"{kw} * IC, xb - xa)",
+        ]
+    gather += [
         "    for xo in range(OW):",
+        *(["        if xa <= xo < xb:", "            continue"] if row_arrays else []),
         "        pr = patch[xo]",
         f"        for ky in range({kh}):",
         f"            iy = y * SY + ky * {dy} - p1",
@@ -693,8 +709,8 @@ def im2col_conv_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         *after,
     ]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape),
-              ArrayArg(array=packed), ArrayArg(array=bias_arg)] + epi_arrays + scratch.arrays()
-    signature = ["out", "x", "wp", "bias"] + epi_names + scratch.names
+              ArrayArg(array=packed), ArrayArg(array=bias_arg)] + row_arrays + epi_arrays + scratch.arrays()
+    signature = ["out", "x", "wp", "bias"] + ["rows_at"] * bool(row_arrays) + epi_names + scratch.names
     return KernelSpec("im2col", _module("im2col", signature, body, params), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], ic, *op.attrs["stride"]))
 
