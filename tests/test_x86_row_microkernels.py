@@ -22,6 +22,7 @@ if host().arch != "x86_64" or not AVX512_FEATURES <= host().features:
 import numba  # noqa: E402
 
 from tosaic.kernels.x86_microkernels import (depthwise_avx512_9, depthwise_avx512_25,  # noqa: E402
+                                             depthwise_border_avx512_9, depthwise_border_avx512_25,
                                              offset_rows_avx512, patch_rows_avx512,
                                              requantize_rows_avx512, requantize_rows_saturating_avx512)
 
@@ -34,6 +35,16 @@ def _depthwise9(*args):
 @numba.njit
 def _depthwise25(*args):
     depthwise_avx512_25(*args)
+
+
+@numba.njit
+def _border9(*args):
+    depthwise_border_avx512_9(*args)
+
+
+@numba.njit
+def _border25(*args):
+    depthwise_border_avx512_25(*args)
 
 
 @numba.njit
@@ -71,12 +82,40 @@ def test_depthwise_rows_equal_numpy(size, channels, stride, dilation, count, see
     acc = np.full((count + 2, channels), 7, np.int32)
     first = 1  # the row starts one pixel in
     (_depthwise9 if size == 3 else _depthwise25)(acc, channels, x, first * channels, stride * channels, taps, w, bias,
-                                                 count, channels)
+                                                 count, channels, -1, 0)
     pixels = first + stride * np.arange(count)
     want = bias + sum(x[0, ky * dilation, pixels + kx * dilation].astype(np.int32) * w[ky, kx]
                       for ky in range(size) for kx in range(size))
     np.testing.assert_array_equal(acc[1:1 + count], want.reshape(count, channels))
     assert (acc[0] == 7).all() and (acc[1 + count:] == 7).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.sampled_from([3, 5]), channels=st.integers(1, 40), corner=st.tuples(st.integers(-4, 3), st.integers(-4, 3)),
+       fill=st.integers(-128, 127), seed=st.integers(0, 2**16))
+def test_depthwise_border_reads_fill_for_taps_outside(size, channels, corner, fill, seed):
+    """One pixel whose kernel window starts at `corner` of a 4x4 input, partly outside it: the taps outside
+    add fill * w (the zero point, as TOSA pads), and their addresses are not read (outside the array)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (1, 4, 4, channels), dtype=np.int8)
+    w = rng.integers(-128, 128, (size, size, channels), dtype=np.int8)
+    bias = rng.integers(-2**20, 2**20, channels, dtype=np.int32)
+    taps = np.array([(ky * 4 + kx) * channels for ky in range(size) for kx in range(size)], np.int64)
+    margin = 5  # beyond every corner's window
+    padded = np.full((4 + 2 * margin, 4 + 2 * margin, channels), fill, np.int32)
+    padded[margin:margin + 4, margin:margin + 4] = x[0]
+    valid = 0
+    for ky in range(size):
+        for kx in range(size):
+            if 0 <= corner[0] + ky < 4 and 0 <= corner[1] + kx < 4:
+                valid |= 1 << (ky * size + kx)
+    acc = np.full((3, channels), 7, np.int32)
+    (_border9 if size == 3 else _border25)(acc, channels, x, (corner[0] * 4 + corner[1]) * channels, 0, taps, w, bias, 1,
+                                           channels, valid, fill)
+    top, left = margin + corner[0], margin + corner[1]
+    window = padded[top:top + size, left:left + size]
+    np.testing.assert_array_equal(acc[1], bias + (window * w).sum(axis=(0, 1)))
+    assert (acc[0] == 7).all() and (acc[2] == 7).all()
 
 
 @settings(max_examples=60, deadline=None)

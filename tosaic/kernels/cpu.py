@@ -809,10 +809,21 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     if rows:
         # The interior by the micro-kernel: taps as offsets into the flattened input from one row's start.
         interior = [f"        {rows}(acc, xa * OC, x, ((b * H + iy0) * W + xa * SX - p3) * OC, SX * OC, taps, wp, "
-                    "bias_in, xb - xa, OC)"]
+                    "bias_in, xb - xa, OC, -1, 0)"]
         width = x.type.shape[2]
         row_arrays = [ArrayArg(array=np.array([(ky * dy * width + kx * dx) * c for ky, kx in taps], np.int64))]
         tap_offsets = []
+        # A border pixel is the same sum with its padded taps reading the zero point (bit t of `valid` clear).
+        border = [
+            "        ix0 = xo * SX - p3",
+            "        valid = 0",
+            f"        for ky in range({kh}):",
+            f"            for kx in range({kw}):",
+            f"                if 0 <= iy0 + ky * {dy} < H and 0 <= ix0 + kx * {dx} < W:",
+            f"                    valid |= 1 << (ky * {kw} + kx)",
+            f"        {rows.replace('depthwise_', 'depthwise_border_')}(acc, xo * OC, x, ((b * H + iy0) * W + ix0) * OC, "
+            "0, taps, wp, bias_in, 1, OC, valid, p0)",
+        ]
     else:
         interior = [*[f"        x{ky} = x[b, iy0 + {ky * dy}]" for ky in range(kh)],
                     "        for xo in range(xa, xb):",
@@ -821,6 +832,20 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
                     "            for c in range(OC):",
                     f"                ar[c] = {acc_t}(bias_in[c] + {interior_sum})"]
         tap_offsets = [f"w{ky}_{kx} = wp[{ky}, {kx}]" for ky, kx in taps]
+        border = [
+            "        ar = acc[xo]",
+            "        for c in range(OC):",
+            "            ar[c] = bias[c]",
+            f"        for ky in range({kh}):",
+            f"            iy = iy0 + ky * {dy}",
+            "            ix = xo * SX - p3",
+            f"            for kx in range({kw}):",
+            f"                if 0 <= iy < H and 0 <= ix + kx * {dx} < W:",
+            f"                    xr = x[b, iy, ix + kx * {dx}]",
+            "                    wr = wp[ky, kx]",
+            "                    for c in range(OC):",
+            f"                        ar[c] = {acc_t}(ar[c] + {product(f'xr[{channel}]', 'wr[c]')})",
+        ]
     body = [
         "N, OH, OW, OC, H, W, SY, SX = D",
         "z = np.int16(p0)",
@@ -842,18 +867,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         "    for xo in range(OW):",
         "        if xa <= xo < xb:",
         "            continue",
-        "        ar = acc[xo]",
-        "        for c in range(OC):",
-        "            ar[c] = bias[c]",
-        f"        for ky in range({kh}):",
-        f"            iy = iy0 + ky * {dy}",
-        "            ix = xo * SX - p3",
-        f"            for kx in range({kw}):",
-        f"                if 0 <= iy < H and 0 <= ix + kx * {dx} < W:",
-        f"                    xr = x[b, iy, ix + kx * {dx}]",
-        "                    wr = wp[ky, kx]",
-        "                    for c in range(OC):",
-        f"                        ar[c] = {acc_t}(ar[c] + {product(f'xr[{channel}]', 'wr[c]')})",
+        *border,
         *epilogue,
     ]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),

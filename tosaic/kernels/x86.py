@@ -15,7 +15,7 @@ from tosaic.kernels.x86_microkernels import BLOCK_N, ISAS
 MICROKERNEL_SOURCE = inspect.getsource(x86_microkernels)
 # The micro-kernels by name: a generated module whose body calls one embeds MICROKERNEL_SOURCE.
 MICROKERNEL_NAMES = tuple(name for name in vars(x86_microkernels)
-                          if name.startswith(("gemm_avx", "table_lookup_", "depthwise_avx512_", "requantize_rows_",
+                          if name.startswith(("gemm_avx", "table_lookup_", "depthwise_", "requantize_rows_",
                                               "offset_rows_", "patch_rows_")))
 TABLE_LOOKUP = {"avx512vbmi": "table_lookup_avx512vbmi"}   # the 64-value TABLE gather, by target feature
 # What the `*_avx512*` row micro-kernels need (16 int32 lanes, byte masks for the last block).

@@ -117,12 +117,15 @@ gemm_avxvnni_4x16 = _gemm_block("avxvnni", 4)
 gemm_avxvnni_1x16 = _gemm_block("avxvnni", 1)
 
 
-def _depthwise_rows(taps: int):
+def _depthwise_rows(taps: int, border: bool):
+    """The depthwise sum over `taps` taps; `border`: only the taps whose bit is set in `valid` read `x`, the
+    others read `fill` (the zero point, whose products the folded bias expects), through the load's mask:
+    a pixel at the input's border, one call each."""
     lanes = 16
     bytes_t, acc_t, mask_t = ir.VectorType(_I8, lanes), ir.VectorType(_I32, lanes), ir.VectorType(ir.IntType(1), lanes)
 
     @intrinsic
-    def depthwise_rows(typingctx, acc, a0, x, x0, step, offsets, w, bias, count, channels):
+    def depthwise_rows(typingctx, acc, a0, x, x0, step, offsets, w, bias, count, channels, valid, fill):
         """acc[a0 + i*channels + c] = bias[c] + sum_t x[x0 + i*step + offsets[t] + c] * w[t*channels + c] for
         i < count, c < channels and the `taps` taps t: int8 `x` and `w`, int32 `acc` and `bias`, int64
         `offsets`, all C-contiguous of any rank (offsets count elements of the flattened arrays). Channels go
@@ -131,11 +134,12 @@ def _depthwise_rows(taps: int):
         because LLVM's vectorizer, not knowing that the arrays do not overlap, checked the 19 address
         ranges pairwise before each pixel's loop over channels: at 32 channels that cost more than the
         products. Exact: |x * w| <= 2^14, and the int32 sum wraps as the TOSA accumulator may not
-        overflow."""
+        overflow. In the border form, x[...] is `fill` for a tap t whose bit t of `valid` is clear (that
+        address is not read)."""
         arrays = (acc, x, offsets, w, bias)
         if any(not isinstance(v, types.Array) or v.layout != "C" for v in arrays):
             return None
-        signature = types.void(acc, a0, x, x0, step, offsets, w, bias, count, channels)
+        signature = types.void(acc, a0, x, x0, step, offsets, w, bias, count, channels, valid, fill)
 
         def codegen(context, builder, sig, args):
             i64 = ir.IntType(64)
@@ -159,12 +163,25 @@ def _depthwise_rows(taps: int):
                 ir.VoidType(), [acc_t, acc_t.as_pointer(), _I32, mask_t]), "llvm.masked.store.v16i32.p0")
             offsets = [builder.load(builder.gep(offsets_data, [ir.Constant(i64, t)])) for t in range(taps)]
             one = ir.Constant(_I32, 1)
+            valid = index(10)
+            fill = builder.trunc(index(11), _I8)
+            fill = builder.insert_element(ir.Constant(bytes_t, None), fill, ir.Constant(_I32, 0))
+            fill = builder.shuffle_vector(fill, fill, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
 
-            def load_bytes(base, at, mask):
+            def load_bytes(base, at, mask, passthru=ir.Constant(bytes_t, None)):
                 pointer = builder.bitcast(builder.gep(base, [at]), bytes_t.as_pointer())
                 value = builder.load(pointer, align=1) if mask is None else \
-                    builder.call(masked_load8, [pointer, one, mask, ir.Constant(bytes_t, None)])
+                    builder.call(masked_load8, [pointer, one, mask, passthru])
                 return builder.sext(value, acc_t)
+
+            def tap_masks(mask):
+                """Per tap, the lanes `x` is read in: all of `mask` (every lane if None), or in the border form
+                none where the tap's bit of `valid` is clear."""
+                if not border:
+                    return [mask] * taps
+                lanes_mask = ir.Constant(mask_t, [1] * lanes) if mask is None else mask
+                bits = [builder.trunc(builder.lshr(valid, ir.Constant(i64, t)), ir.IntType(1)) for t in range(taps)]
+                return [builder.select(bit, lanes_mask, ir.Constant(mask_t, None)) for bit in bits]
 
             def words(base, at):
                 return builder.bitcast(builder.gep(base, [at]), acc_t.as_pointer())
@@ -175,12 +192,13 @@ def _depthwise_rows(taps: int):
                            for t in range(taps)]
                 start = builder.load(words(bias_data, c), align=4) if mask is None else \
                     builder.call(masked_load32, [words(bias_data, c), one, mask, ir.Constant(acc_t, None)])
+                reads = tap_masks(mask)
                 with cgutils.for_range(builder, count) as loop:
                     pixel = builder.add(x0, builder.add(builder.mul(loop.index, step), c))
                     total = start
                     for t in range(taps):
-                        product = builder.mul(load_bytes(x_data, builder.add(pixel, offsets[t]), mask), weights[t])
-                        total = builder.add(total, product)
+                        value = load_bytes(x_data, builder.add(pixel, offsets[t]), reads[t], fill)
+                        total = builder.add(total, builder.mul(value, weights[t]))
                     where = words(acc_data, builder.add(a0, builder.add(builder.mul(loop.index, channels), c)))
                     if mask is None:
                         builder.store(total, where, align=4)
@@ -426,8 +444,10 @@ def _requantize_signature(saturating, out, o0, ldo, acc, a0, lda, rows, count, k
 requantize_rows_avx512 = _requantize_rows(False)
 requantize_rows_saturating_avx512 = _requantize_rows(True)
 # Depthwise rows by kernel size (3x3, 5x5); other kernel sizes take the generic loops.
-depthwise_avx512_9 = _depthwise_rows(9)
-depthwise_avx512_25 = _depthwise_rows(25)
+depthwise_avx512_9 = _depthwise_rows(9, False)
+depthwise_avx512_25 = _depthwise_rows(25, False)
+depthwise_border_avx512_9 = _depthwise_rows(9, True)
+depthwise_border_avx512_25 = _depthwise_rows(25, True)
 
 
 @intrinsic
