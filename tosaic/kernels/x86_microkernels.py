@@ -392,6 +392,7 @@ def _requantize_signature(saturating, out, o0, ldo, acc, a0, lda, rows, count, k
         floor_convert = function("llvm.x86.avx512.mask.cvtpd2dq.512", half_words_t,
                                  [half_t, half_words_t, ir.IntType(8), _I32])
         narrow = function("llvm.x86.avx512.mask.pmovs.db.512", bytes_t, [words_t, bytes_t, ir.IntType(16)])
+        fma = function("llvm.fma.v16f64", doubles_t, [doubles_t] * 3)
         one = ir.Constant(_I32, 1)
 
         def at(base, offset, vector_t):
@@ -411,7 +412,9 @@ def _requantize_signature(saturating, out, o0, ldo, acc, a0, lda, rows, count, k
                 v = load(acc_data, builder.add(a0, builder.add(builder.mul(loop.index, lda), j)), words_t,
                          masked_load_words, mask, 4)
                 rounding = builder.select(builder.icmp_signed(">=", v, ir.Constant(words_t, None)), up, down)
-                t = builder.fadd(builder.fmul(builder.sitofp(v, doubles_t), scale), rounding)
+                # One fused multiply-add: where the product is exact (below 2^53) it equals the multiply and
+                # the add; above, the value lies beyond both bounds either way (`float64_applies`).
+                t = builder.call(fma, [builder.sitofp(v, doubles_t), scale, rounding])
                 if not saturating:
                     # Compare and select, which x86 does in one vmaxpd or vminpd (maxnum's NaN rules take three).
                     t = builder.select(builder.fcmp_ordered(">", t, low), t, low)
