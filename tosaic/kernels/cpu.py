@@ -30,11 +30,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
 from tosaic.ir import TensorType, Value
-from tosaic.kernels.render import PRELUDE, BodyRenderer, RowRequant, map_source, row_requant
+from tosaic.kernels.render import PRELUDE, BodyRenderer, RowRequant, map_source, row_requant, split_requant
 from tosaic.kernels.target import CpuTarget
 from tosaic.kernels.x86 import (AVX512_FEATURES, BLOCK_N, MICROKERNEL_NAMES, MICROKERNEL_SOURCE, TABLE_LOOKUP, MicroKernel,
                                 microkernel_for, pack_bias)
@@ -550,6 +551,57 @@ def _row_requant(d: Dispatch, target: CpuTarget) -> RowRequant | None:
     return row_requant(d.epilogue, d.slot, _Accesses(d.epilogue, "e", index, [], skip=d.slot))
 
 
+def _split_requant(d: Dispatch, target: CpuTarget) -> tuple[RowRequant, S.Expr] | None:
+    """The dispatch's epilogue as a requantization of its accumulator to int8 followed by an elementwise
+    function of it and whole-output inputs (`render.split_requant`), where the target runs
+    `requantize_rows_avx512`; else None."""
+    if d.epilogue is None or target.arch != "x86_64" or not AVX512_FEATURES <= target.features \
+            or target.requant != "float64":
+        return None
+    index = [f"i{k}" for k in range(len(d.epilogue.attrs["domain"]))]
+    return split_requant(d.epilogue, d.slot, _Accesses(d.epilogue, "e", index, [], skip=d.slot))
+
+
+class FlatEpilogue(NamedTuple):
+    """A split epilogue (`_split_requant`): the requantization into the output, then `lines` computing
+    `value` from it at flat output index `base + k`, reading `arrays` (named `names`)."""
+    rq: RowRequant
+    lines: list[str]
+    value: str
+    arrays: list[ArrayArg]
+    names: list[str]
+
+
+class _SplitReads(_Accesses):
+    """Reads of a split epilogue's second part at flat output index `base + k`: the requantized value from
+    the output itself (`outf`), whole-output inputs at the same index, single-element inputs at [0]."""
+
+    def derived(self, i: int, array: np.ndarray) -> str:
+        return super().derived(i, np.reshape(array, -1))
+
+    def read(self, i, expr, name=None):
+        if i == self.skip:
+            return "outf[base + k]"
+        arr = name or self.array(i)
+        return f"{arr}[0]" if self.op.operands[i].type.size == 1 else f"{arr}[base + k]"
+
+
+def _flat_epilogue(d: Dispatch, split, params: list, target: CpuTarget) -> FlatEpilogue:
+    rq, rest = split
+    e = d.epilogue
+    reads = _SplitReads(e, "e", [], params, skip=d.slot)
+    renderer = BodyRenderer(reads.read, reads.array, [], params=params, prefix="t", inputs=reads,
+                            requant=target.requant)
+    value = renderer.render(rest)
+    leaves = {n.arg for n in S.nodes(rest) if n.op == "in"} - {d.slot}
+    used = sorted(leaves)
+    arrays = [ArrayArg(e.operands[i], (e.operands[i].type.size,)) for i in used]
+    names = [f"e{i}" for i in used]
+    arrays += [ArrayArg(array=a) for _, a in reads.extra]
+    names += [n for n, _ in reads.extra]
+    return FlatEpilogue(rq, renderer.lines, value, arrays, names)
+
+
 def _requant_arrays(rq: RowRequant) -> tuple[list[ArrayArg], list[str]]:
     return [ArrayArg(array=a) for a in (rq.scale, rq.round_up, rq.round_down)], ["rq_scale", "rq_up", "rq_down"]
 
@@ -924,6 +976,10 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     rq = _row_requant(d, target) if mk else None
     if rq is not None:
         return _gemm_x86(d, mk, weights, folded, params, rq, None, None, target)
+    split = _split_requant(d, target) if mk and oc <= target.schedule.gemm_task_blocks * BLOCK_N else None
+    if split is not None:
+        return _gemm_x86(d, mk, weights, folded, params, _flat_epilogue(d, split, params, target), None, None,
+                         target)
     if e is not None:
         reads = _GemmReads(e, d.slot, "v", "mm", params, (m_rows, oc))
         renderer = BodyRenderer(reads.read, reads.array, ["mm", "0", "0", "c"], params=params, prefix="t",
@@ -1040,6 +1096,18 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
     if isinstance(epilogue, RowRequant):
         rq, extra = epilogue, _requant_arrays(epilogue)
         finish = ["    " + _requant_rows(rq, params, f"out, m0 * N + c0, N, row, 0, {blocks * BLOCK_N}, rows, c1 - c0, c0")]
+    elif isinstance(epilogue, FlatEpilogue):
+        # The requantized rows are whole rows of the output (one task holds every channel): the rest of the
+        # epilogue runs over them as one flat loop, in place.
+        rq_arrays, rq_names = _requant_arrays(epilogue.rq)
+        extra = (rq_arrays + epilogue.arrays + [ArrayArg(d.outputs[0], (d.outputs[0].type.size,))],
+                 rq_names + epilogue.names + ["outf"])
+        finish = ["    " + _requant_rows(epilogue.rq, params,
+                                         f"out, m0 * N + c0, N, row, 0, {blocks * BLOCK_N}, rows, c1 - c0, c0"),
+                  "    base = max(m0 * N, 0)",
+                  "    for k in range(rows * N):",
+                  *_indent(epilogue.lines, 2),
+                  f"        outf[base + k] = {epilogue.value}"]
     else:
         extra = None
         finish = [

@@ -391,9 +391,43 @@ def row_requant(e, slot: int, inputs) -> RowRequant | None:
     root = body
     while root.op == "cast" and _keeps_values(root, ranges):
         root = root.src[0]
-    match = _match_requant(root, ranges, _use_counts(body), inputs, "float64")
+    if body.dtype != "i8":
+        return None
+    return _accumulator_requant(e, slot, _match_requant(root, ranges, _use_counts(body), inputs, "float64"))
+
+
+def split_requant(e, slot: int, inputs) -> tuple[RowRequant, S.Expr] | None:
+    """Whether the body of the epilogue op `e` is f(y) for y an int8 requantization of the accumulator
+    (as `row_requant` takes it) and f elementwise over y and whole-output inputs read at the output's own
+    index, with scalar constants only: then (the requantization, f with y as the int8 input `slot`), so that
+    y is stored by `requantize_rows_avx512` and f runs as a flat loop over the output (a residual ADD after a
+    convolution; its per-row loop checked its arrays for overlap before each row of 24 channels)."""
+    (body,) = e.attrs["bodies"]
+    ranges, uses = S.value_ranges(body), _use_counts(body)
+    for node in S.nodes(body):
+        rq = _accumulator_requant(e, slot, _match_requant(node, ranges, uses, inputs, "float64"))
+        if rq is None or node is body or not -128 <= rq.low + rq.zp <= rq.high + rq.zp <= 127:
+            continue
+        y = S.cast(S.inp(slot, "i8"), node.dtype)
+        rest = S.substitute(body, lambda n, node=node, y=y: y if n == node else None)
+        for leaf in S.nodes(rest):
+            if leaf.op in ("extract", "index") or leaf.op == "in" and leaf.arg == slot and leaf.dtype != "i8":
+                return None
+            if leaf.op == "in" and leaf.arg != slot:
+                access = e.attrs["accesses"][leaf.arg]
+                constant = inputs.constant(leaf.arg)
+                if (constant is None or np.size(constant) != 1) and (access.map is None or not access.map.is_identity()
+                                                                     or access.pad is not None):
+                    return None
+        return rq, rest
+    return None
+
+
+def _accumulator_requant(e, slot: int, match) -> RowRequant | None:
+    """`match` (a `_match_requant` result or None) as a RowRequant where it requantizes the i32 accumulator
+    input `slot` with multipliers and shifts that are scalars or read at the channel alone."""
     leaf = None if match is None else _uncast(match.value)
-    if body.dtype != "i8" or leaf is None or leaf.op != "in" or leaf.arg != slot or leaf.dtype != "i32":
+    if leaf is None or leaf.op != "in" or leaf.arg != slot or leaf.dtype != "i32":
         return None
     channels = e.attrs["domain"][-1]
     m_values, s_values = (np.asarray(a, dtype=np.int64) for a in (match.multipliers, match.shifts))
