@@ -574,14 +574,14 @@ class FlatEpilogue(NamedTuple):
 
 class _SplitReads(_Accesses):
     """Reads of a split epilogue's second part at flat output index `base + k`: the requantized value from
-    the output itself (`outf`), whole-output inputs at the same index, single-element inputs at [0]."""
+    the output itself (`out`, flat), whole-output inputs at the same index, single-element inputs at [0]."""
 
     def derived(self, i: int, array: np.ndarray) -> str:
         return super().derived(i, np.reshape(array, -1))
 
     def read(self, i, expr, name=None):
         if i == self.skip:
-            return "outf[base + k]"
+            return "out[base + k]"
         arr = name or self.array(i)
         return f"{arr}[0]" if self.op.operands[i].type.size == 1 else f"{arr}[base + k]"
 
@@ -1040,13 +1040,14 @@ def gemm_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
 
 
 def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, scratch: Scratch,
-               requant=None) -> KernelSpec:
+               requant=None, flat_out: bool = False) -> KernelSpec:
     """The GEMM kernel's spec; `requant` are the arrays and names a `requantize_rows_avx512` epilogue reads
-    instead of the epilogue's inputs."""
+    instead of the epilogue's inputs; `flat_out`: the output as one flat array, not [M, N]."""
     x, w = d.root.operands[:2]
     n, oh, ow, oc = d.root.result.type.shape
     m_rows, ic = n * oh * ow, w.type.shape[3]
-    arrays = [ArrayArg(d.outputs[0], (m_rows, oc)), ArrayArg(x, (m_rows, ic)), ArrayArg(array=np.ascontiguousarray(weights)),
+    arrays = [ArrayArg(d.outputs[0], (m_rows * oc,) if flat_out else (m_rows, oc)), ArrayArg(x, (m_rows, ic)),
+              ArrayArg(array=np.ascontiguousarray(weights)),
               ArrayArg(array=folded)]
     signature = ["out", "a", "wp", "bias"]
     e = d.epilogue
@@ -1100,14 +1101,13 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
         # The requantized rows are whole rows of the output (one task holds every channel): the rest of the
         # epilogue runs over them as one flat loop, in place.
         rq_arrays, rq_names = _requant_arrays(epilogue.rq)
-        extra = (rq_arrays + epilogue.arrays + [ArrayArg(d.outputs[0], (d.outputs[0].type.size,))],
-                 rq_names + epilogue.names + ["outf"])
+        extra = (rq_arrays + epilogue.arrays, rq_names + epilogue.names)
         finish = ["    " + _requant_rows(epilogue.rq, params,
                                          f"out, m0 * N + c0, N, row, 0, {blocks * BLOCK_N}, rows, c1 - c0, c0"),
                   "    base = max(m0 * N, 0)",
                   "    for k in range(rows * N):",
                   *_indent(epilogue.lines, 2),
-                  f"        outf[base + k] = {epilogue.value}"]
+                  f"        out[base + k] = {epilogue.value}"]
     else:
         extra = None
         finish = [
@@ -1149,7 +1149,7 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
         *finish,
     ]
     return _gemm_spec(d, f"gemm_{mk.isa}", body, params, mk.pack_weights(weights), pack_bias(folded), reads,
-                      scratch, extra)
+                      scratch, extra, flat_out=isinstance(epilogue, FlatEpilogue))
 
 
 class _GemmReads(_Accesses):
