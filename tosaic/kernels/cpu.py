@@ -5,15 +5,19 @@ A kernel is a template (its loop nest and schedule) plus the scalar bodies rende
 
 - `gemm`: a 1x1, stride-1, unpadded conv (and so every fully connected layer) with weight zero point 0, as
   C[m, n] = A[m, :] . W[n, :] over int8 (or int16) activations; the input zero point is folded into the
-  bias at compile time. On AVX2 hosts, `gemm_avx2` runs the broadcast micro-kernels of `kernels/x86_microkernels.py`
-  on tasks of 16 rows by 128 channels; elsewhere one dot product per output (`gemm`), or outer products
-  for few input channels (`gemm_outer`).
+  bias at compile time. On x86 hosts, `gemm_<isa>` runs the broadcast micro-kernels of
+  `kernels/x86_microkernels.py` (AVX2, AVX-VNNI, AVX-512 VNNI) on tasks of 16 rows by 128 channels, and
+  with AVX-512 an epilogue that is one requantization (or one followed by a residual ADD, split:
+  `render.split_requant`) runs as its row kernel; elsewhere one dot product per output (`gemm`), or outer
+  products for few input channels (`gemm_outer`).
 - `im2col`: an int8 conv2d with weight zero point 0 as a GEMM over each output row's gathered patches (on
-  x86 through the same micro-kernels; elsewhere only for KH*KW*IC >= 64).
+  x86 through the same micro-kernels, with AVX-512 interior patches copied a kernel row at a time;
+  elsewhere only for KH*KW*IC >= 64).
 - `conv`: any other conv2d, directly, one output row per parallel iteration with its accumulators in a
   row buffer, output channels innermost (vectorized); padded taps are skipped, the zero points subtracted.
 - `depthwise`: depthwise conv, one output row per parallel iteration, channels innermost; the taps of
-  interior pixels summed in registers, border pixels tap by tap.
+  interior pixels summed in registers, border pixels tap by tap (with AVX-512, every pixel by the row
+  micro-kernels of kernels/x86_microkernels.py, and an epilogue that is one requantization by them too).
 - `generic`: every other structured op from its indexing maps and body: parallel loops collapsed into one
   `prange`, reduction loops innermost.
 

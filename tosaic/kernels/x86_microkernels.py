@@ -1,4 +1,5 @@
-"""x86 GEMM micro-kernels for generated CPU kernels, as Numba intrinsics emitting LLVM IR.
+"""x86 micro-kernels for generated CPU kernels, as Numba intrinsics emitting LLVM IR: the GEMM blocks, the
+AVX-512 row kernels, the TABLE gather.
 
 Numba types int16 * int16 as int64, and LLVM then keeps only a lone dot-product reduction in
 `vpmaddwd`; any register blocking widens the products to i64 (measured: 10 GOPS blocked against 20-30
@@ -17,6 +18,14 @@ pads K to the group and N to a multiple of 16 with zeros).
 
 Exact: each group sum of int8 * int8 (or uint8 * int8) products fits in int32, and the int32
 accumulators wrap as the TOSA accumulator may not overflow.
+
+The AVX-512 row kernels (AVX-512BW byte masks for a row's last block) replace loops that LLVM vectorized
+but guarded: not knowing that a kernel's arrays do not overlap, it compared their address ranges before
+each inner loop, once per pixel or row, which at a few dozen channels cost as much as the loop's work.
+`depthwise_avx512_*` and `depthwise_border_avx512_*` sum a depthwise layer's taps for a row of pixels and
+for one border pixel; `requantize_rows_avx512` and its saturating form are the float64 requantization of
+int32 rows into int8 (kernels/requant.py); `offset_rows_avx512` and `patch_rows_avx512` copy activations
+and im2col patches in the form `vpdpbusd` reads.
 
 `table_lookup_avx512vbmi` is the TABLE gather of an int8 TABLE over 64 values at once: LLVM vectorizes no
 gather on x86, and AVX-512 VBMI's `vpermi2b` looks up 64 bytes in a 128-byte table in one instruction.
@@ -132,6 +141,55 @@ gemm_avxvnni_4x16 = _gemm_block("avxvnni", 4)
 gemm_avxvnni_1x16 = _gemm_block("avxvnni", 1)
 
 
+def _splat(builder, value, vector_t):
+    """`value` in every lane of a `vector_t`."""
+    v = builder.insert_element(ir.Constant(vector_t, None), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vector_t.count), [0] * vector_t.count))
+
+
+def _in_blocks(builder, count, lanes: int, block):
+    """`block(start, mask)` over `count` (an i64) elements `lanes` at a time: whole blocks with mask None,
+    then the rest, if any, under the mask of its lanes."""
+    i64 = ir.IntType(64)
+    full = builder.sub(count, builder.srem(count, ir.Constant(i64, lanes)))
+    with cgutils.for_range_slice(builder, ir.Constant(i64, 0), full, ir.Constant(i64, lanes), i64) as (start, _):
+        block(start, None)
+    with builder.if_then(builder.icmp_signed("<", full, count)):
+        remaining = _splat(builder, builder.trunc(builder.sub(count, full), _I32), ir.VectorType(_I32, lanes))
+        block(full, builder.icmp_unsigned("<", ir.Constant(ir.VectorType(_I32, lanes), list(range(lanes))), remaining))
+
+
+_BYTES64, _MASK64 = ir.VectorType(_I8, 64), ir.VectorType(ir.IntType(1), 64)
+
+
+def _masked_bytes64(module):
+    """LLVM's masked load and masked store of 64 bytes (AVX-512BW: one instruction each)."""
+    pointer_t = _BYTES64.as_pointer()
+    load = cgutils.get_or_insert_function(
+        module, ir.FunctionType(_BYTES64, [pointer_t, _I32, _MASK64, _BYTES64]), "llvm.masked.load.v64i8.p0")
+    store = cgutils.get_or_insert_function(
+        module, ir.FunctionType(ir.VoidType(), [_BYTES64, pointer_t, _I32, _MASK64]), "llvm.masked.store.v64i8.p0")
+    return load, store
+
+
+def _below64(builder, limit):
+    """The mask of the 64 byte lanes below `limit` (an i64), from a 64-bit integer: 2^limit - 1, none below
+    1, all from 64."""
+    i64 = ir.IntType(64)
+    bits = builder.sub(builder.shl(ir.Constant(i64, 1), limit), ir.Constant(i64, 1))
+    bits = builder.select(builder.icmp_signed(">=", limit, ir.Constant(i64, 64)), ir.Constant(i64, -1), bits)
+    bits = builder.select(builder.icmp_signed("<", limit, ir.Constant(i64, 1)), ir.Constant(i64, 0), bits)
+    return builder.bitcast(bits, _MASK64)
+
+
+def _store(builder, value, where, mask, masked_store, align: int):
+    """Store `value` at `where`, under `mask` unless it is None."""
+    if mask is None:
+        builder.store(value, where, align=align)
+    else:
+        builder.call(masked_store, [value, where, ir.Constant(_I32, 1), mask])
+
+
 def _depthwise_rows(taps: int, border: bool):
     """The depthwise sum over `taps` taps; `border`: only the taps whose bit is set in `valid` read `x`, the
     others read `fill` (the zero point, whose products the folded bias expects), through the load's mask:
@@ -179,9 +237,7 @@ def _depthwise_rows(taps: int, border: bool):
             offsets = [builder.load(builder.gep(offsets_data, [ir.Constant(i64, t)])) for t in range(taps)]
             one = ir.Constant(_I32, 1)
             valid = index(10)
-            fill = builder.trunc(index(11), _I8)
-            fill = builder.insert_element(ir.Constant(bytes_t, None), fill, ir.Constant(_I32, 0))
-            fill = builder.shuffle_vector(fill, fill, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+            fill = _splat(builder, builder.trunc(index(11), _I8), bytes_t)
 
             def load_bytes(base, at, mask, passthru=ir.Constant(bytes_t, None)):
                 pointer = builder.bitcast(builder.gep(base, [at]), bytes_t.as_pointer())
@@ -215,19 +271,9 @@ def _depthwise_rows(taps: int, border: bool):
                         value = load_bytes(x_data, builder.add(pixel, offsets[t]), reads[t], fill)
                         total = builder.add(total, builder.mul(value, weights[t]))
                     where = words(acc_data, builder.add(a0, builder.add(builder.mul(loop.index, channels), c)))
-                    if mask is None:
-                        builder.store(total, where, align=4)
-                    else:
-                        builder.call(masked_store32, [total, where, one, mask])
+                    _store(builder, total, where, mask, masked_store32, 4)
 
-            full = builder.sub(channels, builder.srem(channels, ir.Constant(i64, lanes)))
-            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), full, ir.Constant(i64, lanes), i64) as (c, _):
-                block(c, None)
-            with builder.if_then(builder.icmp_signed("<", full, channels)):
-                remaining = builder.trunc(builder.sub(channels, full), _I8)
-                limit = builder.insert_element(ir.Constant(bytes_t, None), remaining, ir.Constant(_I32, 0))
-                limit = builder.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
-                block(full, builder.icmp_unsigned("<", ir.Constant(bytes_t, list(range(lanes))), limit))
+            _in_blocks(builder, channels, lanes, block)
             return context.get_dummy_value()
 
         return signature, codegen
@@ -245,8 +291,6 @@ def offset_rows_avx512(typingctx, dst, d0, ldd, src, s0, lds, rows, count, padde
     if any(not isinstance(v, types.Array) or v.layout != "C" for v in (dst, src)):
         return None
     signature = types.void(dst, d0, ldd, src, s0, lds, rows, count, padded)
-    lanes = 64
-    bytes_t, mask_t = ir.VectorType(_I8, lanes), ir.VectorType(ir.IntType(1), lanes)
 
     def codegen(context, builder, sig, args):
         i64 = ir.IntType(64)
@@ -259,31 +303,20 @@ def offset_rows_avx512(typingctx, dst, d0, ldd, src, s0, lds, rows, count, padde
 
         dst_data, src_data = data(0), data(3)
         d0, ldd, s0, lds, rows, count, padded = (index(i) for i in (1, 2, 4, 5, 6, 7, 8))
-        module = builder.module
-        pointer_t = bytes_t.as_pointer()
-        masked_load = cgutils.get_or_insert_function(
-            module, ir.FunctionType(bytes_t, [pointer_t, _I32, mask_t, bytes_t]), "llvm.masked.load.v64i8.p0")
-        masked_store = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [bytes_t, pointer_t, _I32, mask_t]), "llvm.masked.store.v64i8.p0")
-        top = ir.Constant(bytes_t, [0x80] * lanes)
+        masked_load, masked_store = _masked_bytes64(builder.module)
+        pointer_t = _BYTES64.as_pointer()
+        top = ir.Constant(_BYTES64, [0x80] * 64)
         one = ir.Constant(_I32, 1)
-
-        def below(limit):
-            """The mask of lanes below `limit`, from a 64-bit integer: 2^limit - 1, none below 1, all from 64."""
-            bits = builder.sub(builder.shl(ir.Constant(i64, 1), limit), ir.Constant(i64, 1))
-            bits = builder.select(builder.icmp_signed(">=", limit, ir.Constant(i64, lanes)), ir.Constant(i64, -1), bits)
-            bits = builder.select(builder.icmp_signed("<", limit, ir.Constant(i64, 1)), ir.Constant(i64, 0), bits)
-            return builder.bitcast(bits, mask_t)
-
         with cgutils.for_range(builder, rows) as row:
             source = builder.add(s0, builder.mul(row.index, lds))
             target = builder.add(d0, builder.mul(row.index, ldd))
-            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), padded, ir.Constant(i64, lanes), i64) as (k, _):
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), padded, ir.Constant(i64, 64), i64) as (k, _):
                 # Lanes past `count` load 0x80 (not memory), which the flip makes the zero padding.
-                loaded = builder.call(masked_load, [builder.bitcast(builder.gep(src_data, [builder.add(source, k)]),
-                                                                    pointer_t), one, below(builder.sub(count, k)), top])
+                at = builder.bitcast(builder.gep(src_data, [builder.add(source, k)]), pointer_t)
+                loaded = builder.call(masked_load, [at, one, _below64(builder, builder.sub(count, k)), top])
                 where = builder.bitcast(builder.gep(dst_data, [builder.add(target, k)]), pointer_t)
-                builder.call(masked_store, [builder.xor(loaded, top), where, one, below(builder.sub(padded, k))])
+                builder.call(masked_store, [builder.xor(loaded, top), where, one,
+                                            _below64(builder, builder.sub(padded, k))])
         return context.get_dummy_value()
 
     return signature, codegen
@@ -300,8 +333,6 @@ def patch_rows_avx512(typingctx, patch, p0, ldp, x, x0, step, row_offsets, width
     if any(not isinstance(v, types.Array) or v.layout != "C" for v in (patch, x, row_offsets)):
         return None
     signature = types.void(patch, p0, ldp, x, x0, step, row_offsets, width, count)
-    lanes = 64
-    bytes_t, mask_t = ir.VectorType(_I8, lanes), ir.VectorType(ir.IntType(1), lanes)
 
     def codegen(context, builder, sig, args):
         i64 = ir.IntType(64)
@@ -317,16 +348,10 @@ def patch_rows_avx512(typingctx, patch, p0, ldp, x, x0, step, row_offsets, width
         offsets = array(6)
         offsets_data, kernel_rows = builder.bitcast(offsets.data, i64.as_pointer()), offsets.nitems
         p0, ldp, x0, step, width, count = (index(i) for i in (1, 2, 4, 5, 7, 8))
-        module = builder.module
-        pointer_t = bytes_t.as_pointer()
-        masked_load = cgutils.get_or_insert_function(
-            module, ir.FunctionType(bytes_t, [pointer_t, _I32, mask_t, bytes_t]), "llvm.masked.load.v64i8.p0")
-        masked_store = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [bytes_t, pointer_t, _I32, mask_t]), "llvm.masked.store.v64i8.p0")
-        top = ir.Constant(bytes_t, [0x80] * lanes)
-        bits = builder.sub(builder.shl(ir.Constant(i64, 1), width), ir.Constant(i64, 1))
-        mask = builder.bitcast(builder.select(builder.icmp_signed(">=", width, ir.Constant(i64, lanes)),
-                                              ir.Constant(i64, -1), bits), mask_t)
+        masked_load, masked_store = _masked_bytes64(builder.module)
+        pointer_t = _BYTES64.as_pointer()
+        top = ir.Constant(_BYTES64, [0x80] * 64)
+        mask = _below64(builder, width)
         one = ir.Constant(_I32, 1)
         with cgutils.for_range(builder, count) as pixel:
             source = builder.add(x0, builder.mul(pixel.index, step))
@@ -371,7 +396,7 @@ def _requantize_signature(saturating, out, o0, ldo, acc, a0, lda, rows, count, k
         return None
     signature = types.void(out, o0, ldo, acc, a0, lda, rows, count, k0, scale, round_up, round_down, low, high, zp)
     lanes = 16
-    i64, f64 = ir.IntType(64), ir.DoubleType()
+    f64 = ir.DoubleType()
     words_t, doubles_t, bytes_t = ir.VectorType(_I32, lanes), ir.VectorType(f64, lanes), ir.VectorType(_I8, lanes)
     mask_t = ir.VectorType(ir.IntType(1), lanes)
     half_t, half_words_t = ir.VectorType(f64, 8), ir.VectorType(_I32, 8)
@@ -386,15 +411,11 @@ def _requantize_signature(saturating, out, o0, ldo, acc, a0, lda, rows, count, k
         def double(i):
             return context.cast(builder, args[i], sig.args[i], types.float64)
 
-        def splat(value, vector_t):
-            v = builder.insert_element(ir.Constant(vector_t, None), value, ir.Constant(_I32, 0))
-            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vector_t.count), [0] * vector_t.count))
-
         out_data, acc_data = data(0, _I8), data(3, _I32)
         scale_data, up_data, down_data = data(9, f64), data(10, f64), data(11, f64)
         o0, ldo, a0, lda, rows, count, k0 = (index(i) for i in (1, 2, 4, 5, 6, 7, 8))
-        low, high = splat(double(12), doubles_t), splat(double(13), doubles_t)
-        zp = splat(builder.trunc(index(14), _I32), words_t)
+        low, high = _splat(builder, double(12), doubles_t), _splat(builder, double(13), doubles_t)
+        zp = _splat(builder, builder.trunc(index(14), _I32), words_t)
         module = builder.module
 
         def function(name, result, operands):
@@ -443,17 +464,9 @@ def _requantize_signature(saturating, out, o0, ldo, acc, a0, lda, rows, count, k
                 q = builder.call(narrow, [q, ir.Constant(bytes_t, None), ir.Constant(ir.IntType(16), -1)]) \
                     if saturating else builder.trunc(q, bytes_t)
                 where = at(out_data, builder.add(o0, builder.add(builder.mul(loop.index, ldo), j)), bytes_t)
-                if mask is None:
-                    builder.store(q, where, align=1)
-                else:
-                    builder.call(masked_store_bytes, [q, where, one, mask])
+                _store(builder, q, where, mask, masked_store_bytes, 1)
 
-        full = builder.sub(count, builder.srem(count, ir.Constant(i64, lanes)))
-        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), full, ir.Constant(i64, lanes), i64) as (j, _):
-            block(j, None)
-        with builder.if_then(builder.icmp_signed("<", full, count)):
-            remaining = builder.trunc(builder.sub(count, full), _I32)
-            block(full, builder.icmp_unsigned("<", ir.Constant(words_t, list(range(lanes))), splat(remaining, words_t)))
+        _in_blocks(builder, count, lanes, block)
         return context.get_dummy_value()
 
     return signature, codegen
