@@ -578,14 +578,14 @@ class FlatEpilogue(NamedTuple):
 
 class _SplitReads(_Accesses):
     """Reads of a split epilogue's second part at flat output index `base + k`: the requantized value from
-    the output itself (`out`, flat), whole-output inputs at the same index, single-element inputs at [0]."""
+    the task's buffer (`y[k]`), whole-output inputs at the same index, single-element inputs at [0]."""
 
     def derived(self, i: int, array: np.ndarray) -> str:
         return super().derived(i, np.reshape(array, -1))
 
     def read(self, i, expr, name=None):
         if i == self.skip:
-            return "out[base + k]"
+            return "y[k]"
         arr = name or self.array(i)
         return f"{arr}[0]" if self.op.operands[i].type.size == 1 else f"{arr}[base + k]"
 
@@ -1102,12 +1102,15 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
         rq, extra = epilogue, _requant_arrays(epilogue)
         finish = ["    " + _requant_rows(rq, params, f"out, m0 * N + c0, N, row, 0, {blocks * BLOCK_N}, rows, c1 - c0, c0")]
     elif isinstance(epilogue, FlatEpilogue):
-        # The requantized rows are whole rows of the output (one task holds every channel): the rest of the
-        # epilogue runs over them as one flat loop, in place.
+        # One task holds whole rows (every channel): the requantized rows go to a buffer of their own (the
+        # output may share its bytes with the residual input, read below), and the rest of the epilogue
+        # runs over the task's rows as one flat loop.
         rq_arrays, rq_names = _requant_arrays(epilogue.rq)
         extra = (rq_arrays + epilogue.arrays, rq_names + epilogue.names)
-        finish = ["    " + _requant_rows(epilogue.rq, params,
-                                         f"out, m0 * N + c0, N, row, 0, {blocks * BLOCK_N}, rows, c1 - c0, c0"),
+        n = d.root.result.type.shape[3]
+        finish = [f"    {scratch.take('y', (r * n,), 'np.int8')}",
+                  "    " + _requant_rows(epilogue.rq, params,
+                                         f"y, 0, N, row, 0, {blocks * BLOCK_N}, rows, c1 - c0, c0"),
                   "    base = max(m0 * N, 0)",
                   "    for k in range(rows * N):",
                   *_indent(epilogue.lines, 2),
