@@ -544,31 +544,35 @@ def _row_conv_epilogue(d: Dispatch, target: CpuTarget):
     return params, epi, after, epi_arrays, epi_names
 
 
-def _row_requant(d: Dispatch, target: CpuTarget) -> RowRequant | None:
-    """The dispatch's epilogue as one requantization of its accumulator to int8 where the target runs
-    `requantize_rows_avx512` (x86 with AVX-512BW); else None."""
+def _requant_reader(d: Dispatch, target: CpuTarget) -> _Accesses | None:
+    """Where the target runs `requantize_rows_avx512` (x86 with AVX-512BW, the float64 strategy) and the
+    dispatch has an epilogue: a throwaway reader of it, into which matching renders the sources of
+    constants (the call reads arrays of its own); else None."""
     if d.epilogue is None or target.arch != "x86_64" or not AVX512_FEATURES <= target.features \
             or target.requant != "float64":
         return None
-    # Matching renders sources of constants into a throwaway reader (the call reads arrays of its own).
     index = [f"i{k}" for k in range(len(d.epilogue.attrs["domain"]))]
-    return row_requant(d.epilogue, d.slot, _Accesses(d.epilogue, "e", index, [], skip=d.slot))
+    return _Accesses(d.epilogue, "e", index, [], skip=d.slot)
+
+
+def _row_requant(d: Dispatch, target: CpuTarget) -> RowRequant | None:
+    """The dispatch's epilogue as one requantization of its accumulator to int8 (`render.row_requant`)
+    where the target runs `requantize_rows_avx512`; else None."""
+    reader = _requant_reader(d, target)
+    return None if reader is None else row_requant(d.epilogue, d.slot, reader)
 
 
 def _split_requant(d: Dispatch, target: CpuTarget) -> tuple[RowRequant, S.Expr] | None:
     """The dispatch's epilogue as a requantization of its accumulator to int8 followed by an elementwise
     function of it and whole-output inputs (`render.split_requant`), where the target runs
     `requantize_rows_avx512`; else None."""
-    if d.epilogue is None or target.arch != "x86_64" or not AVX512_FEATURES <= target.features \
-            or target.requant != "float64":
-        return None
-    index = [f"i{k}" for k in range(len(d.epilogue.attrs["domain"]))]
-    return split_requant(d.epilogue, d.slot, _Accesses(d.epilogue, "e", index, [], skip=d.slot))
+    reader = _requant_reader(d, target)
+    return None if reader is None else split_requant(d.epilogue, d.slot, reader)
 
 
 class FlatEpilogue(NamedTuple):
-    """A split epilogue (`_split_requant`): the requantization into the output, then `lines` computing
-    `value` from it at flat output index `base + k`, reading `arrays` (named `names`)."""
+    """A split epilogue (`_split_requant`): the requantization into a task buffer `y`, then `lines`
+    computing `value` from it at flat output index `base + k`, reading `arrays` (named `names`)."""
     rq: RowRequant
     lines: list[str]
     value: str
@@ -597,8 +601,7 @@ def _flat_epilogue(d: Dispatch, split, params: list, target: CpuTarget) -> FlatE
     renderer = BodyRenderer(reads.read, reads.array, [], params=params, prefix="t", inputs=reads,
                             requant=target.requant)
     value = renderer.render(rest)
-    leaves = {n.arg for n in S.nodes(rest) if n.op == "in"} - {d.slot}
-    used = sorted(leaves)
+    used = sorted({n.arg for n in S.nodes(rest) if n.op == "in"} - {d.slot})
     arrays = [ArrayArg(e.operands[i], (e.operands[i].type.size,)) for i in used]
     names = [f"e{i}" for i in used]
     arrays += [ArrayArg(array=a) for _, a in reads.extra]
@@ -802,17 +805,18 @@ def _stored_activation(value: str, mk: MicroKernel | None) -> str:
     return value
 
 
-def _depthwise_rows(d: Dispatch, target: CpuTarget) -> str | None:
-    """The x86 micro-kernel summing a depthwise layer's interior pixels, where there is one: int8 without a
-    weight zero point or channel multiplier, a kernel size it comes in, AVX-512BW for the masked tail."""
+def _depthwise_rows(d: Dispatch, target: CpuTarget) -> tuple[str, str] | None:
+    """The x86 micro-kernels summing a depthwise layer's interior rows and border pixels, where there are
+    some: int8 without a weight zero point or channel multiplier, a kernel size they come in, AVX-512BW
+    for the masked tail."""
     op = d.root
     kh, kw, _, mult = op.operands[1].type.shape
-    name = f"depthwise_avx512_{kh * kw}"
-    if target.arch != "x86_64" or not AVX512_FEATURES <= target.features or name not in MICROKERNEL_NAMES:
+    names = (f"depthwise_avx512_{kh * kw}", f"depthwise_border_avx512_{kh * kw}")
+    if target.arch != "x86_64" or not AVX512_FEATURES <= target.features or names[0] not in MICROKERNEL_NAMES:
         return None
     if op.operands[0].type.dtype != "i8" or mult != 1 or op.attrs["weight_zp"]:
         return None
-    return name
+    return names
 
 
 def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
@@ -860,15 +864,16 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             return f"np.int32(np.int16(np.int16({xv}) * np.int16({wv})))"
     interior_sum = " + ".join(interior_product(f"x{ky}[ix + {kx * dx}, {channel}]", f"w{ky}_{kx}[c]")
                               for ky, kx in taps)
-    rows = _depthwise_rows(d, target)
+    micro = _depthwise_rows(d, target)
     row_arrays = []
-    if rows:
+    if micro:
+        rows, border_pixel = micro
         # The interior by the micro-kernel: taps as offsets into the flattened input from one row's start.
         interior = [f"        {rows}(acc, xa * OC, x, ((b * H + iy0) * W + xa * SX - p3) * OC, SX * OC, taps, wp, "
                     "bias_in, xb - xa, OC, -1, 0)"]
         width = x.type.shape[2]
         row_arrays = [ArrayArg(array=np.array([(ky * dy * width + kx * dx) * c for ky, kx in taps], np.int64))]
-        tap_offsets = []
+        setup = []
         # A border pixel is the same sum with its padded taps reading the zero point (bit t of `valid` clear).
         border = [
             "        ix0 = xo * SX - p3",
@@ -877,7 +882,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
             f"            for kx in range({kw}):",
             f"                if 0 <= iy0 + ky * {dy} < H and 0 <= ix0 + kx * {dx} < W:",
             f"                    valid |= 1 << (ky * {kw} + kx)",
-            f"        {rows.replace('depthwise_', 'depthwise_border_')}(acc, xo * OC, x, ((b * H + iy0) * W + ix0) * OC, "
+            f"        {border_pixel}(acc, xo * OC, x, ((b * H + iy0) * W + ix0) * OC, "
             "0, taps, wp, bias_in, 1, OC, valid, p0)",
         ]
     else:
@@ -887,7 +892,8 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
                     "            ar = acc[xo]",
                     "            for c in range(OC):",
                     f"                ar[c] = {acc_t}(bias_in[c] + {interior_sum})"]
-        tap_offsets = [f"w{ky}_{kx} = wp[{ky}, {kx}]" for ky, kx in taps]
+        setup = ["z = np.int16(p0)", f"zx = {mul_t}(p0)", f"zw = {mul_t}(p1)",
+                 *[f"w{ky}_{kx} = wp[{ky}, {kx}]" for ky, kx in taps]]
         border = [
             "        ar = acc[xo]",
             "        for c in range(OC):",
@@ -904,10 +910,7 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         ]
     body = [
         "N, OH, OW, OC, H, W, SY, SX = D",
-        "z = np.int16(p0)",
-        f"zx = {mul_t}(p0)",
-        f"zw = {mul_t}(p1)",
-        *tap_offsets,
+        *setup,
         "for r in prange(N * OH):",
         "    b = r // OH",
         "    y = r % OH",
@@ -926,9 +929,12 @@ def depthwise_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
         *border,
         *epilogue,
     ]
+    # The micro-kernels read only the folded bias; the loops also read the plain one at the border.
+    biases = [ArrayArg(array=interior_bias)] if micro else [ArrayArg(array=bias_values), ArrayArg(array=interior_bias)]
     arrays = [ArrayArg(d.outputs[0], d.outputs[0].type.shape), ArrayArg(x, x.type.shape), ArrayArg(array=packed),
-              ArrayArg(array=bias_values), ArrayArg(array=interior_bias)] + row_arrays + epi_arrays + scratch.arrays()
-    signature = ["out", "x", "wp", "bias", "bias_in"] + ["taps"] * bool(row_arrays) + epi_names + scratch.names
+              *biases] + row_arrays + epi_arrays + scratch.arrays()
+    signature = ["out", "x", "wp", *(["bias_in"] if micro else ["bias", "bias_in"])] + ["taps"] * bool(micro) \
+        + epi_names + scratch.names
     return KernelSpec("depthwise", _module("depthwise", signature, body, params), arrays, _param_values(params),
                       (n, oh, ow, oc, x.type.shape[1], x.type.shape[2], sy, sx))
 
