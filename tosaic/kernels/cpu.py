@@ -1082,11 +1082,16 @@ def _gemm_spec(d: Dispatch, template, body, params, weights, folded, reads, scra
 
 def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, table, reads,
               target: CpuTarget) -> KernelSpec:
-    """The GEMM on x86 from the broadcast micro-kernels of kernels/x86_microkernels.py. A parallel task is
-    R rows by B blocks of 16 output channels (the schedule's; 16 by 8 by default): its rows are copied once
-    into a buffer in the form the micro-kernel reads (int16 for AVX2, uint8 plus 128 for VNNI; K padded to
-    the micro-kernel's group with zeros), blocks of rows by 16 channels are written with their bias into a
-    row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes. `epilogue` is
+    """The GEMM on x86 from the broadcast micro-kernels of kernels/x86_microkernels.py. Each of the
+    schedule's workers (one per thread) takes an equal contiguous share of the rows, or of the channel
+    groups where rows are few: equal, so that no thread waits at the end of the dispatch (tasks of 16 rows
+    dealt to threads split MobileNetV2's 49-row GEMMs 32:17), and contiguous, so that a thread reads the
+    rows the previous dispatch wrote into its own cache (tasks claimed one at a time from an atomic
+    counter made the large GEMMs 1.2-2.2x slower at 2 threads). A worker takes R rows at a time (the
+    schedule's, 16), copied once into a buffer in the form the micro-kernel reads (int16 for AVX2, uint8
+    plus 128 for VNNI; K padded to the micro-kernel's group with zeros), then per group of at most B blocks
+    of 16 output channels (8; the groups made equal), blocks of rows by 16 channels are written with their
+    bias into a row buffer, and the epilogue runs over the buffer as its own loop, which vectorizes. `epilogue` is
     its statements, or a RowRequant run by `requantize_rows_avx512`; with AVX-512 the copy is
     `offset_rows_avx512`."""
     r, blocks = target.schedule.gemm_task_rows, target.schedule.gemm_task_blocks
@@ -1136,30 +1141,40 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
             # (over range(c0, c1) the pass took 2.8x longer on EfficientNet's 112x112x96 expansion).
             *_indent(_lookup_pass("o", "c0", "c1 - c0", table, target), 2),
         ]
+    workers = scratch.threads
     body = [
         "M, N, K = D",
         f"KP = {mk.pad_source('K')}",
         f"NB = (N + {BLOCK_N - 1}) // {BLOCK_N}",
         f"GROUPS = (NB + {blocks - 1}) // {blocks}",
-        f"for task in prange(((M + {r - 1}) // {r}) * GROUPS):",
-        f"    m0 = (task // GROUPS) * {r}",
-        f"    nb0 = (task % GROUPS) * {blocks}",
-        f"    nb1 = min(NB, nb0 + {blocks})",
-        f"    rows = min({r}, M - m0)",
-        f"    {TASK_ID}",
+        "PER_GROUP = (NB + GROUPS - 1) // GROUPS",
+        # Each worker takes a contiguous share of the rows, or where rows are few, of the channel groups.
+        f"SPLIT_ROWS = M >= {workers * r} or GROUPS < {workers}",
+        f"for tid in prange({workers}):",
+        "    lo, hi, g0, g1 = 0, M, 0, GROUPS",
+        "    if SPLIT_ROWS:",
+        f"        lo, hi = tid * M // {workers}, (tid + 1) * M // {workers}",
+        "    else:",
+        f"        g0, g1 = tid * GROUPS // {workers}, (tid + 1) * GROUPS // {workers}",
         f"    {scratch.take('ak', (r, kp), mk.activation_dtype)}",
-        *copy,
         f"    {scratch.take('row', (r, blocks * BLOCK_N), 'np.int32')}",
-        "    for nb in range(nb0, nb1):",
-        f"        w0 = nb * KP * {BLOCK_N}",
-        f"        r0 = (nb - nb0) * {BLOCK_N}",
-        *_indent(mk.calls("ak", "i", "rows", "KP", "row", f"i * {blocks * BLOCK_N} + r0", f"{blocks * BLOCK_N}"), 2),
+        f"    for m0 in range(lo, hi, {r}):",
+        f"        rows = min({r}, hi - m0)",
+        *_indent(copy, 1),
+        "        for group in range(g0, g1):",
+        "            nb0 = group * PER_GROUP",
+        "            nb1 = min(NB, nb0 + PER_GROUP)",
+        "            for nb in range(nb0, nb1):",
+        f"                w0 = nb * KP * {BLOCK_N}",
+        f"                r0 = (nb - nb0) * {BLOCK_N}",
+        *_indent(mk.calls("ak", "i", "rows", "KP", "row", f"i * {blocks * BLOCK_N} + r0", f"{blocks * BLOCK_N}"),
+                 4),
         # Numba wraps negative indices; LLVM must see that c0 + j cannot be negative, or the epilogue's
         # loads and stores become gathers and scatters (measured 4.4x on MobileNetV2's 112x112x96
-        # expansion): the task index comes from the parallel scheduler, of unknown sign.
-        f"    c0 = max(nb0 * {BLOCK_N}, 0)",
-        f"    c1 = min(N, nb1 * {BLOCK_N})",
-        *finish,
+        # expansion): the worker index comes from the parallel scheduler, of unknown sign.
+        f"            c0 = max(nb0 * {BLOCK_N}, 0)",
+        f"            c1 = min(N, nb1 * {BLOCK_N})",
+        *_indent(finish, 2),
     ]
     return _gemm_spec(d, f"gemm_{mk.isa}", body, params, mk.pack_weights(weights), pack_bias(folded), reads,
                       scratch, extra, flat_out=isinstance(epilogue, FlatEpilogue))
