@@ -109,15 +109,20 @@ class CompiledModel:
         self._cannot_run: str | None = None
         if target != "interp":
             from tosaic.kernels.plan import build_plan
-            from tosaic.kernels.target import CpuTarget, missing_features, parse_target
+            from tosaic.kernels.target import CudaTarget, missing_features, parse_target, target_from_dict
 
             description = parse_target(target)
             self._plan = plan if plan is not None else build_plan(graph, description)
-            planned = CpuTarget.from_dict(self._plan.target)
+            planned = target_from_dict(self._plan.target)
             missing = missing_features(planned)
             if missing:
                 self._cannot_run = (f"this model was compiled for {planned}; this machine lacks "
                                     f"{', '.join(missing)}: save or export it for a machine that has them")
+            elif isinstance(planned, CudaTarget):
+                from tosaic.kernels.cuda_engine import CudaExecutable
+
+                with _compile_progress() as progress:
+                    self._executable = CudaExecutable(self._plan, progress=progress)
             else:
                 from tosaic.kernels.engine import Executable
 

@@ -82,6 +82,7 @@ class KernelSpec:
     arrays: list[ArrayArg]
     params: tuple
     dims: tuple
+    launch: dict | None = None   # a CUDA kernel's launch (kernels/cuda.py): threads, threads per block
 
     @property
     def key(self) -> str:

@@ -605,7 +605,7 @@ def native_address(overload) -> int:
     return overload.library.get_pointer_to_function(overload.fndesc.llvm_func_name)
 
 
-_SCALAR_TYPES = {"l": np.int64, "q": np.int64, "f": np.float32, "d": np.float64, "?": np.bool_}
+SCALAR_TYPES = {"l": np.int64, "q": np.int64, "f": np.float32, "d": np.float64, "?": np.bool_}
 
 
 class Executable:
@@ -703,7 +703,7 @@ class Executable:
 
     def _arguments(self, step: Step) -> tuple:
         """A kernel step's arguments: its arrays (arena views, constants), parameters P and loop bounds D."""
-        params = tuple(_SCALAR_TYPES[kind](value) for kind, value in step.params)
+        params = tuple(SCALAR_TYPES[kind](value) for kind, value in step.params)
         return (*[self._view(r) for r in step.arrays], params, tuple(np.int64(n) for n in step.dims))
 
     def _bind(self, step: Step):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from tosaic.ir import Graph, Value
+from tosaic.kernels import cuda
 from tosaic.kernels.cpu import ArrayArg, kernel_for
 from tosaic.kernels.engine import Plan, Step
-from tosaic.kernels.target import CpuTarget
+from tosaic.kernels.target import CpuTarget, CudaTarget
 from tosaic.lowering.bufferize import plan_arena
 from tosaic.lowering.canonicalize import simplify_bodies
 from tosaic.lowering.constant_fold import fold_constants
@@ -80,12 +81,13 @@ def structured_stages(graph: Graph):
     return structured, dispatches, _steps_in_order(structured, dispatches)
 
 
-def build_plan(graph: Graph, target: CpuTarget, stages=None) -> Plan:
+def build_plan(graph: Graph, target: CpuTarget | CudaTarget, stages=None) -> Plan:
     """The plan of a TOSA graph for `target`; `stages` are its `structured_stages`, when the caller has them
     already."""
     structured, dispatches, order = stages or structured_stages(graph)
     # Kernels first: the scratch buffers they work in are planned in the arena with the activations.
-    specs = {i: kernel_for(item, target) for i, item in enumerate(order) if isinstance(item, Dispatch)}
+    generate = cuda.kernel_for if isinstance(target, CudaTarget) else kernel_for
+    specs = {i: generate(item, target) for i, item in enumerate(order) if isinstance(item, Dispatch)}
     # A small dispatch's serial kernel saves a parallel launch (about 2 us) but costs a compile (1-3 s): where
     # another dispatch compiles the parallel form of the same source anyway, the small one runs that.
     parallel = {spec.key for spec in specs.values() if not spec.serial}
@@ -100,7 +102,8 @@ def build_plan(graph: Graph, target: CpuTarget, stages=None) -> Plan:
             spec = specs[i]
             sources[spec.key] = spec.source
             steps.append(Step("kernel", item.name, item.origins, [b.array(a) for a in spec.arrays], spec.key,
-                              spec.template, [_typed(p) for p in spec.params], [int(n) for n in spec.dims]))
+                              spec.template, [_typed(p) for p in spec.params], [int(n) for n in spec.dims],
+                              dict(spec.launch or {})))
         elif item.name == "linalg.concat":
             steps.append(Step("concat", "concat", structured.origins.get(item, []),
                               [b.ref(item.result)] + [b.ref(v) for v in item.operands], attrs={"axis": item.attrs["axis"]}))

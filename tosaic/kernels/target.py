@@ -89,6 +89,62 @@ class CpuTarget:
         return f"{self.name} [{', '.join(sorted(self.features)) or 'no SIMD features'}]"
 
 
+# CUDA compute capabilities by SM name: Jetson Orin (sm_87) and Hopper H100/H200 (sm_90) are the ones tosaic
+# is checked for; any sm_XY from 6.1 (the first with dp4a) is accepted.
+CUDA_DEFAULT_SM = "sm_87"
+CUDA_MIN_CC = (6, 1)
+
+
+@dataclass(frozen=True)
+class CudaTarget:
+    """A CUDA GPU of compute capability `cc`: kernels are `@cuda.jit` functions, PTX for `sm`."""
+
+    cc: tuple[int, int]
+    arch: str = "cuda"
+
+    @property
+    def sm(self) -> str:
+        return f"sm_{self.cc[0]}{self.cc[1]}"
+
+    @property
+    def requant(self) -> str:
+        return "int64"
+
+    @property
+    def name(self) -> str:
+        return f"cuda:{self.sm}"
+
+    def as_dict(self) -> dict:
+        return {"family": "cuda", "arch": "cuda", "cc": list(self.cc), "features": [], "requant": self.requant}
+
+    @staticmethod
+    def from_dict(d: dict) -> CudaTarget:
+        return CudaTarget(tuple(d["cc"]))
+
+    def __str__(self) -> str:
+        return f"{self.name} [compute capability {self.cc[0]}.{self.cc[1]}]"
+
+
+def parse_cuda(spec: str) -> CudaTarget:
+    """"cuda" (the present GPU, else sm_87) or "cuda:sm_XY"."""
+    if spec == "cuda":
+        from tosaic.kernels import cuda_engine
+
+        cc = cuda_engine.present_cc()
+        return CudaTarget(cc if cc is not None else parse_cuda(f"cuda:{CUDA_DEFAULT_SM}").cc)
+    sm = spec.split(":", 1)[1]
+    digits = sm[3:] if sm.startswith("sm_") else ""
+    if len(digits) < 2 or not digits.isdigit() or (int(digits[:-1]), int(digits[-1])) < CUDA_MIN_CC:
+        raise TargetError(f"unknown CUDA target {spec!r}: give cuda:sm_XY with compute capability X.Y of at least "
+                          f"{CUDA_MIN_CC[0]}.{CUDA_MIN_CC[1]} (cuda:sm_87 Jetson Orin, cuda:sm_90 H100/H200)")
+    return CudaTarget((int(digits[:-1]), int(digits[-1])))
+
+
+def target_from_dict(d: dict) -> CpuTarget | CudaTarget:
+    """The target a plan records."""
+    return CudaTarget.from_dict(d) if d.get("family") == "cuda" else CpuTarget.from_dict(d)
+
+
 @functools.cache
 def host() -> CpuTarget:
     """The machine at hand, as LLVM (through Numba) sees it, or as NUMBA_CPU_NAME / NUMBA_CPU_FEATURES set it."""
@@ -108,15 +164,18 @@ def host() -> CpuTarget:
 
 
 def known_targets() -> list[str]:
-    return ["cpu"] + [f"cpu:{arch}:{cpu}" for arch, cpus in KNOWN_CPUS.items() for cpu in cpus]
+    return (["cpu"] + [f"cpu:{arch}:{cpu}" for arch, cpus in KNOWN_CPUS.items() for cpu in cpus]
+            + ["cuda", "cuda:sm_87", "cuda:sm_90"])
 
 
 def parse_target(spec) -> CpuTarget:
     """The description named by `spec`: "cpu" (this machine) or "cpu:<arch>:<cpu>" (a known CPU)."""
-    if isinstance(spec, CpuTarget):
+    if isinstance(spec, (CpuTarget, CudaTarget)):
         return spec
     if spec == "cpu":
         return host()
+    if str(spec) == "cuda" or str(spec).startswith("cuda:"):
+        return parse_cuda(str(spec))
     parts = str(spec).split(":")
     if len(parts) == 3 and parts[0] == "cpu" and parts[2] in KNOWN_CPUS.get(parts[1], {}):
         arch, cpu = parts[1], parts[2]
@@ -129,6 +188,10 @@ def missing_features(target: CpuTarget, machine: CpuTarget | None = None) -> lis
     `target`: its architecture, or the features the code may use. Empty when it can run it."""
     from tosaic.kernels import engine
 
+    if isinstance(target, CudaTarget):
+        from tosaic.kernels import cuda_engine
+
+        return cuda_engine.missing()
     if machine is None:
         return engine.missing(target.as_dict())
     return engine.missing(target.as_dict(), machine.arch, machine.features)
