@@ -165,11 +165,26 @@ def cmd_inspect(args) -> int:
 def cmd_compile(args) -> int:
     import tosaic
 
+    if args.output is None and args.emit_ptx is None:
+        raise ValueError("give -o DIR (the compiled model) or --emit-ptx DIR (a CUDA target's PTX), or both")
     model = tosaic.compile(args.model, target=args.target, threads=args.threads)
-    model.save(args.output)
     plan = model.plan
     print(f"compiled {args.model} for {args.target}: {plan.dispatch_count} dispatches, {plan.kernel_count} "
-          f"kernels, arena {plan.arena_bytes} bytes; saved to {args.output}")
+          f"kernels, arena {plan.arena_bytes} bytes")
+    if args.output is not None:
+        model.save(args.output)
+        print(f"saved to {args.output}")
+    if args.emit_ptx is not None:
+        from tosaic.kernels import cuda_engine
+        from tosaic.kernels.target import CudaTarget, target_from_dict
+
+        target = target_from_dict(plan.target)
+        if not isinstance(target, CudaTarget):
+            raise ValueError(f"--emit-ptx needs a CUDA target (cuda:sm_87, cuda:sm_90), not {args.target}")
+        manifest = cuda_engine.emit_ptx(plan, target.cc, Path(args.emit_ptx))
+        files = len({k["ptx"] for k in manifest["kernels"]})
+        assembled = "assembled by ptxas" if manifest["assembled"] else "not assembled: no ptxas on PATH"
+        print(f"PTX of {files} kernels for {target.sm} ({assembled}) and manifest.json in {args.emit_ptx}")
     return 0
 
 
@@ -244,10 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(this machine) or cpu:ARCH:CPU, e.g. cpu:aarch64:cortex-a76")
     p.set_defaults(fn=cmd_inspect)
 
-    p = sub.add_parser("compile", help="compile for the CPU and save the compiled model to a directory")
+    p = sub.add_parser("compile", help="compile and save the compiled model to a directory, or a CUDA target's PTX")
     p.add_argument("model")
-    p.add_argument("-o", "--output", required=True, help="directory to save the compiled model in")
-    p.add_argument("--target", default="cpu", help="\"cpu\" (this machine) or cpu:ARCH:CPU, e.g. cpu:x86_64:znver5")
+    p.add_argument("-o", "--output", help="directory to save the compiled model in")
+    p.add_argument("--target", default="cpu", help="\"cpu\" (this machine), cpu:ARCH:CPU (e.g. cpu:x86_64:znver5), "
+                                                  "cuda (this GPU) or cuda:sm_XY (cuda:sm_87 Jetson Orin, cuda:sm_90)")
+    p.add_argument("--emit-ptx", metavar="DIR", help="write each kernel's PTX and manifest.json (CUDA targets)")
     p.add_argument("--threads", type=int, default=None, help="threads the kernels use (default: all cores)")
     p.set_defaults(fn=cmd_compile)
 

@@ -70,6 +70,7 @@ class ArrayArg:
     shape: tuple[int, ...] | None = None
     array: np.ndarray | None = None
     scratch: bool = False
+    dtype: str | None = None   # an activation's bytes read as this numpy dtype (int8 channels as int32 words)
 
 
 @dataclass

@@ -21,12 +21,46 @@ from tosaic.kernels.cpu import ArrayArg, KernelSpec, _Accesses, _aligned_index, 
 from tosaic.kernels.render import PRELUDE, BodyRenderer
 from tosaic.kernels.target import CudaTarget
 from tosaic.lowering.fusion import Dispatch
-from tosaic.lowering.structured import PARALLEL, generalize
+from tosaic.lowering.structured import PARALLEL, constant_values, generalize
 
 HEADER = "import numpy as np\nfrom numba import cuda\n"
-DEVICE_PRELUDE = PRELUDE.replace("@numba.njit(cache=True, nogil=True)", "@cuda.jit(device=True)")
+# Inlined: a call of a device function compiled apart asks the driver for the GPU, which PTX emission
+# without a GPU has not.
+DEVICE_PRELUDE = PRELUDE.replace("@numba.njit(cache=True, nogil=True)", "@cuda.jit(device=True, inline=\"always\")")
 DECORATOR = "@cuda.jit"
 BLOCK = 128   # threads per block of the generic template
+WIDE = "np.int64({})"   # integer loads, widened as Numba's arithmetic widens them (`_Reads`)
+
+# `dp4a(a, b, c)`: c plus the four products of the signed bytes of int32 words a and b. On the GPU the PTX
+# instruction `dp4a.s32.s32` (inline assembly: numba-cuda has no dp4a of its own); the simulator cannot
+# run inline PTX, so there the same sum is computed from the bytes.
+DP4A = '''
+from llvmlite import ir as _ir
+from numba import types as _types
+from numba.cuda.core import config as _config
+from numba.extending import intrinsic as _intrinsic
+
+
+@_intrinsic
+def _dp4a_ptx(typingctx, a, b, c):
+    def codegen(context, builder, signature, args):
+        i32 = _ir.IntType(32)
+        words = [context.cast(builder, v, t, _types.int32) for v, t in zip(args, signature.args)]
+        asm = _ir.InlineAsm(_ir.FunctionType(i32, [i32, i32, i32]), "dp4a.s32.s32 $0, $1, $2, $3;", "=r,r,r,r")
+        return builder.call(asm, words)
+    return _types.int32(a, b, c), codegen
+
+
+@cuda.jit(device=True, inline="always")
+def _dp4a_bytes(a, b, c):
+    a, b, s = np.int64(a), np.int64(b), np.int64(c)
+    for k in range(4):
+        s += ((((a >> (8 * k)) & 255) ^ 128) - 128) * ((((b >> (8 * k)) & 255) ^ 128) - 128)
+    return np.int32(s)
+
+
+dp4a = _dp4a_bytes if _config.ENABLE_CUDASIM else _dp4a_ptx
+'''
 
 
 class _Reads(_Accesses):
@@ -42,12 +76,18 @@ class _Reads(_Accesses):
             integer = self.op.operands[i].type.dtype not in ("i1",) and self.op.operands[i].type.dtype.startswith("i")
         else:
             integer = np.issubdtype(dict(self.extra)[name].dtype, np.signedinteger)
-        return f"np.int64({text})" if integer else text
+        return WIDE.format(text) if integer else text
 
 
-def _module(signature: list[str], body: list[str], params) -> str:
+def _renderer(reads: _Reads, index, params, prefix: str, **kw) -> BodyRenderer:
+    return BodyRenderer(reads.read, reads.array, index, params=params, prefix=prefix, requant="int64",
+                        int_load=WIDE, **kw)
+
+
+def _module(template: str, signature: list[str], body: list[str], params) -> str:
     unpack = [f"    p{i} = P[{i}]" for i in range(len(params))]
-    lines = [HEADER, DEVICE_PRELUDE, "", "# template: cuda_generic", DECORATOR,
+    extra = [DP4A] if any("dp4a(" in line for line in body) else []
+    lines = [HEADER, DEVICE_PRELUDE, *extra, "", f"# template: {template}", DECORATOR,
              f"def kernel({', '.join(signature + ['P', 'D'])}):", *unpack, *("    " + line for line in body)]
     return "\n".join(lines) + "\n"
 
@@ -57,7 +97,7 @@ def _epilogue(d: Dispatch, acc: str, index: list[str], params, store: str) -> tu
     their names."""
     e = d.epilogue
     reads = _Reads(e, "e", index, params, skip=d.slot, acc=acc)
-    r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="et", inputs=reads, requant="int64")
+    r = _renderer(reads, index, params, "et", inputs=reads)
     (body,) = e.attrs["bodies"]
     value = r.render(body)
     arrays = [_operand(v) for i, v in enumerate(e.operands) if i != d.slot]
@@ -93,15 +133,15 @@ def generic_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
             rest = f"g{k}"
     lines = list(unravel)
     if red:
-        init_r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="s", requant="int64")
+        init_r = _renderer(reads, index, params, "s")
         inits = [init_r.render(init) for init in op.attrs["inits"]]
         lines += init_r.lines + [f"{a} = {v}" for a, v in zip(accs, inits)]
-        step = BodyRenderer(reads.read, reads.array, index, outs=accs, params=params, prefix="t", requant="int64")
+        step = _renderer(reads, index, params, "t", outs=accs)
         values = [step.render(b) for b in op.attrs["bodies"]]
         loop = ["    " * k + f"for d{j} in range(D{j}):" for k, j in enumerate(red)]
         lines += loop + _indent(step.lines + [f"{', '.join(accs)} = {', '.join(values)}"], len(red))
     else:
-        r = BodyRenderer(reads.read, reads.array, index, params=params, prefix="t", inputs=reads, requant="int64")
+        r = _renderer(reads, index, params, "t", inputs=reads)
         values = [r.render(b) for b in op.attrs["bodies"]]
         lines += r.lines + [f"{a} = {v}" for a, v in zip(accs, values)]
     par_index = ", ".join(f"d{j}" for j in par) or "0"
@@ -122,10 +162,84 @@ def generic_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     inputs = [_operand(v) for v in op.operands] + [ArrayArg(array=a) for _, a in reads.extra]
     signature = [f"o{i}" for i in range(len(outputs))] + [f"i{i}" for i in range(len(op.operands))] \
         + [n for n, _ in reads.extra] + epi_names
-    return KernelSpec("cuda_generic", _module(signature, body, params), outputs + inputs + arrays_epi,
+    return KernelSpec("cuda_generic", _module("cuda_generic", signature, body, params), outputs + inputs + arrays_epi,
                       _param_values(params), tuple(int(n) for n in domain), launch={"threads": total, "block": BLOCK})
+
+
+def _dp4a_applies(d: Dispatch) -> bool:
+    """An int8 convolution (or fully connected layer, a 1x1 one) with constant symmetric weights and bias,
+    an int32 accumulator, and input channels in whole words of four."""
+    op = d.root
+    if op.name != "linalg.conv2d":
+        return False
+    x, w, bias = op.operands
+    return (x.type.dtype == "i8" and w.type.dtype == "i8" and op.result.type.dtype == "i32"
+            and constant_values(w) is not None and constant_values(bias) is not None
+            and op.attrs["weight_zp"] == 0 and x.type.shape[3] % 4 == 0)
+
+
+def conv_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
+    """An int8 convolution, one thread per output (n, oh, ow, oc), oc fastest: for each tap inside the
+    input, the products over input channels four at a time with `dp4a` on int32 words of activations and
+    of weights packed [OC, KH, KW, IC/4]; the input zero point comes off each tap's sum as zp times the
+    tap's weight sum (padded taps, which TOSA fills with the zero point, contribute nothing). The sum is
+    kept in int64 and wrapped to int32 once: TOSA's int32 accumulator wraps at every step, and addition
+    modulo 2^32 gives the same bits in any order."""
+    op = d.root
+    x, w, bias = op.operands
+    n, oh, ow, oc = op.result.type.shape
+    _, h, wd, ic = x.type.shape
+    _, kh, kw, _ = w.type.shape
+    weights = np.ascontiguousarray(constant_values(w), dtype=np.int8)
+    words = np.ascontiguousarray(weights).view(np.int32)
+    wsum = weights.astype(np.int32).sum(axis=3)
+    params: list = [(op.attrs["input_zp"], "i64")]
+    sy, sx = op.attrs["stride"]
+    dy, dx = op.attrs["dilation"]
+    top, _, left, _ = op.attrs["pad"]
+    body = [
+        "N, OH, OW, OC, KH, KW, ICW, H, W, SY, SX, DY, DX, TOP, LEFT = D",
+        "f = cuda.grid(1)",
+        "if f < N * OH * OW * OC:",
+        "    oc = f % OC",
+        "    g = f // OC",
+        "    ow = g % OW",
+        "    g = g // OW",
+        "    oh = g % OH",
+        "    n = g // OH",
+        "    acc = np.int64(bias[oc])",
+        "    for kh in range(KH):",
+        "        ih = oh * SY + kh * DY - TOP",
+        "        if 0 <= ih < H:",
+        "            for kw in range(KW):",
+        "                iw = ow * SX + kw * DX - LEFT",
+        "                if 0 <= iw < W:",
+        "                    s = np.int32(0)",
+        "                    for k in range(ICW):",
+        "                        s = dp4a(x[n, ih, iw, k], wp[oc, kh, kw, k], s)",
+        "                    acc += np.int64(s) - p0 * np.int64(wsum[oc, kh, kw])",
+        "    acc = np.int64(np.int32(acc))",
+    ]
+    index = ["n", "oh", "ow", "oc"]
+    if d.epilogue is not None:
+        out_index = _aligned_index(d.epilogue.attrs["domain"], index, [n, oh, ow, oc]) \
+            if len(d.epilogue.attrs["domain"]) != 4 else index
+        epi, arrays_epi, epi_names = _epilogue(d, "acc", out_index, params, "n, oh, ow, oc")
+    else:
+        epi, arrays_epi, epi_names = ["o0[n, oh, ow, oc] = acc"], [], []
+    body += _indent(epi, 1)
+    bias_values = np.broadcast_to(np.asarray(constant_values(bias)).astype(np.int32).reshape(-1), (oc,))
+    arrays = [ArrayArg(d.outputs[0], (n, oh, ow, oc)), ArrayArg(x, (n, h, wd, ic // 4), dtype="<i4"),
+              ArrayArg(array=words), ArrayArg(array=np.ascontiguousarray(wsum)),
+              ArrayArg(array=np.ascontiguousarray(bias_values))] + arrays_epi
+    signature = ["o0", "x", "wp", "wsum", "bias"] + epi_names
+    dims = (n, oh, ow, oc, kh, kw, ic // 4, h, wd, sy, sx, dy, dx, top, left)
+    return KernelSpec("cuda_conv_dp4a", _module("cuda_conv_dp4a", signature, body, params), arrays,
+                      _param_values(params), dims, launch={"threads": n * oh * ow * oc, "block": BLOCK})
 
 
 def kernel_for(d: Dispatch, target: CudaTarget) -> KernelSpec:
     """The CUDA kernel of one dispatch for `target`."""
+    if _dp4a_applies(d):
+        return conv_dp4a_kernel(d, target)
     return generic_kernel(d, target)

@@ -2,7 +2,8 @@
 
 `CudaExecutable` uploads the packed constants once and keeps one device arena for the activations; a run
 copies the inputs in, launches every kernel in order on the default stream (a concat's copies are a
-strided-copy kernel), and copies the outputs back. Under Numba's CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`)
+strided-copy kernel), and copies the outputs back. Variables stay on the device from one run to the next
+(`DeviceValue`), copied to the host only when the model's state is asked for. Under Numba's CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`)
 the same code runs on the CPU, a Python thread per CUDA thread: what the tests check without a GPU.
 
 `emit_ptx` compiles each kernel of a plan for a compute capability without a GPU (numba-cuda's NVVM
@@ -76,6 +77,17 @@ def missing() -> list[str]:
     return ["a CUDA GPU (numba.cuda.is_available() is False; NUMBA_ENABLE_CUDASIM=1 runs Numba's simulator)"]
 
 
+class DeviceValue:
+    """A variable's value as a run left it, on the device: the next run reads it there; `copy()` brings it
+    to the host (what `CompiledModel.state` shows)."""
+
+    def __init__(self, array, shape: tuple):
+        self.array, self.shape = array, shape
+
+    def copy(self) -> np.ndarray:
+        return self.array.copy_to_host().reshape(self.shape)
+
+
 def _grid(threads: int, block: int) -> tuple[int, int]:
     return max(1, -(-threads // block)), block
 
@@ -127,11 +139,19 @@ class CudaExecutable:
                 value = state.get(name)
                 if value is None:
                     raise RuntimeError(f"variable @{name} is read before it has a value (no initial value, no write)")
-                view.copy_to_device(np.ascontiguousarray(value).reshape(view.shape))
+                if isinstance(value, DeviceValue):
+                    view.copy_to_device(value.array)
+                else:
+                    view.copy_to_device(np.ascontiguousarray(value).reshape(view.shape))
             return read
 
+        cuda = _cuda()
+        shape = tuple(ref_layout(self.plan, step.arrays[0])[1])
+
         def write(state):
-            state[name] = view.copy_to_host().reshape(ref_layout(self.plan, step.arrays[0])[1])
+            value = cuda.device_array(view.shape, view.dtype)
+            value.copy_to_device(view)
+            state[name] = DeviceValue(value, shape)
         return write
 
     def _bind_concat(self, step: Step):
@@ -199,10 +219,15 @@ def kernel_signature(plan: Plan, step: Step) -> tuple:
 
 def emit_ptx(plan: Plan, cc: tuple[int, int], directory: Path, kernel_dir: Path | None = None) -> dict:
     """Write the PTX of every kernel of `plan` for compute capability `cc` into `directory`, one file per
-    kernel variant, and `manifest.json` (kernel, dispatch, grid, block, PTX file; registers and shared
-    memory where `ptxas_report` adds them). Returns the manifest."""
-    from numba import cuda
-
+    kernel variant, and `manifest.json`: per dispatch its kernel, PTX file, grid, block, and where `ptxas`
+    is on PATH, the registers and shared memory it assembles to (`assembled`: whether it was). Returns the
+    manifest."""
+    cuda = _cuda()
+    if cuda is None:
+        raise RuntimeError(f"PTX needs numba-cuda ({INSTALL_HINT})")
+    if simulated():
+        raise RuntimeError("numba-cuda runs its simulator (NUMBA_ENABLE_CUDASIM=1), which has no PTX compiler: "
+                           "unset NUMBA_ENABLE_CUDASIM to emit PTX")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sm = f"sm_{cc[0]}{cc[1]}"
@@ -223,7 +248,12 @@ def emit_ptx(plan: Plan, cc: tuple[int, int], directory: Path, kernel_dir: Path 
         kernels.append({"dispatch": step.name, "ops": step.origins, "template": step.template, "kernel": step.key,
                         "ptx": files[variant], "grid": [grid, 1, 1], "block": [block, 1, 1],
                         "shared_memory_bytes": 0})
-    manifest = {"target": f"cuda:{sm}", "compute_capability": list(cc), "kernels": kernels}
+    assembled = shutil.which("ptxas") is not None
+    if assembled:
+        usage = {name: ptxas_report(directory / name, sm) for name in set(files.values())}
+        for k in kernels:
+            k.update(usage[k["ptx"]])
+    manifest = {"target": f"cuda:{sm}", "compute_capability": list(cc), "assembled": assembled, "kernels": kernels}
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 

@@ -22,6 +22,7 @@ from tosaic.lowering.canonicalize import simplify_bodies
 from tosaic.lowering.constant_fold import fold_constants
 from tosaic.lowering.from_tosa import lower
 from tosaic.lowering.fusion import Dispatch, form_dispatches, fuse_elementwise
+from tosaic.lowering.structured import constant_values
 from tosaic.lowering.tabulate import tabulate
 
 def _typed(value) -> list:
@@ -52,6 +53,11 @@ class _Builder:
     def array(self, arg: ArrayArg) -> list:
         if arg.array is not None:
             return self.const(arg.array)
+        if arg.dtype is not None:
+            values = constant_values(arg.value)
+            if values is not None:
+                return self.const(np.ascontiguousarray(values).view(arg.dtype).reshape(arg.shape))
+            return ["arena", self.offsets[arg.value], list(arg.shape), np.dtype(arg.dtype).str]
         return self.ref(arg.value, arg.shape)
 
 

@@ -94,8 +94,10 @@ class BodyRenderer:
     `params` collects (value, dtype) of constants, shared by every body of one kernel."""
 
     def __init__(self, read, array, index, outs=(), params=None, prefix="t", inputs=None, requant="float64",
-                 overrides=None):
+                 overrides=None, int_load="{}"):
         self.read, self.array, self.index, self.outs = read, array, index, list(outs)
+        # How an integer element loaded by a gather reads: CUDA's simulator widens it to int64 (kernels/cuda.py).
+        self.int_load = int_load
         # The renderer tables, with a target's entries over them: {"float": {...}, "int": {...}}.
         self.float_ops = {**FLOAT_OPS, **(overrides or {}).get("float", {})}
         self.int_ops = {**INT_OPS, **(overrides or {}).get("int", {})}
@@ -255,12 +257,13 @@ class BodyRenderer:
         if op == "extract":
             i, pad = e.arg
             arr = self.array(i)
+            load = self.int_load if dtype.startswith("i") and dtype != "i1" else "{}"
             if self._inside(i, e.src):
                 # A TABLE's index (an int8 plus 128) cannot leave the table: an unchecked gather is what
                 # lets LLVM vectorize the loop (3.4x on EfficientNet's SiLU).
-                return self._emit(f"{arr}[{', '.join(a)}]")
+                return self._emit(load.format(f"{arr}[{', '.join(a)}]"))
             inside = " and ".join(f"0 <= {x} < {arr}.shape[{k}]" for k, x in enumerate(a))
-            return self._emit(f"{arr}[{', '.join(a)}] if {inside} else {self.param(pad, dtype)}")
+            return self._emit(load.format(f"{arr}[{', '.join(a)}] if {inside} else {self.param(pad, dtype)}"))
         if op == "cast":
             return self._emit(self._cast(a[0], e.src[0].dtype, dtype))
         if op == "select":

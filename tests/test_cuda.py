@@ -1,0 +1,135 @@
+"""The CUDA target (kernels/cuda.py, kernels/cuda_engine.py), proven three ways:
+
+- kernels run: under Numba's CUDA simulator where no GPU driver is found (conftest.py sets
+  NUMBA_ENABLE_CUDASIM=1 then), natively on a GPU otherwise; every op model of tests/data and the DS-CNN
+  keyword spotter bit for bit against LiteRT BUILTIN_REF's outputs, the dp4a convolution template over
+  hypothesis-drawn shapes and zero points against the TOSA interpreter and LiteRT, a streaming model
+  stepped beside LiteRT;
+- PTX: every dispatch of MobileNetV2, a 16x8 network and a transformer-style network compiles to PTX for
+  sm_87 and sm_90 and `ptxas` assembles it; conv and fully connected kernels use `dp4a`.
+
+Simulator shapes stay small: it runs a Python thread per CUDA thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from litert_ref import random_inputs, run_reference
+from network_generator import build_network
+from test_cpu_kernels import conv_layers, fc_models, requantized_conv
+from test_models import DATA, io_arrays
+from test_stateful import assert_streams_match, ring_conv_model
+
+import tosaic
+from tosaic.tosa.interpreter import interpret
+
+pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install 'tosaic[cuda]')")
+
+from tosaic.kernels import cuda_engine  # noqa: E402  (after the skip: it imports numba-cuda)
+from tosaic.kernels.plan import build_plan  # noqa: E402
+from tosaic.kernels.target import CudaTarget, TargetError, parse_target  # noqa: E402
+
+RUNS = not cuda_engine.missing()
+needs_kernels = pytest.mark.skipif(not RUNS, reason="no CUDA GPU and the simulator is off")
+needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) is not on PATH")
+
+# op_tile has no reference outputs (test_models.py); the 56x56x64 conv would take minutes in the simulator.
+OP_MODELS = sorted(p.stem for p in DATA.glob("*.tflite")
+                   if not p.stem.startswith("arch_") and p.stem not in ("op_tile", "op_conv2d_big_56x56x64_k3"))
+
+
+def test_targets_parse():
+    assert parse_target("cuda:sm_87") == CudaTarget((8, 7))
+    assert parse_target("cuda:sm_90").name == "cuda:sm_90"
+    assert parse_target("cuda").arch == "cuda"
+    for bad in ("cuda:sm_50", "cuda:sm_x", "cuda:87"):
+        with pytest.raises(TargetError, match="cuda:sm_XY"):
+            parse_target(bad)
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", OP_MODELS + ["arch_ds_cnn_kws_49x10"])
+def test_bit_exact_with_reference(name):
+    inputs, refs = io_arrays(name)
+    model = tosaic.compile(str(DATA / f"{name}.tflite"), target="cuda:sm_87")
+    outs = model.run(inputs)
+    assert len(outs) == len(refs)
+    for out, ref in zip(outs, refs):
+        assert out.dtype == ref.dtype and out.shape == ref.shape
+        assert np.array_equal(out, ref), f"{int((out != ref).sum())}/{out.size} elements differ"
+
+
+@needs_kernels
+@settings(max_examples=8, deadline=None)
+@given(case=conv_layers(depthwise=False), channels=st.sampled_from([4, 8, 12]))
+def test_dp4a_conv_against_interpreter(case, channels):
+    seed = case.pop("seed")
+    case["int16"], case["w_zp"] = False, 0
+    case["x_shape"] = case["x_shape"][:3] + (channels,)
+    case["w_shape"] = case["w_shape"][:3] + (channels,)
+    graph, inputs = requantized_conv(np.random.default_rng(seed), depthwise=False, **case)
+    want = interpret(graph, [x.copy() for x in inputs])
+    model = tosaic.compile(graph, target="cuda:sm_87")
+    assert "cuda_conv_dp4a" in [s.template for s in model.plan.steps if s.kind == "kernel"]
+    (got,) = model.run(inputs)
+    assert np.array_equal(got, np.asarray(want[0]))
+
+
+@needs_kernels
+@settings(max_examples=6, deadline=None)
+@given(model=fc_models(), seed=st.integers(0, 2**31))
+def test_fully_connected_against_litert(model, seed):
+    inputs = random_inputs(model, seed=seed)
+    ours = tosaic.compile(tosaic.import_tflite(model), target="cuda:sm_87").run(inputs)
+    for o, r in zip(ours, run_reference(model, inputs)):
+        assert o.dtype == r.dtype and np.array_equal(o, r)
+
+
+@needs_kernels
+def test_streaming_model_steps_beside_litert():
+    model_bytes = ring_conv_model(frames=3, width=4, channels=4, out_channels=4, kernel_w=3, in_q=(0.05, 3),
+                                  w_scales=[0.01] * 4, out_q=(0.08, -5), seed=1)
+    compiled = tosaic.compile(tosaic.import_tflite(model_bytes), target="cuda:sm_87")
+    assert_streams_match(model_bytes, steps=6, compiled=compiled)
+    (value,) = compiled.state.values()   # kept on the device between steps, brought to the host when asked
+    assert isinstance(value, np.ndarray) and value.shape == (1, 2, 4, 4)
+
+
+def _ptx_networks(directory):
+    """MobileNetV2, a 16x8 network and a transformer-style network as .tflite files in `directory`."""
+    yield "mobilenet_v2", DATA / "arch_mobilenet_v2_1.0_224.tflite"
+    for name, network in (("int16", build_network(2, "mobilenet_v2", int16=True)),
+                          ("transformer", build_network(1, "transformer"))):
+        path = directory / f"{name}.tflite"
+        path.write_bytes(network.model)
+        yield name, path
+
+
+@needs_ptxas
+@pytest.mark.parametrize("sm", ["sm_87", "sm_90"])
+def test_ptx_of_every_dispatch_assembles(sm, tmp_path):
+    """Through the CLI in a process of its own: PTX comes from numba-cuda's compiler, not its simulator."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    for name, path in _ptx_networks(tmp_path):
+        out = tmp_path / f"ptx_{name}"
+        done = subprocess.run([sys.executable, "-m", "tosaic.cli", "compile", str(path), "--target", f"cuda:{sm}",
+                               "--emit-ptx", str(out)], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        manifest = json.loads((out / "manifest.json").read_text())
+        plan = build_plan(tosaic.load_graph(str(path)), parse_target(f"cuda:{sm}"))
+        assert manifest["assembled"] and len(manifest["kernels"]) == plan.dispatch_count
+        assert all(k["registers"] > 0 for k in manifest["kernels"]), name
+        dp4a = [k for k in manifest["kernels"] if k["template"] == "cuda_conv_dp4a"]
+        if name != "int16":
+            assert dp4a, f"{name}: no dispatch took the dp4a template"
+        for k in dp4a:
+            assert "dp4a.s32.s32" in (out / k["ptx"]).read_text()
