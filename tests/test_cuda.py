@@ -25,11 +25,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from litert_ref import random_inputs, run_reference
 from network_generator import build_network
-from test_cpu_kernels import conv_layers, fc_models, requantized_conv
+from test_cpu_kernels import conv_layers, fc_models, requantized_conv, zp8
 from test_models import DATA, io_arrays
+from test_lowering_structured import random_array
 from test_stateful import assert_streams_match, ring_conv_model
 
 import tosaic
+from tosaic.ir import Graph, TensorType
+from tosaic.tosa.builder import TosaBuilder
 from tosaic.tosa.interpreter import interpret
 
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install 'tosaic[cuda]')")
@@ -39,6 +42,7 @@ from tosaic.kernels.plan import build_plan  # noqa: E402
 from tosaic.kernels.target import CudaTarget, TargetError, parse_target  # noqa: E402
 
 RUNS = not cuda_engine.missing()
+DP4A_TEMPLATES = ("cuda_conv_dp4a", "cuda_gemm_dp4a", "cuda_matmul_dp4a")
 needs_kernels = pytest.mark.skipif(not RUNS, reason="no CUDA GPU and the simulator is off")
 needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) is not on PATH")
 
@@ -86,6 +90,43 @@ def test_dp4a_conv_against_interpreter(case, channels):
 
 @needs_kernels
 @settings(max_examples=6, deadline=None)
+@given(rows=st.integers(32, 90), k=st.sampled_from([4, 8, 36, 68]), n=st.integers(1, 70), in_zp=zp8,
+       out_zp=zp8, per_channel=st.booleans(), seed=st.integers(0, 2**31))
+def test_tiled_dp4a_gemm_against_interpreter(rows, k, n, in_zp, out_zp, per_channel, seed):
+    """1x1 convolutions over at least a tile of pixels: tile edges in rows, channels and K words."""
+    attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1)}
+    graph, inputs = requantized_conv(np.random.default_rng(seed), (1, 1, rows, k), (n, 1, 1, k), attrs, False,
+                                     False, in_zp, 0, per_channel, out_zp, True)
+    want = interpret(graph, [x.copy() for x in inputs])
+    model = tosaic.compile(graph, target="cuda:sm_87")
+    assert [s.template for s in model.plan.steps if s.kind == "kernel"] == ["cuda_gemm_dp4a"]
+    (got,) = model.run(inputs)
+    assert np.array_equal(got, np.asarray(want[0]))
+
+
+@needs_kernels
+@settings(max_examples=6, deadline=None)
+@given(n=st.integers(1, 2), h=st.integers(1, 7), words=st.integers(1, 6), w=st.integers(1, 7), a_zp=zp8, b_zp=zp8,
+       seed=st.integers(0, 2**31))
+def test_dp4a_matmul_against_interpreter(n, h, words, w, a_zp, b_zp, seed):
+    """A matmul of two int8 activations with zero points, raw and rescaled."""
+    rng = np.random.default_rng(seed)
+    g = Graph("main")
+    b = TosaBuilder(g)
+    a = g.add_input(TensorType((n, h, 4 * words), "i8"), "a")
+    bb = g.add_input(TensorType((n, 4 * words, w), "i8"), "b")
+    acc = b.op("tosa.matmul", [a, bb, b.scalar(a_zp, "i8"), b.scalar(b_zp, "i8")])
+    g.set_outputs([b.rescale(acc, int(rng.integers(1 << 30, 1 << 31)), 38, 0, 0, "i8"), acc], ["q", "acc"])
+    inputs = [random_array(rng, a.type), random_array(rng, bb.type)]
+    want = interpret(g, [x.copy() for x in inputs])
+    model = tosaic.compile(g, target="cuda:sm_87")
+    assert "cuda_matmul_dp4a" in [s.template for s in model.plan.steps if s.kind == "kernel"]
+    for got, ref in zip(model.run(inputs), want):
+        assert np.array_equal(got, np.asarray(ref))
+
+
+@needs_kernels
+@settings(max_examples=6, deadline=None)
 @given(model=fc_models(), seed=st.integers(0, 2**31))
 def test_fully_connected_against_litert(model, seed):
     inputs = random_inputs(model, seed=seed)
@@ -128,8 +169,9 @@ def test_ptx_of_every_dispatch_assembles(sm, tmp_path):
         plan = build_plan(tosaic.load_graph(str(path)), parse_target(f"cuda:{sm}"))
         assert manifest["assembled"] and len(manifest["kernels"]) == plan.dispatch_count
         assert all(k["registers"] > 0 for k in manifest["kernels"]), name
-        dp4a = [k for k in manifest["kernels"] if k["template"] == "cuda_conv_dp4a"]
+        dp4a = [k for k in manifest["kernels"] if k["template"] in DP4A_TEMPLATES]
         if name != "int16":
-            assert dp4a, f"{name}: no dispatch took the dp4a template"
+            assert dp4a, f"{name}: no dispatch took a dp4a template"
         for k in dp4a:
             assert "dp4a.s32.s32" in (out / k["ptx"]).read_text()
+            assert (k["shared_memory_bytes"] > 0) == (k["template"] == "cuda_gemm_dp4a"), k

@@ -1,11 +1,19 @@
 """CUDA kernel generation: one `@cuda.jit` kernel per dispatch, from the same structured ops and scalar
 bodies as the CPU templates (kernels/cpu.py), for a `CudaTarget`.
 
-The generic template: one CUDA thread per point of the dispatch's parallel loops (the output elements of
-its root op), the reduction loops serial inside the thread in int32 or int64 as the body types them, then
-the fused epilogue (bias, RESCALE, CLAMP, TABLE, residual ADD, ...) applied before the single store. Every
-dispatch kind (conv, depthwise, matmul, pooling, reductions, elementwise) has this form, so every model
-that runs on the CPU runs here; the conv and matmul templates with `dp4a` come on top of it.
+Three templates, each ending in the dispatch's fused epilogue (bias, RESCALE, CLAMP, TABLE, residual ADD,
+SiLU, ...) applied before the single store:
+
+- `cuda_gemm_dp4a`: a 1x1 int8 convolution (a fully connected layer over enough rows) as a GEMM tiled in
+  thread blocks, both operands staged through shared memory as words of four channels, `dp4a` products.
+- `cuda_conv_dp4a`: any other int8 convolution with whole words of input channels, one thread per output,
+  `dp4a` over each tap's channels.
+- `cuda_matmul_dp4a`: a matmul of two int8 activations (attention's QK^T and its product with V), one
+  thread per output, `dp4a` over words of the row and words packed from the column.
+- `cuda_generic`: one thread per point of the dispatch's parallel loops (the output elements of its root
+  op; channels fastest, so neighbouring threads touch neighbouring bytes), the reduction loops inside the
+  thread. Every dispatch kind (depthwise, pooling, matmul of activations, 16x8, reductions, elementwise)
+  has this form, so every model that runs on the CPU runs here.
 
 Requantization is the `int64` strategy (kernels/requant.py): `(v * m + r) >> s` with a 32x32->64 bit
 multiply (`mul.wide.s32`), no float64. The scalar helpers of the renderer (`render.PRELUDE`) become device
@@ -77,6 +85,11 @@ class _Reads(_Accesses):
         else:
             integer = np.issubdtype(dict(self.extra)[name].dtype, np.signedinteger)
         return WIDE.format(text) if integer else text
+
+
+def _flat_launch(threads: int) -> dict:
+    """One thread per item, BLOCK threads a block: the grid and block a step records."""
+    return {"grid": [max(1, -(-threads // BLOCK)), 1, 1], "block": [BLOCK, 1, 1]}
 
 
 def _renderer(reads: _Reads, index, params, prefix: str, **kw) -> BodyRenderer:
@@ -163,7 +176,7 @@ def generic_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     signature = [f"o{i}" for i in range(len(outputs))] + [f"i{i}" for i in range(len(op.operands))] \
         + [n for n, _ in reads.extra] + epi_names
     return KernelSpec("cuda_generic", _module("cuda_generic", signature, body, params), outputs + inputs + arrays_epi,
-                      _param_values(params), tuple(int(n) for n in domain), launch={"threads": total, "block": BLOCK})
+                      _param_values(params), tuple(int(n) for n in domain), launch=_flat_launch(total))
 
 
 def _dp4a_applies(d: Dispatch) -> bool:
@@ -235,11 +248,147 @@ def conv_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     signature = ["o0", "x", "wp", "wsum", "bias"] + epi_names
     dims = (n, oh, ow, oc, kh, kw, ic // 4, h, wd, sy, sx, dy, dx, top, left)
     return KernelSpec("cuda_conv_dp4a", _module("cuda_conv_dp4a", signature, body, params), arrays,
-                      _param_values(params), dims, launch={"threads": n * oh * ow * oc, "block": BLOCK})
+                      _param_values(params), dims, launch=_flat_launch(n * oh * ow * oc))
+
+
+# The tiled GEMM: a block of TILE_THREADS x TILE_THREADS threads computes a TILE x TILE block of outputs
+# (pixels by channels, TILE / TILE_THREADS squared each), staging TILE_K words of four channels of both
+# operands through shared memory per step.
+TILE, TILE_THREADS, TILE_K = 32, 16, 8
+
+
+def _gemm_applies(d: Dispatch) -> bool:
+    """A 1x1 stride-1 unpadded int8 convolution (a GEMM over pixels), rows enough to fill a tile."""
+    op = d.root
+    if not _dp4a_applies(d):
+        return False
+    n, oh, ow, _ = op.result.type.shape
+    return (op.operands[1].type.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
+            and tuple(op.attrs["pad"]) == (0,) * 4 and n * oh * ow >= TILE)
+
+
+def gemm_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
+    """A 1x1 convolution as a GEMM of [M pixels, K/4 words] activations and [N channels, K/4 words]
+    weights, tiled: each block stages TILE_K words of a TILE-row slice of both through shared memory
+    (padded a word per row against bank conflicts), then each thread adds its outputs' `dp4a` products;
+    threads of a row of the block take neighbouring channels, so the epilogue's stores coalesce. Every
+    tap is inside the input, so the input zero point is folded into the bias."""
+    op = d.root
+    x, w, bias = op.operands
+    n, oh, ow, oc = op.result.type.shape
+    ic = x.type.shape[3]
+    m = n * oh * ow
+    weights = np.ascontiguousarray(constant_values(w), dtype=np.int8).reshape(oc, ic)
+    bias_values = np.broadcast_to(np.asarray(constant_values(bias)).astype(np.int64).reshape(-1), (oc,))
+    folded = (bias_values - op.attrs["input_zp"] * weights.astype(np.int64).sum(axis=1)).astype(np.int32)
+    per = TILE // TILE_THREADS
+    params: list = []
+    body = [
+        "M, N, KW, OH, OW = D",
+        f"sa = cuda.shared.array(({TILE}, {TILE_K + 1}), np.int32)",
+        f"sb = cuda.shared.array(({TILE}, {TILE_K + 1}), np.int32)",
+        "tx = cuda.threadIdx.x",
+        "ty = cuda.threadIdx.y",
+        f"m0 = cuda.blockIdx.y * {TILE}",
+        f"n0 = cuda.blockIdx.x * {TILE}",
+        f"t = ty * {TILE_THREADS} + tx",
+        *[f"acc{i}{j} = np.int32(0)" for i in range(per) for j in range(per)],
+        f"for k0 in range(0, KW, {TILE_K}):",
+        f"    for e in range(t, {TILE * TILE_K}, {TILE_THREADS * TILE_THREADS}):",
+        f"        r = e // {TILE_K}",
+        f"        c = e % {TILE_K}",
+        "        sa[r, c] = x[m0 + r, k0 + c] if m0 + r < M and k0 + c < KW else 0",
+        "        sb[r, c] = wp[n0 + r, k0 + c] if n0 + r < N and k0 + c < KW else 0",
+        "    cuda.syncthreads()",
+        f"    for c in range({TILE_K}):",
+        *[f"        a{i} = sa[ty + {TILE_THREADS * i}, c]" for i in range(per)],
+        *[f"        b{j} = sb[tx + {TILE_THREADS * j}, c]" for j in range(per)],
+        *[f"        acc{i}{j} = dp4a(a{i}, b{j}, acc{i}{j})" for i in range(per) for j in range(per)],
+        "    cuda.syncthreads()",
+    ]
+    index = ["b", "h", "v", "oc"]
+    if d.epilogue is not None:
+        epi, arrays_epi, epi_names = _epilogue(d, "acc", index, params, "b, h, v, oc")
+    else:
+        epi, arrays_epi, epi_names = ["o0[b, h, v, oc] = acc"], [], []
+    for i in range(per):
+        for j in range(per):
+            body += [f"mm = m0 + ty + {TILE_THREADS * i}",
+                     f"oc = n0 + tx + {TILE_THREADS * j}",
+                     "if mm < M and oc < N:",
+                     # The int32 sum wraps as TOSA's accumulator does; the bias joins it modulo 2^32 too.
+                     f"    acc = np.int64(np.int32(np.int64(acc{i}{j}) + np.int64(bias[oc])))",
+                     "    v = mm % OW",
+                     "    h = (mm // OW) % OH",
+                     "    b = mm // (OW * OH)",
+                     *_indent(epi, 1)]
+    arrays = [ArrayArg(d.outputs[0], (n, oh, ow, oc)), ArrayArg(x, (m, ic // 4), dtype="<i4"),
+              ArrayArg(array=np.ascontiguousarray(weights).view(np.int32)), ArrayArg(array=folded)] + arrays_epi
+    signature = ["o0", "x", "wp", "bias"] + epi_names
+    launch = {"grid": [-(-oc // TILE), -(-m // TILE), 1], "block": [TILE_THREADS, TILE_THREADS, 1]}
+    return KernelSpec("cuda_gemm_dp4a", _module("cuda_gemm_dp4a", signature, body, params), arrays,
+                      _param_values(params), (m, oc, ic // 4, oh, ow), launch=launch)
+
+
+def _matmul_applies(d: Dispatch) -> bool:
+    """An int8 matmul of two activations with an int32 accumulator, its depth in whole words of four."""
+    op = d.root
+    if op.name != "linalg.matmul":
+        return False
+    a, b = op.operands
+    return a.type.dtype == b.type.dtype == "i8" and op.result.type.dtype == "i32" and a.type.shape[2] % 4 == 0
+
+
+def matmul_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
+    """A batched matmul [N, H, C] x [N, C, W] of activations, one thread per output (n, h, w), w fastest:
+    `dp4a` of a word of A's row with a word packed from four bytes of B's column, and of both with a word
+    of ones for the row and column sums the zero points need: sum (a - az)(b - bz) = sum ab - bz sum a -
+    az sum b + C az bz, wrapped to int32 once."""
+    op = d.root
+    a, b = op.operands
+    n, h, w = op.result.type.shape
+    c = a.type.shape[2]
+    params: list = [(op.attrs["a_zp"], "i64"), (op.attrs["b_zp"], "i64")]
+    column = [f"(np.int64(b[n, k4 + {i}, j]) & 255) << {8 * i}" for i in range(4)]
+    body = [
+        "N, H, W, CW = D",
+        "f = cuda.grid(1)",
+        "if f < N * H * W:",
+        "    j = f % W",
+        "    g = f // W",
+        "    h = g % H",
+        "    n = g // H",
+        "    ones = np.int32(0x01010101)",
+        "    s = np.int32(0)",
+        "    sa = np.int32(0)",
+        "    sb = np.int32(0)",
+        "    for k in range(CW):",
+        "        k4 = 4 * k",
+        "        aw = a[n, h, k]",
+        f"        bw = np.int32({' | '.join(column)})",
+        "        s = dp4a(aw, bw, s)",
+        "        sa = dp4a(aw, ones, sa)",
+        "        sb = dp4a(bw, ones, sb)",
+        "    acc = np.int64(s) - p1 * np.int64(sa) - p0 * np.int64(sb) + 4 * CW * p0 * p1",
+        "    acc = np.int64(np.int32(acc))",
+    ]
+    if d.epilogue is not None:
+        epi, arrays_epi, epi_names = _epilogue(d, "acc", ["n", "h", "j"], params, "n, h, j")
+    else:
+        epi, arrays_epi, epi_names = ["o0[n, h, j] = acc"], [], []
+    body += _indent(epi, 1)
+    arrays = [ArrayArg(d.outputs[0], (n, h, w)), ArrayArg(a, (n, h, c // 4), dtype="<i4"),
+              ArrayArg(b, tuple(b.type.shape))] + arrays_epi
+    return KernelSpec("cuda_matmul_dp4a", _module("cuda_matmul_dp4a", ["o0", "a", "b"] + epi_names, body, params),
+                      arrays, _param_values(params), (n, h, w, c // 4), launch=_flat_launch(n * h * w))
 
 
 def kernel_for(d: Dispatch, target: CudaTarget) -> KernelSpec:
     """The CUDA kernel of one dispatch for `target`."""
+    if _matmul_applies(d):
+        return matmul_dp4a_kernel(d, target)
+    if _gemm_applies(d):
+        return gemm_dp4a_kernel(d, target)
     if _dp4a_applies(d):
         return conv_dp4a_kernel(d, target)
     return generic_kernel(d, target)

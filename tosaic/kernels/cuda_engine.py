@@ -127,9 +127,9 @@ class CudaExecutable:
         if step.kind == "kernel":
             kernel = load_module(step.key, self.plan.sources[step.key], self.kernel_dir).kernel
             args = ([self._view(r) for r in step.arrays], _params(step), tuple(np.int64(n) for n in step.dims))
-            grid = _grid(step.attrs["threads"], step.attrs["block"])
+            grid, block = tuple(step.attrs["grid"]), tuple(step.attrs["block"])
             # Configured at each launch: the simulator's kernel object keeps the last configuration given.
-            return lambda state: kernel[grid](*args[0], args[1], args[2])
+            return lambda state: kernel[grid, block](*args[0], args[1], args[2])
         if step.kind == "concat":
             return self._bind_concat(step)
         name = step.attrs["name"]
@@ -244,10 +244,8 @@ def emit_ptx(plan: Plan, cc: tuple[int, int], directory: Path, kernel_dir: Path 
             name = f"{module_name(step.key)}_{len(files)}.{sm}.ptx"
             (directory / name).write_text(ptx)
             files[variant] = name
-        grid, block = _grid(step.attrs["threads"], step.attrs["block"])
         kernels.append({"dispatch": step.name, "ops": step.origins, "template": step.template, "kernel": step.key,
-                        "ptx": files[variant], "grid": [grid, 1, 1], "block": [block, 1, 1],
-                        "shared_memory_bytes": 0})
+                        "ptx": files[variant], "grid": step.attrs["grid"], "block": step.attrs["block"]})
     assembled = shutil.which("ptxas") is not None
     if assembled:
         usage = {name: ptxas_report(directory / name, sm) for name in set(files.values())}
