@@ -175,3 +175,17 @@ def test_ptx_of_every_dispatch_assembles(sm, tmp_path):
         for k in dp4a:
             assert "dp4a.s32.s32" in (out / k["ptx"]).read_text()
             assert (k["shared_memory_bytes"] > 0) == (k["template"] == "cuda_gemm_dp4a"), k
+
+
+@needs_kernels
+def test_save_load_profile_and_no_bundle(tmp_path):
+    name = "op_conv2d_s2_same_relu6"
+    inputs, refs = io_arrays(name)
+    model = tosaic.compile(str(DATA / f"{name}.tflite"), target="cuda:sm_90")
+    model.save(tmp_path / "saved")
+    loaded = tosaic.load(tmp_path / "saved")
+    assert loaded.plan.target["cc"] == [9, 0]
+    assert np.array_equal(loaded.run(inputs)[0], refs[0])
+    assert [row["template"] for row in loaded.profile(inputs, repeat=1)] == ["cuda_conv_dp4a"]
+    with pytest.raises(ValueError, match="deploy bundles are for CPU targets"):
+        model.export(tmp_path / "bundle")

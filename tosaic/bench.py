@@ -26,6 +26,8 @@ def kernel_isa(target: dict) -> str:
         return mk.isa + "".join(f", TABLE gathers {feature}" for feature in gathers)
     if target.get("arch") == "aarch64":
         return "neon+dotprod" if "dotprod" in features else "neon"
+    if target.get("family") == "cuda":
+        return f"dp4a, sm_{target['cc'][0]}{target['cc'][1]}"
     return "portable"
 
 
@@ -83,7 +85,8 @@ def benchmark(path, target: str = "cpu", threads: int | None = None, runs: int =
     plan = model.plan
     report = {
         "model": str(path),
-        "target": plan.target.get("cpu", target), "arch": plan.target.get("arch"),
+        "target": plan.target.get("cpu", target) if plan.target.get("family") != "cuda" else target,
+        "arch": plan.target.get("arch"),
         "features": plan.target.get("features", []), "isa": kernel_isa(plan.target),
         "machine": platform.processor() or platform.machine(),
         "threads": threads, "runs": runs, "stateful": model.stateful,

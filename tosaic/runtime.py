@@ -171,8 +171,9 @@ class CompiledModel:
         IN.npz -o OUT.npz`, `--steps`, `--bench`). Returns the manifest."""
         from tosaic.kernels.bundle import export_bundle
 
-        if self._plan is None:
-            raise ValueError("only a compiled target can be exported; compile with target='cpu' or 'cpu:ARCH:CPU'")
+        if self._plan is None or self._plan.target.get("family") == "cuda":
+            raise ValueError("deploy bundles are for CPU targets; compile with target='cpu' or 'cpu:ARCH:CPU' "
+                             "(a CUDA model is kept by save(), its kernels by `tosaic compile --emit-ptx`)")
         return export_bundle(self._plan, self._meta(), directory, self.source)
 
     @classmethod

@@ -192,6 +192,25 @@ class CudaExecutable:
                 for view, ref in zip(self.outputs, self.plan.outputs)]
 
 
+    def profile(self, inputs: list[np.ndarray], state: dict, repeat: int) -> list[dict]:
+        """Median seconds of each step over `repeat` runs, the device synchronized after each; slowest first."""
+        import time
+
+        cuda = _cuda()
+        times = [[] for _ in self.steps]
+        for _ in range(repeat):
+            for view, array in zip(self.inputs, inputs):
+                view.copy_to_device(np.ascontiguousarray(array).reshape(view.shape))
+            for i, step in enumerate(self.steps):
+                start = time.perf_counter()
+                step(state)
+                cuda.synchronize()
+                times[i].append(time.perf_counter() - start)
+        rows = [{"dispatch": s.name, "template": s.template or s.kind, "ops": " + ".join(s.origins),
+                 "seconds": float(np.median(t))} for s, t in zip(self.plan.steps, times)]
+        return sorted(rows, key=lambda r: -r["seconds"])
+
+
 def _digest(text: str) -> str:
     import hashlib
 
