@@ -361,16 +361,45 @@ def _flat_elementwise_kernel(d: Dispatch, op, target: CpuTarget) -> KernelSpec |
                       _param_values(params), (size,))
 
 
+def loop_dims(op) -> tuple[list[int], list[int]]:
+    """A generic op's parallel and reduction loop dimensions (the parallel ones first in every lowering)."""
+    iterators = op.attrs["iterators"]
+    par = [j for j in range(len(iterators)) if iterators[j] == PARALLEL]
+    red = [j for j in range(len(iterators)) if iterators[j] != PARALLEL]
+    assert par == list(range(len(par))), "parallel loops come first in every lowering"
+    return par, red
+
+
+def unravel(flat: str, dims: list[int]) -> list[str]:
+    """Statements setting loop indices d<j> for `dims` from the flat index `flat`, the last fastest; fresh
+    names per step (Numba refuses a reassigned alias of a prange index)."""
+    lines, rest = [], flat
+    for k, j in enumerate(reversed(dims)):
+        if j == dims[0]:
+            lines.append(f"d{j} = {rest}")
+        else:
+            lines += [f"d{j} = {rest} % D{j}", f"g{k} = {rest} // D{j}"]
+            rest = f"g{k}"
+    return lines
+
+
+def epilogue_index(d: Dispatch, op, par: list[int]) -> list[str]:
+    """The epilogue's index into the root's output from the loop indices d<j> of the generic form `op`."""
+    if d.root.name == "linalg.depthwise_conv2d":
+        # The generic form's loops (n, oh, ow, c, m) make output channel c * M + m.
+        return ["d0", "d1", "d2", f"(d3 * {d.root.operands[1].type.shape[3]} + d4)"]
+    return _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
+                          [f"d{j}" for j in par], [op.attrs["domain"][j] for j in par])
+
+
 def generic_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     op = generalize(d.root)
     flat = _flat_elementwise_kernel(d, op, target)
     if flat is not None:
         return flat
-    domain, iterators = op.attrs["domain"], op.attrs["iterators"]
+    domain = op.attrs["domain"]
     rank = len(domain)
-    par = [j for j in range(rank) if iterators[j] == PARALLEL]
-    red = [j for j in range(rank) if iterators[j] != PARALLEL]
-    assert par == list(range(len(par))), "parallel loops come first in every lowering"
+    par, red = loop_dims(op)
     index = [f"d{j}" for j in range(rank)]
     params: list = []
     reads = _Accesses(op, "i", index, params)
@@ -381,15 +410,7 @@ def generic_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     depth = 0
     if outer:
         body.append(f"for f in prange({' * '.join(f'D{j}' for j in outer)}):")
-        # Fresh names per step: Numba refuses a reassigned alias of the prange index.
-        unravel, rest = [], "f"
-        for k, j in enumerate(reversed(outer)):
-            if j == outer[0]:
-                unravel.append(f"d{j} = {rest}")
-            else:
-                unravel += [f"d{j} = {rest} % D{j}", f"g{k} = {rest} // D{j}"]
-                rest = f"g{k}"
-        body += _indent(unravel, 1)
+        body += _indent(unravel("f", outer), 1)
         depth = 1
     if inner:
         body += _indent([f"for d{inner[0]} in {'range' if outer else 'prange'}(D{inner[0]}):"], depth)
@@ -447,14 +468,8 @@ def generic_kernel(d: Dispatch, target: CpuTarget) -> KernelSpec:
     arrays_epi: list = []
     epi_names: list = []
     if d.epilogue is not None:
-        if d.root.name == "linalg.depthwise_conv2d":
-            # The generic form's loops (n, oh, ow, c, m) make output channel c * M + m.
-            out_index = ["d0", "d1", "d2", f"(d3 * {d.root.operands[1].type.shape[3]} + d4)"]
-        else:
-            out_index = _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
-                                       [f"d{j}" for j in par], [domain[j] for j in par])
-        epi, arrays_epi, epi_names, after = _epilogue(d, accs[0], out_index, params, "o0", par_index, "e",
-                                                      target)
+        epi, arrays_epi, epi_names, after = _epilogue(d, accs[0], epilogue_index(d, op, par), params, "o0",
+                                                      par_index, "e", target)
     else:
         epi = [f"o{i}[{par_index}] = {a}" for i, a in enumerate(accs)]
     lines += _indent(epi, 1) if across_rows else epi

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.kernels.cpu import ArrayArg, KernelSpec, _Accesses, _aligned_index, _indent, _operand, _param_values
+from tosaic.kernels.cpu import (ArrayArg, KernelSpec, _Accesses, _indent, _operand, _param_values, epilogue_index,
+                                loop_dims, unravel)
 from tosaic.kernels.render import PRELUDE, BodyRenderer
 from tosaic.kernels.target import CudaTarget
 from tosaic.lowering.fusion import Dispatch
-from tosaic.lowering.structured import PARALLEL, constant_values, generalize
+from tosaic.lowering.structured import constant_values, generalize
 
 HEADER = "import numpy as np\nfrom numba import cuda\n"
 # Inlined: a call of a device function compiled apart asks the driver for the GPU, which PTX emission
@@ -125,11 +126,9 @@ def generic_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     loop indices (the last fastest, so neighbouring threads touch neighbouring channels), the reduction
     loops inside, the epilogue before the store."""
     op = generalize(d.root)
-    domain, iterators = op.attrs["domain"], op.attrs["iterators"]
+    domain = op.attrs["domain"]
     rank = len(domain)
-    par = [j for j in range(rank) if iterators[j] == PARALLEL]
-    red = [j for j in range(rank) if iterators[j] != PARALLEL]
-    assert par == list(range(len(par))), "parallel loops come first in every lowering"
+    par, red = loop_dims(op)
     index = [f"d{j}" for j in range(rank)]
     params: list = []
     reads = _Reads(op, "i", index, params)
@@ -137,14 +136,7 @@ def generic_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     total = int(np.prod([domain[j] for j in par], dtype=np.int64)) if par else 1
     body = [f"D{j} = D[{j}]" for j in range(rank)]
     body += ["f = cuda.grid(1)", f"if f < {' * '.join(f'D{j}' for j in par) or '1'}:"]
-    unravel, rest = [], "f"
-    for k, j in enumerate(reversed(par)):
-        if j == par[0]:
-            unravel.append(f"d{j} = {rest}")
-        else:
-            unravel += [f"d{j} = {rest} % D{j}", f"g{k} = {rest} // D{j}"]
-            rest = f"g{k}"
-    lines = list(unravel)
+    lines = unravel("f", par)
     if red:
         init_r = _renderer(reads, index, params, "s")
         inits = [init_r.render(init) for init in op.attrs["inits"]]
@@ -160,13 +152,7 @@ def generic_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     par_index = ", ".join(f"d{j}" for j in par) or "0"
     arrays_epi, epi_names = [], []
     if d.epilogue is not None:
-        if d.root.name == "linalg.depthwise_conv2d":
-            # The generic form's loops (n, oh, ow, c, m) make output channel c * M + m.
-            out_index = ["d0", "d1", "d2", f"(d3 * {d.root.operands[1].type.shape[3]} + d4)"]
-        else:
-            out_index = _aligned_index(op.results[0].type.shape if op is d.root else d.root.result.type.shape,
-                                       [f"d{j}" for j in par], [domain[j] for j in par])
-        epi, arrays_epi, epi_names = _epilogue(d, accs[0], out_index, params, par_index)
+        epi, arrays_epi, epi_names = _epilogue(d, accs[0], epilogue_index(d, op, par), params, par_index)
     else:
         epi = [f"o{i}[{par_index}] = {a}" for i, a in enumerate(accs)]
     body += _indent(lines + epi, 1)
@@ -235,9 +221,7 @@ def conv_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     ]
     index = ["n", "oh", "ow", "oc"]
     if d.epilogue is not None:
-        out_index = _aligned_index(d.epilogue.attrs["domain"], index, [n, oh, ow, oc]) \
-            if len(d.epilogue.attrs["domain"]) != 4 else index
-        epi, arrays_epi, epi_names = _epilogue(d, "acc", out_index, params, "n, oh, ow, oc")
+        epi, arrays_epi, epi_names = _epilogue(d, "acc", index, params, "n, oh, ow, oc")
     else:
         epi, arrays_epi, epi_names = ["o0[n, oh, ow, oc] = acc"], [], []
     body += _indent(epi, 1)
