@@ -27,7 +27,7 @@ from litert_ref import random_inputs, run_reference
 from network_generator import build_network
 from test_cpu_kernels import conv_layers, fc_models, requantized_conv, zp8
 from test_models import DATA, io_arrays
-from test_lowering_structured import random_array
+from test_lowering_structured import exact_size, random_array
 from test_stateful import assert_streams_match, ring_conv_model
 
 import tosaic
@@ -74,8 +74,10 @@ def test_bit_exact_with_reference(name):
 
 @needs_kernels
 @settings(max_examples=8, deadline=None)
-@given(case=conv_layers(depthwise=False), channels=st.sampled_from([4, 8, 12]))
+@given(case=conv_layers(depthwise=False), channels=st.sampled_from([3, 4, 5, 8, 12]))
 def test_dp4a_conv_against_interpreter(case, channels):
+    """Tiled where the output has a tile of pixels (stride, dilation and padding in the patch gather;
+    channels not in whole words packed from bytes), else one thread per output."""
     seed = case.pop("seed")
     case["int16"], case["w_zp"] = False, 0
     case["x_shape"] = case["x_shape"][:3] + (channels,)
@@ -83,7 +85,25 @@ def test_dp4a_conv_against_interpreter(case, channels):
     graph, inputs = requantized_conv(np.random.default_rng(seed), depthwise=False, **case)
     want = interpret(graph, [x.copy() for x in inputs])
     model = tosaic.compile(graph, target="cuda:sm_87")
-    assert "cuda_conv_dp4a" in [s.template for s in model.plan.steps if s.kind == "kernel"]
+    (template,) = [s.template for s in model.plan.steps if s.kind == "kernel"]
+    pixels = int(np.prod(graph.outputs[0].type.shape[:3]))
+    assert template == ("cuda_gemm_dp4a" if pixels >= 32 else "cuda_conv_dp4a" if channels % 4 == 0 else
+                        "cuda_generic")
+    (got,) = model.run(inputs)
+    assert np.array_equal(got, np.asarray(want[0]))
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels, pad, zp", [(3, (1, 1, 1, 1), -128), (5, (0, 2, 1, 0), 17), (1, (1, 0, 0, 1), 90)])
+def test_tiled_conv_of_channels_not_in_words(channels, pad, zp):
+    """An RGB-like stem: patch words packed from bytes, padded taps as zero points."""
+    attrs = {"pad": pad, "stride": (2, 2), "dilation": (1, 1)}
+    h, w = exact_size(6, 3, 2, 1, pad[0] + pad[1]), exact_size(7, 3, 2, 1, pad[2] + pad[3])
+    graph, inputs = requantized_conv(np.random.default_rng(channels), (1, h, w, channels), (6, 3, 3, channels),
+                                     attrs, False, False, zp, 0, True, -3, True)
+    want = interpret(graph, [x.copy() for x in inputs])
+    model = tosaic.compile(graph, target="cuda:sm_87")
+    assert [s.template for s in model.plan.steps if s.kind == "kernel"] == ["cuda_gemm_dp4a"]
     (got,) = model.run(inputs)
     assert np.array_equal(got, np.asarray(want[0]))
 
@@ -186,6 +206,6 @@ def test_save_load_profile_and_no_bundle(tmp_path):
     loaded = tosaic.load(tmp_path / "saved")
     assert loaded.plan.target["cc"] == [9, 0]
     assert np.array_equal(loaded.run(inputs)[0], refs[0])
-    assert [row["template"] for row in loaded.profile(inputs, repeat=1)] == ["cuda_conv_dp4a"]
+    assert [row["template"] for row in loaded.profile(inputs, repeat=1)] == ["cuda_gemm_dp4a"]
     with pytest.raises(ValueError, match="deploy bundles are for CPU targets"):
         model.export(tmp_path / "bundle")

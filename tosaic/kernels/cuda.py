@@ -4,10 +4,10 @@ bodies as the CPU templates (kernels/cpu.py), for a `CudaTarget`.
 Three templates, each ending in the dispatch's fused epilogue (bias, RESCALE, CLAMP, TABLE, residual ADD,
 SiLU, ...) applied before the single store:
 
-- `cuda_gemm_dp4a`: a 1x1 int8 convolution (a fully connected layer over enough rows) as a GEMM tiled in
-  thread blocks, both operands staged through shared memory as words of four channels, `dp4a` products.
-- `cuda_conv_dp4a`: any other int8 convolution with whole words of input channels, one thread per output,
-  `dp4a` over each tap's channels.
+- `cuda_gemm_dp4a`: an int8 convolution (a fully connected layer is a 1x1 one) over enough pixels, as a GEMM tiled in thread blocks, patches and weights staged through
+  shared memory as words of four channels, `dp4a` products.
+- `cuda_conv_dp4a`: such a convolution over fewer pixels than a tile (a fully connected layer of a few
+  rows), one thread per output, `dp4a` over each tap's channels.
 - `cuda_matmul_dp4a`: a matmul of two int8 activations (attention's QK^T and its product with V), one
   thread per output, `dp4a` over words of the row and words packed from the column.
 - `cuda_generic`: one thread per point of the dispatch's parallel loops (the output elements of its root
@@ -165,16 +165,21 @@ def generic_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
                       _param_values(params), tuple(int(n) for n in domain), launch=_flat_launch(total))
 
 
-def _dp4a_applies(d: Dispatch) -> bool:
-    """An int8 convolution (or fully connected layer, a 1x1 one) with constant symmetric weights and bias,
-    an int32 accumulator, and input channels in whole words of four."""
+def _int8_conv(d: Dispatch) -> bool:
+    """An int8 convolution (or fully connected layer, a 1x1 one) with constant symmetric weights and bias
+    and an int32 accumulator."""
     op = d.root
     if op.name != "linalg.conv2d":
         return False
     x, w, bias = op.operands
     return (x.type.dtype == "i8" and w.type.dtype == "i8" and op.result.type.dtype == "i32"
             and constant_values(w) is not None and constant_values(bias) is not None
-            and op.attrs["weight_zp"] == 0 and x.type.shape[3] % 4 == 0)
+            and op.attrs["weight_zp"] == 0)
+
+
+def _dp4a_applies(d: Dispatch) -> bool:
+    """An int8 convolution whose input channels come in whole words of four."""
+    return _int8_conv(d) and d.root.operands[0].type.shape[3] % 4 == 0
 
 
 def conv_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
@@ -242,33 +247,70 @@ TILE, TILE_THREADS, TILE_K = 32, 16, 8
 
 
 def _gemm_applies(d: Dispatch) -> bool:
-    """A 1x1 stride-1 unpadded int8 convolution (a GEMM over pixels), rows enough to fill a tile."""
-    op = d.root
-    if not _dp4a_applies(d):
+    """An int8 convolution over pixels enough to fill a tile."""
+    if not _int8_conv(d):
         return False
-    n, oh, ow, _ = op.result.type.shape
-    return (op.operands[1].type.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
-            and tuple(op.attrs["pad"]) == (0,) * 4 and n * oh * ow >= TILE)
+    n, oh, ow, _ = d.root.result.type.shape
+    return n * oh * ow >= TILE
+
+
+# The tap of patch word kk of pixel mm: input row ih, column iw, word kc of channels.
+_GATHER = [
+    "        word = 0",
+    "        if mm < M and kk < KT:",
+    "            pw = mm % OW",
+    "            ph = (mm // OW) % OH",
+    "            pn = mm // (OW * OH)",
+    "            kc = kk % ICW",
+    "            tw = (kk // ICW) % KWIDTH",
+    "            th = kk // (ICW * KWIDTH)",
+    "            ih = ph * SY + th * DY - TOP",
+    "            iw = pw * SX + tw * DX - LEFT",
+]
 
 
 def gemm_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
-    """A 1x1 convolution as a GEMM of [M pixels, K/4 words] activations and [N channels, K/4 words]
-    weights, tiled: each block stages TILE_K words of a TILE-row slice of both through shared memory
-    (padded a word per row against bank conflicts), then each thread adds its outputs' `dp4a` products;
-    threads of a row of the block take neighbouring channels, so the epilogue's stores coalesce. Every
-    tap is inside the input, so the input zero point is folded into the bias."""
+    """An int8 convolution as a GEMM of [M pixels, K words] patches and [N channels, K words] weights (K:
+    the taps' words of four input channels, im2col order), tiled: each block stages TILE_K words of a
+    TILE-row slice of both through shared memory (padded a word per row against bank conflicts), then each
+    thread adds its outputs' `dp4a` products; threads of a row of the block take neighbouring channels, so
+    the epilogue's stores coalesce. A 1x1 stride-1 unpadded convolution reads its patches as rows of the
+    input; any other gathers them, a padded tap as a word of four zero points (what TOSA pads with), so
+    that every tap counts and the zero point's share, zp times the weights' sum, folds into the bias."""
     op = d.root
     x, w, bias = op.operands
     n, oh, ow, oc = op.result.type.shape
-    ic = x.type.shape[3]
-    m = n * oh * ow
-    weights = np.ascontiguousarray(constant_values(w), dtype=np.int8).reshape(oc, ic)
+    _, h, wd, ic = x.type.shape
+    _, kh, kw, _ = w.type.shape
+    icw = -(-ic // 4)   # words of input channels; the last one's missing channels meet zero weights
+    m, words = n * oh * ow, kh * kw * icw
+    zp = op.attrs["input_zp"]
+    weights = np.zeros((oc, kh, kw, 4 * icw), np.int8)
+    weights[..., :ic] = constant_values(w)
+    weights = weights.reshape(oc, 4 * words)
     bias_values = np.broadcast_to(np.asarray(constant_values(bias)).astype(np.int64).reshape(-1), (oc,))
-    folded = (bias_values - op.attrs["input_zp"] * weights.astype(np.int64).sum(axis=1)).astype(np.int32)
+    folded = (bias_values - zp * weights.astype(np.int64).sum(axis=1)).astype(np.int32)
     per = TILE // TILE_THREADS
-    params: list = []
+    pointwise = (kh, kw) == (1, 1) and tuple(op.attrs["stride"]) == (1, 1) and tuple(op.attrs["pad"]) == (0,) * 4
+    params: list = [(int(np.array([zp & 255] * 4, np.uint8).view(np.int32)[0]), "i64")]
+    if pointwise and ic % 4 == 0:
+        patch = ["        sa[r, c] = x[mm, kk] if mm < M and kk < KT else 0"]
+        x_arg = ArrayArg(x, (m, ic // 4), dtype="<i4")
+    elif ic % 4:
+        # Channels not in whole words (an RGB stem): the word packed from the tap's bytes.
+        pack = " | ".join(f"(np.int64(x[pn, ih, iw, 4 * kc + {i}]) & 255) << {8 * i}" if i == 0 else
+                          f"((np.int64(x[pn, ih, iw, 4 * kc + {i}]) & 255) << {8 * i} if 4 * kc + {i} < C else 0)"
+                          for i in range(4))
+        patch = [*_GATHER, "            if 0 <= ih < H and 0 <= iw < W:",
+                 f"                word = {pack}", "            else:", "                word = p0",
+                 "        sa[r, c] = np.int32(word)"]
+        x_arg = ArrayArg(x, (n, h, wd, ic))
+    else:
+        patch = [*_GATHER, "            word = x[pn, ih, iw, kc] if 0 <= ih < H and 0 <= iw < W else p0",
+                 "        sa[r, c] = word"]
+        x_arg = ArrayArg(x, (n, h, wd, ic // 4), dtype="<i4")
     body = [
-        "M, N, KW, OH, OW = D",
+        "M, N, KT, OH, OW, H, W, C, ICW, KWIDTH, SY, SX, DY, DX, TOP, LEFT = D",
         f"sa = cuda.shared.array(({TILE}, {TILE_K + 1}), np.int32)",
         f"sb = cuda.shared.array(({TILE}, {TILE_K + 1}), np.int32)",
         "tx = cuda.threadIdx.x",
@@ -277,12 +319,14 @@ def gemm_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
         f"n0 = cuda.blockIdx.x * {TILE}",
         f"t = ty * {TILE_THREADS} + tx",
         *[f"acc{i}{j} = np.int32(0)" for i in range(per) for j in range(per)],
-        f"for k0 in range(0, KW, {TILE_K}):",
+        f"for k0 in range(0, KT, {TILE_K}):",
         f"    for e in range(t, {TILE * TILE_K}, {TILE_THREADS * TILE_THREADS}):",
         f"        r = e // {TILE_K}",
         f"        c = e % {TILE_K}",
-        "        sa[r, c] = x[m0 + r, k0 + c] if m0 + r < M and k0 + c < KW else 0",
-        "        sb[r, c] = wp[n0 + r, k0 + c] if n0 + r < N and k0 + c < KW else 0",
+        "        mm = m0 + r",
+        "        kk = k0 + c",
+        *patch,
+        "        sb[r, c] = wp[n0 + r, kk] if n0 + r < N and kk < KT else 0",
         "    cuda.syncthreads()",
         f"    for c in range({TILE_K}):",
         *[f"        a{i} = sa[ty + {TILE_THREADS * i}, c]" for i in range(per)],
@@ -306,12 +350,16 @@ def gemm_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
                      "    h = (mm // OW) % OH",
                      "    b = mm // (OW * OH)",
                      *_indent(epi, 1)]
-    arrays = [ArrayArg(d.outputs[0], (n, oh, ow, oc)), ArrayArg(x, (m, ic // 4), dtype="<i4"),
+    arrays = [ArrayArg(d.outputs[0], (n, oh, ow, oc)), x_arg,
               ArrayArg(array=np.ascontiguousarray(weights).view(np.int32)), ArrayArg(array=folded)] + arrays_epi
     signature = ["o0", "x", "wp", "bias"] + epi_names
     launch = {"grid": [-(-oc // TILE), -(-m // TILE), 1], "block": [TILE_THREADS, TILE_THREADS, 1]}
+    sy, sx = op.attrs["stride"]
+    dy, dx = op.attrs["dilation"]
+    top, _, left, _ = op.attrs["pad"]
+    dims = (m, oc, words, oh, ow, h, wd, ic, icw, kw, sy, sx, dy, dx, top, left)
     return KernelSpec("cuda_gemm_dp4a", _module("cuda_gemm_dp4a", signature, body, params), arrays,
-                      _param_values(params), (m, oc, ic // 4, oh, ow), launch=launch)
+                      _param_values(params), dims, launch=launch)
 
 
 def _matmul_applies(d: Dispatch) -> bool:
