@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from litert_ref import random_inputs, run_reference
 from network_generator import build_network
@@ -42,7 +42,7 @@ from tosaic.kernels.plan import build_plan  # noqa: E402
 from tosaic.kernels.target import CudaTarget, TargetError, parse_target  # noqa: E402
 
 RUNS = not cuda_engine.missing()
-DP4A_TEMPLATES = ("cuda_conv_dp4a", "cuda_gemm_dp4a", "cuda_matmul_dp4a")
+DP4A_TEMPLATES = ("cuda_conv_dp4a", "cuda_gemm_dp4a", "cuda_matmul_dp4a", "cuda_matmul_tiled_dp4a")
 needs_kernels = pytest.mark.skipif(not RUNS, reason="no CUDA GPU and the simulator is off")
 needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) is not on PATH")
 
@@ -125,11 +125,15 @@ def test_tiled_dp4a_gemm_against_interpreter(rows, k, n, in_zp, out_zp, per_chan
 
 
 @needs_kernels
-@settings(max_examples=6, deadline=None)
-@given(n=st.integers(1, 2), h=st.integers(1, 7), words=st.integers(1, 6), w=st.integers(1, 7), a_zp=zp8, b_zp=zp8,
-       seed=st.integers(0, 2**31))
-def test_dp4a_matmul_against_interpreter(n, h, words, w, a_zp, b_zp, seed):
-    """A matmul of two int8 activations with zero points, raw and rescaled."""
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(1, 2), size=st.sampled_from([(1, 7), (5, 3), (32, 32), (40, 33)]), words=st.integers(1, 6),
+       a_zp=st.sampled_from([0, -128, 5]), b_zp=st.sampled_from([0, 127, -3]), seed=st.integers(0, 2**31))
+@example(n=1, size=(40, 33), words=3, a_zp=5, b_zp=-3, seed=1)
+@example(n=2, size=(32, 32), words=2, a_zp=0, b_zp=127, seed=2)
+def test_dp4a_matmul_against_interpreter(n, size, words, a_zp, b_zp, seed):
+    """A matmul of two int8 activations with zero points (each zero or not), raw and rescaled: one thread
+    per output, or tiled where the output holds a tile."""
+    h, w = size
     rng = np.random.default_rng(seed)
     g = Graph("main")
     b = TosaBuilder(g)
@@ -140,7 +144,8 @@ def test_dp4a_matmul_against_interpreter(n, h, words, w, a_zp, b_zp, seed):
     inputs = [random_array(rng, a.type), random_array(rng, bb.type)]
     want = interpret(g, [x.copy() for x in inputs])
     model = tosaic.compile(g, target="cuda:sm_87")
-    assert "cuda_matmul_dp4a" in [s.template for s in model.plan.steps if s.kind == "kernel"]
+    want_template = "cuda_matmul_tiled_dp4a" if h * w >= 1024 else "cuda_matmul_dp4a"
+    assert want_template in [s.template for s in model.plan.steps if s.kind == "kernel"]
     for got, ref in zip(model.run(inputs), want):
         assert np.array_equal(got, np.asarray(ref))
 
@@ -194,7 +199,7 @@ def test_ptx_of_every_dispatch_assembles(sm, tmp_path):
             assert dp4a, f"{name}: no dispatch took a dp4a template"
         for k in dp4a:
             assert "dp4a.s32.s32" in (out / k["ptx"]).read_text()
-            assert (k["shared_memory_bytes"] > 0) == (k["template"] == "cuda_gemm_dp4a"), k
+            assert (k["shared_memory_bytes"] > 0) == ("gemm" in k["template"] or "tiled" in k["template"]), k
 
 
 @needs_kernels

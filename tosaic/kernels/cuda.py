@@ -8,8 +8,9 @@ SiLU, ...) applied before the single store:
   shared memory as words of four channels, `dp4a` products.
 - `cuda_conv_dp4a`: such a convolution over fewer pixels than a tile (a fully connected layer of a few
   rows), one thread per output, `dp4a` over each tap's channels.
-- `cuda_matmul_dp4a`: a matmul of two int8 activations (attention's QK^T and its product with V), one
-  thread per output, `dp4a` over words of the row and words packed from the column.
+- `cuda_matmul_tiled_dp4a`: a matmul of two int8 activations (attention's QK^T and its product with V)
+  of a tile of outputs or more, tiled the same way, B's columns packed into words as they are staged;
+  `cuda_matmul_dp4a` a smaller one, one thread per output.
 - `cuda_generic`: one thread per point of the dispatch's parallel loops (the output elements of its root
   op; channels fastest, so neighbouring threads touch neighbouring bytes), the reduction loops inside the
   thread. Every dispatch kind (depthwise, pooling, matmul of activations, 16x8, reductions, elementwise)
@@ -254,6 +255,56 @@ def _gemm_applies(d: Dispatch) -> bool:
     return n * oh * ow >= TILE
 
 
+def _tile_loop(load_a: list[str], load_b: list[str], sums: tuple[bool, bool] = (False, False)) -> list[str]:
+    """The staged loop over K of a TILE x TILE block of outputs (rows m0.., columns n0..): `load_a` and
+    `load_b` set word (r, c) of the block's A rows `sa` and B columns `sb` (row mm = m0 + r, word
+    kk = k0 + c); each thread keeps its outputs' sums acc<i><j>, and with `sums` its rows' sums of A's bytes
+    (asum<i>) and its columns' of B's (bsum<j>), by `dp4a` with a word of ones."""
+    per = TILE // TILE_THREADS
+    rows, cols = range(per), range(per)
+    return [
+        f"sa = cuda.shared.array(({TILE}, {TILE_K + 1}), np.int32)",
+        f"sb = cuda.shared.array(({TILE}, {TILE_K + 1}), np.int32)",
+        "tx = cuda.threadIdx.x",
+        "ty = cuda.threadIdx.y",
+        f"m0 = cuda.blockIdx.y * {TILE}",
+        f"n0 = cuda.blockIdx.x * {TILE}",
+        f"t = ty * {TILE_THREADS} + tx",
+        "ones = np.int32(0x01010101)",
+        *[f"acc{i}{j} = np.int32(0)" for i in rows for j in cols],
+        *[f"asum{i} = np.int32(0)" for i in rows if sums[0]],
+        *[f"bsum{j} = np.int32(0)" for j in cols if sums[1]],
+        f"for k0 in range(0, KT, {TILE_K}):",
+        f"    for e in range(t, {TILE * TILE_K}, {TILE_THREADS * TILE_THREADS}):",
+        f"        r = e // {TILE_K}",
+        f"        c = e % {TILE_K}",
+        "        mm = m0 + r",
+        "        kk = k0 + c",
+        *load_a,
+        *load_b,
+        "    cuda.syncthreads()",
+        f"    for c in range({TILE_K}):",
+        *[f"        a{i} = sa[ty + {TILE_THREADS * i}, c]" for i in rows],
+        *[f"        b{j} = sb[tx + {TILE_THREADS * j}, c]" for j in cols],
+        *[f"        acc{i}{j} = dp4a(a{i}, b{j}, acc{i}{j})" for i in rows for j in cols],
+        *[f"        asum{i} = dp4a(a{i}, ones, asum{i})" for i in rows if sums[0]],
+        *[f"        bsum{j} = dp4a(b{j}, ones, bsum{j})" for j in cols if sums[1]],
+        "    cuda.syncthreads()",
+    ]
+
+
+def _tile_stores(value, position: list[str], epi: list[str]) -> list[str]:
+    """Each thread's outputs of the block: `value(i, j)` the source of output (i, j) as `acc`, `position`
+    statements placing row mm, column oc in the output, then the epilogue `epi`."""
+    per = TILE // TILE_THREADS
+    lines = []
+    for i in range(per):
+        for j in range(per):
+            lines += [f"mm = m0 + ty + {TILE_THREADS * i}", f"oc = n0 + tx + {TILE_THREADS * j}",
+                      "if mm < M and oc < N:", f"    acc = {value(i, j)}", *_indent(position + epi, 1)]
+    return lines
+
+
 # The tap of patch word kk of pixel mm: input row ih, column iw, word kc of channels.
 _GATHER = [
     "        word = 0",
@@ -290,7 +341,6 @@ def gemm_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     weights = weights.reshape(oc, 4 * words)
     bias_values = np.broadcast_to(np.asarray(constant_values(bias)).astype(np.int64).reshape(-1), (oc,))
     folded = (bias_values - zp * weights.astype(np.int64).sum(axis=1)).astype(np.int32)
-    per = TILE // TILE_THREADS
     pointwise = (kh, kw) == (1, 1) and tuple(op.attrs["stride"]) == (1, 1) and tuple(op.attrs["pad"]) == (0,) * 4
     params: list = [(int(np.array([zp & 255] * 4, np.uint8).view(np.int32)[0]), "i64")]
     if pointwise and ic % 4 == 0:
@@ -309,47 +359,16 @@ def gemm_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
         patch = [*_GATHER, "            word = x[pn, ih, iw, kc] if 0 <= ih < H and 0 <= iw < W else p0",
                  "        sa[r, c] = word"]
         x_arg = ArrayArg(x, (n, h, wd, ic // 4), dtype="<i4")
-    body = [
-        "M, N, KT, OH, OW, H, W, C, ICW, KWIDTH, SY, SX, DY, DX, TOP, LEFT = D",
-        f"sa = cuda.shared.array(({TILE}, {TILE_K + 1}), np.int32)",
-        f"sb = cuda.shared.array(({TILE}, {TILE_K + 1}), np.int32)",
-        "tx = cuda.threadIdx.x",
-        "ty = cuda.threadIdx.y",
-        f"m0 = cuda.blockIdx.y * {TILE}",
-        f"n0 = cuda.blockIdx.x * {TILE}",
-        f"t = ty * {TILE_THREADS} + tx",
-        *[f"acc{i}{j} = np.int32(0)" for i in range(per) for j in range(per)],
-        f"for k0 in range(0, KT, {TILE_K}):",
-        f"    for e in range(t, {TILE * TILE_K}, {TILE_THREADS * TILE_THREADS}):",
-        f"        r = e // {TILE_K}",
-        f"        c = e % {TILE_K}",
-        "        mm = m0 + r",
-        "        kk = k0 + c",
-        *patch,
-        "        sb[r, c] = wp[n0 + r, kk] if n0 + r < N and kk < KT else 0",
-        "    cuda.syncthreads()",
-        f"    for c in range({TILE_K}):",
-        *[f"        a{i} = sa[ty + {TILE_THREADS * i}, c]" for i in range(per)],
-        *[f"        b{j} = sb[tx + {TILE_THREADS * j}, c]" for j in range(per)],
-        *[f"        acc{i}{j} = dp4a(a{i}, b{j}, acc{i}{j})" for i in range(per) for j in range(per)],
-        "    cuda.syncthreads()",
-    ]
+    body = ["M, N, KT, OH, OW, H, W, C, ICW, KWIDTH, SY, SX, DY, DX, TOP, LEFT = D",
+            *_tile_loop(patch, ["        sb[r, c] = wp[n0 + r, kk] if n0 + r < N and kk < KT else 0"])]
     index = ["b", "h", "v", "oc"]
     if d.epilogue is not None:
         epi, arrays_epi, epi_names = _epilogue(d, "acc", index, params, "b, h, v, oc")
     else:
         epi, arrays_epi, epi_names = ["o0[b, h, v, oc] = acc"], [], []
-    for i in range(per):
-        for j in range(per):
-            body += [f"mm = m0 + ty + {TILE_THREADS * i}",
-                     f"oc = n0 + tx + {TILE_THREADS * j}",
-                     "if mm < M and oc < N:",
-                     # The int32 sum wraps as TOSA's accumulator does; the bias joins it modulo 2^32 too.
-                     f"    acc = np.int64(np.int32(np.int64(acc{i}{j}) + np.int64(bias[oc])))",
-                     "    v = mm % OW",
-                     "    h = (mm // OW) % OH",
-                     "    b = mm // (OW * OH)",
-                     *_indent(epi, 1)]
+    # The int32 sum wraps as TOSA's accumulator does; the bias joins it modulo 2^32 too.
+    body += _tile_stores(lambda i, j: f"np.int64(np.int32(np.int64(acc{i}{j}) + np.int64(bias[oc])))",
+                         ["v = mm % OW", "h = (mm // OW) % OH", "b = mm // (OW * OH)"], epi)
     arrays = [ArrayArg(d.outputs[0], (n, oh, ow, oc)), x_arg,
               ArrayArg(array=np.ascontiguousarray(weights).view(np.int32)), ArrayArg(array=folded)] + arrays_epi
     signature = ["o0", "x", "wp", "bias"] + epi_names
@@ -415,10 +434,44 @@ def matmul_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
                       arrays, _param_values(params), (n, h, w, c // 4), launch=_flat_launch(n * h * w))
 
 
+def tiled_matmul_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
+    """A batched matmul of activations big enough for whole tiles, as the tiled GEMM (`_tile_loop`) with a
+    block per tile and batch: A's rows are words already, B's columns are packed from bytes as they are
+    staged; the zero points take the row and column sums only where they are not zero."""
+    op = d.root
+    a, b = op.operands
+    n, h, w = op.result.type.shape
+    c = a.type.shape[2]
+    a_zp, b_zp = op.attrs["a_zp"], op.attrs["b_zp"]
+    params: list = [(a_zp, "i64"), (b_zp, "i64")]
+    column = " | ".join(f"(np.int64(b[nb, 4 * kk + {i}, n0 + r]) & 255) << {8 * i}" for i in range(4))
+    body = ["M, N, KT = D", "nb = cuda.blockIdx.z",
+            *_tile_loop(["        sa[r, c] = a[nb, mm, kk] if mm < M and kk < KT else 0"],
+                        [f"        sb[r, c] = np.int32({column}) if n0 + r < N and kk < KT else 0"],
+                        (b_zp != 0, a_zp != 0))]
+    if d.epilogue is not None:
+        epi, arrays_epi, epi_names = _epilogue(d, "acc", ["nb", "mm", "oc"], params, "nb, mm, oc")
+    else:
+        epi, arrays_epi, epi_names = ["o0[nb, mm, oc] = acc"], [], []
+
+    def value(i, j):
+        terms = [f"np.int64(acc{i}{j})"] + ([f"p1 * np.int64(asum{i})"] if b_zp else []) \
+            + ([f"p0 * np.int64(bsum{j})"] if a_zp else [])
+        return f"np.int64(np.int32({' - '.join(terms)} + 4 * KT * p0 * p1))"
+    body += _tile_stores(value, [], epi)
+    arrays = [ArrayArg(d.outputs[0], (n, h, w)), ArrayArg(a, (n, h, c // 4), dtype="<i4"),
+              ArrayArg(b, tuple(b.type.shape))] + arrays_epi
+    launch = {"grid": [-(-w // TILE), -(-h // TILE), n], "block": [TILE_THREADS, TILE_THREADS, 1]}
+    return KernelSpec("cuda_matmul_tiled_dp4a", _module("cuda_matmul_tiled_dp4a", ["o0", "a", "b"] + epi_names,
+                                                         body, params),
+                      arrays, _param_values(params), (h, w, c // 4), launch=launch)
+
+
 def kernel_for(d: Dispatch, target: CudaTarget) -> KernelSpec:
     """The CUDA kernel of one dispatch for `target`."""
     if _matmul_applies(d):
-        return matmul_dp4a_kernel(d, target)
+        h, w = d.root.result.type.shape[1:]
+        return tiled_matmul_kernel(d, target) if h * w >= TILE * TILE else matmul_dp4a_kernel(d, target)
     if _gemm_applies(d):
         return gemm_dp4a_kernel(d, target)
     if _dp4a_applies(d):
