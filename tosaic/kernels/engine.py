@@ -7,7 +7,10 @@ file as its whole runtime, so a board runs a model with exactly the code tosaic 
 
 Kernel cache: a generated module is a file named by the hash of its source, written once, atomically, and
 imported as a real file so that Numba's `cache=True` stores the machine code beside it (`@njit(cache=True)`
-on source run with `exec` has no file to locate). A later process finds both and compiles nothing.
+on source run with `exec` has no file to locate). A later process finds both and compiles nothing. The
+cache heals: a module file that does not hold its source is rewritten, Numba cache files that fail to
+load are dropped and the function compiled again, and a cache directory that cannot be used is replaced by
+a private temporary one (`kernel_directory`).
 
 Binding: every kernel is compiled (or loaded from Numba's cache) for its exact argument types. A generated
 entry point per model (`entry_point`, cached like a kernel) then runs a whole step: it copies the inputs
@@ -198,15 +201,44 @@ def load_kernel(key: str, source: str, directory: Path | None = None):
     return load_module(key, source, directory).kernel
 
 
+_private_directory: list[Path] = []   # where this process compiles when the cache cannot be used
+
+
+def kernel_directory(directory: Path | None = None) -> Path:
+    """`directory` (default: the cache), created where missing; where it cannot be created or written, a
+    temporary directory of this process's own, with one warning: an unusable cache costs a compile, never
+    a failure."""
+    directory = Path(directory) if directory is not None else cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+        return directory
+    except OSError as e:
+        if not _private_directory:
+            import warnings
+
+            _private_directory.append(Path(tempfile.mkdtemp(prefix="tosaic-kernels-")))
+            warnings.warn(f"the kernel cache {directory} cannot be used ({e.strerror or e}); compiling into "
+                          f"{_private_directory[0]} for this process", RuntimeWarning, stacklevel=3)
+        return _private_directory[0]
+
+
+def _holds(path: Path, source: str) -> bool:
+    try:
+        return path.read_text() == source
+    except (OSError, ValueError):   # missing, unreadable, or not text
+        return False
+
+
 def load_module(key: str, source: str, directory: Path | None = None):
-    """The generated module `key` with `source`, written to `directory` (default: the cache) if absent."""
+    """The generated module `key` with `source`, written to `directory` (default: the cache) where the file
+    is missing or holds anything else (a damaged cache entry is rewritten, never trusted)."""
     name = module_name(key)
     module = sys.modules.get(name)
     if module is None:
-        directory = Path(directory) if directory is not None else cache_dir()
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = kernel_directory(directory)
         path = directory / f"{name}.py"
-        if not path.exists():
+        if not _holds(path, source):
             fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
             with os.fdopen(fd, "w") as f:
                 f.write(source)
@@ -238,10 +270,26 @@ def compile_function(module, name: str, signature: tuple):
     level = config.OPT
     config.OPT = config._OptLevel(getattr(module, "LLVM_OPT", level))
     try:
-        dispatcher.compile(signature)
+        try:
+            dispatcher.compile(signature)
+        except Exception:
+            # A damaged entry of Numba's cache (a truncated index or machine code file) fails its load:
+            # drop the module's cache files and compile afresh; a second failure is a real one.
+            if not _drop_numba_cache(module):
+                raise
+            dispatcher.compile(signature)
     finally:
         config.OPT = level
     return dispatcher
+
+
+def _drop_numba_cache(module) -> bool:
+    """Remove Numba's cache files (index and machine code) of a generated module; whether there were any."""
+    cache = Path(module.__file__).parent / "__pycache__"
+    files = [f for f in cache.glob(f"{module.__name__}.*") if f.suffix in (".nbi", ".nbc")]
+    for f in files:
+        f.unlink(missing_ok=True)
+    return bool(files)
 
 
 def compile_job(key: str, source: str, function: str, signatures: list, directory: Path | None) -> None:
@@ -255,7 +303,7 @@ def compile_job(key: str, source: str, function: str, signatures: list, director
 def compiled_kernels(directory: Path | None = None) -> set[str]:
     """The keys of the kernels whose machine code Numba's cache in `directory` holds (for some signature):
     one listing of the directory (a shared cache holds thousands of files)."""
-    directory = Path(directory) if directory is not None else cache_dir()
+    directory = kernel_directory(directory)
     try:
         names = os.listdir(directory / "__pycache__")
     except OSError:
@@ -280,8 +328,7 @@ def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path
 
     from tosaic.kernels.compile_worker import receive, send
 
-    directory = Path(directory) if directory is not None else cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = kernel_directory(directory)
     pending: queue.SimpleQueue = queue.SimpleQueue()
     for job in sorted(jobs, key=lambda job: -len(job[1])):
         pending.put(job)
@@ -675,9 +722,8 @@ class Executable:
                 advance(step.key)
         self._addresses = np.array([self._native[variant] for variant in self.entry.kernels], dtype=np.int64)
         self._set_threads = threading_layer_address("set_num_threads")
-        entry = load_module(self.entry.key, self.entry.source, kernel_dir).entry
         signature = self._entry_signature()
-        entry.compile(signature)
+        entry = compile_function(load_module(self.entry.key, self.entry.source, kernel_dir), "entry", signature)
         self._run_entry = entry.overloads[signature].entry_point
         advance(self.entry.key)
 

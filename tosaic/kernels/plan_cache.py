@@ -4,8 +4,8 @@ A warm `tosaic.compile` of a file compiled before loads its plan (steps, packed 
 from `$TOSAIC_CACHE_DIR/plans/<key>` instead of importing the TFLite file, lowering, fusing and generating
 kernels again (EfficientNet-B0: 0.4 s of TFLite import and 0.5 s of planning, of a 1 s warm compile). The
 key hashes every source file of the tosaic package, so a changed compiler never reads a plan an older one
-made. An entry is written whole into a temporary directory and renamed into place; one that cannot be
-read is removed and the plan made again.
+made. An entry is written whole into a temporary directory, with a digest of its files, and renamed into
+place; one that cannot be read or does not match its digest is removed and the plan made again.
 """
 
 from __future__ import annotations
@@ -47,14 +47,28 @@ def _entry(key: str) -> Path:
     return cache_dir().parent / "plans" / key
 
 
+DIGEST = "digest"   # an entry's file holding the hash of its other files (`_digest`)
+
+
+def _digest(directory: Path) -> str:
+    """A hash of every file under `directory` but the digest, by relative path and content."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != DIGEST):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def load_plan(key: str) -> tuple[Plan, dict] | None:
-    """The plan and metadata stored under `key`, or None; an entry that cannot be read is removed."""
+    """The plan and metadata stored under `key`, or None; an entry whose files do not match the digest
+    stored with them (a flipped byte of a weight included), or that cannot be read, is removed."""
     entry = _entry(key)
     if not (entry / "plan.json").is_file():
         return None
     try:
+        if (entry / DIGEST).read_text() != _digest(entry):
+            raise ValueError(f"plan cache entry {entry} does not match its digest")
         return Plan.load(entry)
-    except Exception:   # any damage (truncated, foreign, half-deleted) means: make the plan again
+    except Exception:   # any damage (truncated, altered, foreign, half-deleted) means: make the plan again
         shutil.rmtree(entry, ignore_errors=True)
         return None
 
@@ -69,6 +83,7 @@ def store_plan(key: str, plan: Plan, meta: dict) -> None:
         return
     try:
         plan.save(staging, meta)
+        (staging / DIGEST).write_text(_digest(staging))
         os.rename(staging, entry)
     except OSError:   # another process stored it first, or the disk is full: this one's copy goes
         shutil.rmtree(staging, ignore_errors=True)
