@@ -126,25 +126,26 @@ def test_tiled_dp4a_gemm_against_interpreter(rows, k, n, in_zp, out_zp, per_chan
 
 @needs_kernels
 @settings(max_examples=8, deadline=None)
-@given(n=st.integers(1, 2), size=st.sampled_from([(1, 7), (5, 3), (32, 32), (40, 33)]), words=st.integers(1, 6),
+@given(n=st.integers(1, 2), size=st.sampled_from([(1, 7), (5, 3), (32, 32), (40, 33)]), depth=st.integers(1, 21),
        a_zp=st.sampled_from([0, -128, 5]), b_zp=st.sampled_from([0, 127, -3]), seed=st.integers(0, 2**31))
-@example(n=1, size=(40, 33), words=3, a_zp=5, b_zp=-3, seed=1)
-@example(n=2, size=(32, 32), words=2, a_zp=0, b_zp=127, seed=2)
-def test_dp4a_matmul_against_interpreter(n, size, words, a_zp, b_zp, seed):
+@example(n=1, size=(40, 33), depth=12, a_zp=5, b_zp=-3, seed=1)
+@example(n=2, size=(32, 32), depth=8, a_zp=0, b_zp=127, seed=2)
+@example(n=1, size=(5, 3), depth=7, a_zp=-128, b_zp=127, seed=3)
+def test_dp4a_matmul_against_interpreter(n, size, depth, a_zp, b_zp, seed):
     """A matmul of two int8 activations with zero points (each zero or not), raw and rescaled: one thread
-    per output, or tiled where the output holds a tile."""
+    per output, or tiled where the output holds a tile and the depth whole words."""
     h, w = size
     rng = np.random.default_rng(seed)
     g = Graph("main")
     b = TosaBuilder(g)
-    a = g.add_input(TensorType((n, h, 4 * words), "i8"), "a")
-    bb = g.add_input(TensorType((n, 4 * words, w), "i8"), "b")
+    a = g.add_input(TensorType((n, h, depth), "i8"), "a")
+    bb = g.add_input(TensorType((n, depth, w), "i8"), "b")
     acc = b.op("tosa.matmul", [a, bb, b.scalar(a_zp, "i8"), b.scalar(b_zp, "i8")])
     g.set_outputs([b.rescale(acc, int(rng.integers(1 << 30, 1 << 31)), 38, 0, 0, "i8"), acc], ["q", "acc"])
     inputs = [random_array(rng, a.type), random_array(rng, bb.type)]
     want = interpret(g, [x.copy() for x in inputs])
     model = tosaic.compile(g, target="cuda:sm_87")
-    want_template = "cuda_matmul_tiled_dp4a" if h * w >= 1024 else "cuda_matmul_dp4a"
+    want_template = "cuda_matmul_tiled_dp4a" if h * w >= 1024 and depth % 4 == 0 else "cuda_matmul_dp4a"
     assert want_template in [s.template for s in model.plan.steps if s.kind == "kernel"]
     for got, ref in zip(model.run(inputs), want):
         assert np.array_equal(got, np.asarray(ref))
@@ -197,6 +198,9 @@ def test_ptx_of_every_dispatch_assembles(sm, tmp_path):
         dp4a = [k for k in manifest["kernels"] if k["template"] in DP4A_TEMPLATES]
         if name != "int16":
             assert dp4a, f"{name}: no dispatch took a dp4a template"
+            for k in manifest["kernels"]:   # every int8 conv and matmul
+                if any(op.startswith(("tosa.conv2d", "tosa.matmul")) for op in k["ops"]):
+                    assert k["template"] in DP4A_TEMPLATES, k
         for k in dp4a:
             assert "dp4a.s32.s32" in (out / k["ptx"]).read_text()
             assert (k["shared_memory_bytes"] > 0) == ("gemm" in k["template"] or "tiled" in k["template"]), k

@@ -9,8 +9,8 @@ SiLU, ...) applied before the single store:
 - `cuda_conv_dp4a`: such a convolution over fewer pixels than a tile (a fully connected layer of a few
   rows), one thread per output, `dp4a` over each tap's channels.
 - `cuda_matmul_tiled_dp4a`: a matmul of two int8 activations (attention's QK^T and its product with V)
-  of a tile of outputs or more, tiled the same way, B's columns packed into words as they are staged;
-  `cuda_matmul_dp4a` a smaller one, one thread per output.
+  of a tile of outputs or more and a depth in whole words, tiled the same way, B's columns packed into
+  words as they are staged; `cuda_matmul_dp4a` any other, one thread per output.
 - `cuda_generic`: one thread per point of the dispatch's parallel loops (the output elements of its root
   op; channels fastest, so neighbouring threads touch neighbouring bytes), the reduction loops inside the
   thread. Every dispatch kind (depthwise, pooling, matmul of activations, 16x8, reductions, elementwise)
@@ -382,27 +382,33 @@ def gemm_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
 
 
 def _matmul_applies(d: Dispatch) -> bool:
-    """An int8 matmul of two activations with an int32 accumulator, its depth in whole words of four."""
+    """An int8 matmul of two activations with an int32 accumulator."""
     op = d.root
     if op.name != "linalg.matmul":
         return False
     a, b = op.operands
-    return a.type.dtype == b.type.dtype == "i8" and op.result.type.dtype == "i32" and a.type.shape[2] % 4 == 0
+    return a.type.dtype == b.type.dtype == "i8" and op.result.type.dtype == "i32"
 
 
 def matmul_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     """A batched matmul [N, H, C] x [N, C, W] of activations, one thread per output (n, h, w), w fastest:
     `dp4a` of a word of A's row with a word packed from four bytes of B's column, and of both with a word
     of ones for the row and column sums the zero points need: sum (a - az)(b - bz) = sum ab - bz sum a -
-    az sum b + C az bz, wrapped to int32 once."""
+    az sum b + C az bz, wrapped to int32 once. A depth not in whole words packs A's words from bytes too,
+    the missing bytes zero in both."""
     op = d.root
     a, b = op.operands
     n, h, w = op.result.type.shape
     c = a.type.shape[2]
     params: list = [(op.attrs["a_zp"], "i64"), (op.attrs["b_zp"], "i64")]
-    column = [f"(np.int64(b[n, k4 + {i}, j]) & 255) << {8 * i}" for i in range(4)]
+
+    def packed(element: str, i: int) -> str:
+        byte = f"(np.int64({element}) & 255) << {8 * i}"
+        return byte if c % 4 == 0 or i == 0 else f"({byte} if k4 + {i} < C else 0)"
+    column = " | ".join(packed(f"b[n, k4 + {i}, j]", i) for i in range(4))
+    row = "a[n, h, k]" if c % 4 == 0 else f"np.int32({' | '.join(packed(f'a[n, h, k4 + {i}]', i) for i in range(4))})"
     body = [
-        "N, H, W, CW = D",
+        "N, H, W, CW, C = D",
         "f = cuda.grid(1)",
         "if f < N * H * W:",
         "    j = f % W",
@@ -415,12 +421,12 @@ def matmul_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
         "    sb = np.int32(0)",
         "    for k in range(CW):",
         "        k4 = 4 * k",
-        "        aw = a[n, h, k]",
-        f"        bw = np.int32({' | '.join(column)})",
+        f"        aw = {row}",
+        f"        bw = np.int32({column})",
         "        s = dp4a(aw, bw, s)",
         "        sa = dp4a(aw, ones, sa)",
         "        sb = dp4a(bw, ones, sb)",
-        "    acc = np.int64(s) - p1 * np.int64(sa) - p0 * np.int64(sb) + 4 * CW * p0 * p1",
+        "    acc = np.int64(s) - p1 * np.int64(sa) - p0 * np.int64(sb) + C * p0 * p1",
         "    acc = np.int64(np.int32(acc))",
     ]
     if d.epilogue is not None:
@@ -428,10 +434,10 @@ def matmul_dp4a_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
     else:
         epi, arrays_epi, epi_names = ["o0[n, h, j] = acc"], [], []
     body += _indent(epi, 1)
-    arrays = [ArrayArg(d.outputs[0], (n, h, w)), ArrayArg(a, (n, h, c // 4), dtype="<i4"),
-              ArrayArg(b, tuple(b.type.shape))] + arrays_epi
+    a_arg = ArrayArg(a, (n, h, c // 4), dtype="<i4") if c % 4 == 0 else ArrayArg(a, (n, h, c))
+    arrays = [ArrayArg(d.outputs[0], (n, h, w)), a_arg, ArrayArg(b, tuple(b.type.shape))] + arrays_epi
     return KernelSpec("cuda_matmul_dp4a", _module("cuda_matmul_dp4a", ["o0", "a", "b"] + epi_names, body, params),
-                      arrays, _param_values(params), (n, h, w, c // 4), launch=_flat_launch(n * h * w))
+                      arrays, _param_values(params), (n, h, w, -(-c // 4), c), launch=_flat_launch(n * h * w))
 
 
 def tiled_matmul_kernel(d: Dispatch, target: CudaTarget) -> KernelSpec:
@@ -471,7 +477,8 @@ def kernel_for(d: Dispatch, target: CudaTarget) -> KernelSpec:
     """The CUDA kernel of one dispatch for `target`."""
     if _matmul_applies(d):
         h, w = d.root.result.type.shape[1:]
-        return tiled_matmul_kernel(d, target) if h * w >= TILE * TILE else matmul_dp4a_kernel(d, target)
+        whole_words = d.root.operands[0].type.shape[2] % 4 == 0
+        return tiled_matmul_kernel(d, target) if h * w >= TILE * TILE and whole_words else matmul_dp4a_kernel(d, target)
     if _gemm_applies(d):
         return gemm_dp4a_kernel(d, target)
     if _dp4a_applies(d):
