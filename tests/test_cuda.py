@@ -93,6 +93,15 @@ def test_dp4a_conv_against_interpreter(case, channels):
     assert np.array_equal(got, np.asarray(want[0]))
 
 
+def assert_cuda_equals_interpreter(graph, inputs, templates: list[str]) -> None:
+    """The cuda target runs `graph` with the kernel `templates` and equals the TOSA interpreter."""
+    want = interpret(graph, [x.copy() for x in inputs])
+    model = tosaic.compile(graph, target="cuda:sm_87")
+    assert [s.template for s in model.plan.steps if s.kind == "kernel"] == templates
+    for got, ref in zip(model.run(inputs), want):
+        assert np.array_equal(got, np.asarray(ref))
+
+
 @needs_kernels
 @pytest.mark.parametrize("channels, pad, zp", [(3, (1, 1, 1, 1), -128), (5, (0, 2, 1, 0), 17), (1, (1, 0, 0, 1), 90)])
 def test_tiled_conv_of_channels_not_in_words(channels, pad, zp):
@@ -101,11 +110,7 @@ def test_tiled_conv_of_channels_not_in_words(channels, pad, zp):
     h, w = exact_size(6, 3, 2, 1, pad[0] + pad[1]), exact_size(7, 3, 2, 1, pad[2] + pad[3])
     graph, inputs = requantized_conv(np.random.default_rng(channels), (1, h, w, channels), (6, 3, 3, channels),
                                      attrs, False, False, zp, 0, True, -3, True)
-    want = interpret(graph, [x.copy() for x in inputs])
-    model = tosaic.compile(graph, target="cuda:sm_87")
-    assert [s.template for s in model.plan.steps if s.kind == "kernel"] == ["cuda_gemm_dp4a"]
-    (got,) = model.run(inputs)
-    assert np.array_equal(got, np.asarray(want[0]))
+    assert_cuda_equals_interpreter(graph, inputs, ["cuda_gemm_dp4a"])
 
 
 @needs_kernels
@@ -117,11 +122,7 @@ def test_tiled_dp4a_gemm_against_interpreter(rows, k, n, in_zp, out_zp, per_chan
     attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1)}
     graph, inputs = requantized_conv(np.random.default_rng(seed), (1, 1, rows, k), (n, 1, 1, k), attrs, False,
                                      False, in_zp, 0, per_channel, out_zp, True)
-    want = interpret(graph, [x.copy() for x in inputs])
-    model = tosaic.compile(graph, target="cuda:sm_87")
-    assert [s.template for s in model.plan.steps if s.kind == "kernel"] == ["cuda_gemm_dp4a"]
-    (got,) = model.run(inputs)
-    assert np.array_equal(got, np.asarray(want[0]))
+    assert_cuda_equals_interpreter(graph, inputs, ["cuda_gemm_dp4a"])
 
 
 @needs_kernels
