@@ -33,6 +33,9 @@ OPTION_CLASSES = {
 _SKIPPED_ACCESSORS = re.compile(r"^(Init|GetRootAs.*|.*BufferHasIdentifier|.*Length|.*IsNone|.*AsNumpy)$")
 
 
+SCHEMA_VERSION = 3   # the TFLite schema LiteRT reads (TFLITE_SCHEMA_VERSION)
+
+
 class TFLiteFormatError(ValueError):
     """The input is not a readable TFLite flatbuffer."""
 
@@ -132,8 +135,12 @@ def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
         zp = q.ZeroPointAsNumpy() if not q.ZeroPointIsNone() else np.zeros(q.ScaleLength(), np.int64)
         tensor.zero_point = np.asarray(zp, dtype=np.int64)
         tensor.quantized_dimension = q.QuantizedDimension()
+        _check_quantization(tensor)
     buffer_index = t.Buffer()
-    if 0 < buffer_index < model.BuffersLength():
+    if buffer_index >= model.BuffersLength():
+        raise TFLiteFormatError(f"tensor {index} '{name}' refers to buffer {buffer_index}; the model has "
+                                f"{model.BuffersLength()}")
+    if 0 < buffer_index:
         buffer = model.Buffers(buffer_index)
         data = None
         if buffer.Offset() > 1:
@@ -150,6 +157,21 @@ def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
     return tensor
 
 
+def _check_quantization(t: TFLTensor) -> None:
+    """LiteRT's rules for a tensor's quantization parameters (its InterpreterBuilder refuses the model
+    otherwise), and scales finite and positive (no kernel of it means anything else by them)."""
+    scales, zps = t.scale.size, t.zero_point.size
+    if zps != scales:
+        raise TFLiteFormatError(f"tensor {t.index} '{t.name}': {zps} zero points for {scales} scales (they "
+                                f"must be as many)")
+    if scales > 1 and not (0 <= t.quantized_dimension < len(t.shape) and t.shape[t.quantized_dimension] == scales):
+        raise TFLiteFormatError(f"tensor {t.index} '{t.name}': {scales} scales along dimension "
+                                f"{t.quantized_dimension} of shape {list(t.shape)}")
+    if not (np.isfinite(t.scale).all() and (t.scale > 0).all()):
+        raise TFLiteFormatError(f"tensor {t.index} '{t.name}': quantization scales must be finite and positive, "
+                                f"got {t.scale.tolist()[:4]}")
+
+
 def _subgraph(raw: bytes, model, g) -> TFLSubgraph:
     codes = [_opcode_name(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
     tensors = [_tensor(raw, model, g.Tensors(i), i) for i in range(g.TensorsLength())]
@@ -162,12 +184,17 @@ def _subgraph(raw: bytes, model, g) -> TFLSubgraph:
         inputs = [int(x) for x in op.InputsAsNumpy()] if not op.InputsIsNone() else []
         outputs = [int(x) for x in op.OutputsAsNumpy()] if not op.OutputsIsNone() else []
         for t in inputs + outputs:
-            if t >= len(tensors):
+            if not -1 <= t < len(tensors) or (t == -1 and t in outputs):
                 raise TFLiteFormatError(f"operator {i} ({name}) refers to tensor {t}; the model has {len(tensors)}")
         operators.append(TFLOperator(i, name, version, inputs, outputs, _options_dict(op)))
-    graph_name = g.Name().decode() if g.Name() else "main"
-    return TFLSubgraph(graph_name, tensors, operators, [int(x) for x in g.InputsAsNumpy()],
-                       [int(x) for x in g.OutputsAsNumpy()])
+    graph_name = g.Name().decode("utf-8", "replace") if g.Name() else "main"
+    ends = {"input": [int(x) for x in g.InputsAsNumpy()], "output": [int(x) for x in g.OutputsAsNumpy()]}
+    for kind, indices in ends.items():
+        for t in indices:
+            if not 0 <= t < len(tensors):
+                raise TFLiteFormatError(f"subgraph '{graph_name}' names tensor {t} as an {kind}; it has "
+                                        f"{len(tensors)}")
+    return TFLSubgraph(graph_name, tensors, operators, ends["input"], ends["output"])
 
 
 def read_tflite(source: str | Path | bytes) -> TFLModel:
@@ -183,6 +210,9 @@ def read_tflite(source: str | Path | bytes) -> TFLModel:
         raise TFLiteFormatError(f"{label} is not a TFLite flatbuffer (no 'TFL3' identifier at byte 4)")
     try:
         model = tflite.Model.GetRootAs(raw, 0)
+        if model.Version() != SCHEMA_VERSION:
+            raise TFLiteFormatError(f"{label} is in TFLite schema version {model.Version()}; LiteRT and tosaic "
+                                    f"read version {SCHEMA_VERSION}")
         if model.SubgraphsLength() == 0:
             raise TFLiteFormatError(f"{label} has no subgraphs")
         subgraphs = [_subgraph(raw, model, model.Subgraphs(i)) for i in range(model.SubgraphsLength())]
