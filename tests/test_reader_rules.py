@@ -1,6 +1,6 @@
 """The reader refuses what LiteRT refuses (issue 13, item 1, its first rules): a schema version other than
-3, quantization parameters whose zero points and scales differ in number or whose per-channel scales do
-not match their dimension; each a TFLiteFormatError naming the tensor and the rule, and LiteRT's
+3, a tensor type code the schema does not define, quantization parameters whose zero points and scales
+differ in number or whose per-channel scales do not match their dimension; each a TFLiteFormatError naming the tensor and the rule, and LiteRT's
 InterpreterBuilder refuses the same bytes. Scales that are not finite and positive tosaic refuses where
 LiteRT does not look (its kernels would divide by them).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tflite
 import tflite_builder
 from litert_ref import make_interpreter
 from tflite_builder import ModelBuilder
@@ -63,3 +64,13 @@ def test_scales_finite_and_positive(scale):
         t.scale = np.array([scale], np.float32)
     with pytest.raises(TFLiteFormatError, match="scales must be finite and positive"):
         tosaic.import_tflite(relu_model(mutate))
+
+
+def test_tensor_type_code_outside_the_schema():
+    model = bytearray(relu_model())
+    # The builder writes int8 (code 9) for both tensors; the type field's byte is found by reading it back.
+    t = tflite.Model.GetRootAs(bytes(model), 0).Subgraphs(0).Tensors(1)
+    offset = t._tab.Offset(6)   # Tensor.type, field 1
+    assert offset and model[t._tab.Pos + offset] == 9
+    model[t._tab.Pos + offset] = 128
+    assert_both_refuse(bytes(model), "tensor 1 has type code -128, which the TFLite schema does not define")

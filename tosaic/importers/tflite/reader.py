@@ -124,7 +124,13 @@ def _opcode_name(code) -> tuple[str, int]:
     return name, code.Version()
 
 
+# Every type code the schema defines; a tensor of another code is refused, as LiteRT refuses it.
+SCHEMA_TYPES = {value for name, value in vars(tflite.TensorType).items() if not name.startswith("_")}
+
+
 def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
+    if t.Type() not in SCHEMA_TYPES:
+        raise TFLiteFormatError(f"tensor {index} has type code {t.Type()}, which the TFLite schema does not define")
     dtype = TENSOR_TYPES.get(t.Type(), f"type{t.Type()}")
     shape = tuple(int(d) for d in t.ShapeAsNumpy()) if not t.ShapeIsNone() else ()
     name = t.Name().decode("utf-8", "replace") if t.Name() else f"tensor{index}"
