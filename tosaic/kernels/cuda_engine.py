@@ -103,7 +103,6 @@ class CudaExecutable:
         self.plan, self.kernel_dir = plan, kernel_dir
         self.arena = cuda.to_device(np.zeros(max(plan.arena_bytes, 1), np.uint8))
         self.consts = [cuda.to_device(np.ascontiguousarray(c).reshape(c.shape or (1,))) for c in plan.consts]
-        self._host_arena = np.zeros(max(plan.arena_bytes, 1), np.uint8)   # for the geometry of concat copies
         self._copy = load_module(f"cuda_copy_{_digest(COPY_SOURCE)}", COPY_SOURCE, kernel_dir).copy_blocks
         self.inputs = [self._view(r) for r in plan.inputs]
         self.outputs = [self._view(r) for r in plan.outputs]
@@ -163,7 +162,8 @@ class CudaExecutable:
         inner = int(np.prod(out_shape[axis + 1:], dtype=np.int64)) * itemsize
         launches = []
         target = self._bytes(step.arrays[0])
-        for start, size, ref in concat_copies(step, lambda r: self._view(r, self._host_arena)
+        host_arena = np.zeros(max(self.plan.arena_bytes, 1), np.uint8)   # the geometry of the pieces only
+        for start, size, ref in concat_copies(step, lambda r: self._view(r, host_arena)
                                               if r[0] == "arena" else self.plan.consts[r[1]]):
             block = size * inner
             args = (target[start * inner:], self._bytes(ref), np.int64(outer), np.int64(block),

@@ -202,6 +202,7 @@ def load_kernel(key: str, source: str, directory: Path | None = None):
 
 
 _private_directory: list[Path] = []   # where this process compiles when the cache cannot be used
+_usable_directories: set[Path] = set()   # directories this process found it can write in
 
 
 def kernel_directory(directory: Path | None = None) -> Path:
@@ -209,9 +210,12 @@ def kernel_directory(directory: Path | None = None) -> Path:
     temporary directory of this process's own, with one warning: an unusable cache costs a compile, never
     a failure."""
     directory = Path(directory) if directory is not None else cache_dir()
+    if directory in _usable_directories:
+        return directory
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=directory).close()
+        _usable_directories.add(directory)
         return directory
     except OSError as e:
         if not _private_directory:
