@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from tosaic.errors import TosaicError
 from tosaic.importers.tflite.importer import LegalizationError, UnsupportedModelError, import_tflite
 from tosaic.importers.tflite.reader import TFLiteFormatError
 from tosaic.ir import Graph
@@ -21,7 +22,7 @@ from tosaic.tosa.mlir import MlirParseError, parse_mlir
 
 __all__ = ["compile", "load", "import_tflite", "parse_mlir", "CompiledModel", "TensorInfo", "Graph",
            "TFLiteFormatError", "UnsupportedModelError", "LegalizationError", "MlirParseError", "LoweringError",
-           "TargetError"]
+           "TargetError", "TosaicError"]
 
 
 def load_graph(source) -> Graph:

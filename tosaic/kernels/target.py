@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+from tosaic.errors import TosaicError
+
 KNOWN_CPUS = {
     "x86_64": {
         "x86-64": (),
@@ -35,7 +37,7 @@ KNOWN_CPUS = {
 }
 
 
-class TargetError(ValueError):
+class TargetError(TosaicError, ValueError):
     """A target string that names no known target, or a plan this machine cannot run."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tosaic.errors import TosaicError
 from tosaic.ir import Graph, Operation, TensorType, Value, integer_range
 from tosaic.lowering import scalar as S
 
@@ -91,7 +92,7 @@ class Access:
         return str(self.map) + ("" if self.pad is None else f" pad {self.pad}")
 
 
-class LoweringError(ValueError):
+class LoweringError(TosaicError, ValueError):
     """A TOSA op the compiled targets refuse at compile time (this lowering, or a target's code generation,
     has no exact kernel for it); the message names the op, its location and why."""
 

@@ -15,6 +15,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tosaic.errors import TosaicError
 from tosaic.ir import Graph, Operation, TensorType, integer_range
 from tosaic.quant import apply_scale_16, apply_scale_32, float_ops, reciprocal_scale
 from tosaic.tosa.ops import variable_type
@@ -22,7 +23,7 @@ from tosaic.tosa.ops import variable_type
 IMPLEMENTATIONS = {}
 
 
-class TosaRuntimeError(RuntimeError):
+class TosaRuntimeError(TosaicError, RuntimeError):
     """An op met values the spec forbids (a REQUIRE failed) while running."""
 
 

@@ -38,11 +38,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tosaic.errors import TosaicError
 from tosaic.ir import NUMPY_DTYPES, Graph, Operation, ShapeType, TensorType, Value
 from tosaic.tosa.ops import ENUM_VALUES, OPS, VerifyError, infer_result_types, variable_type
 
 
-class MlirParseError(ValueError):
+class MlirParseError(TosaicError, ValueError):
     """MLIR text that is not TOSA this compiler reads: a syntax error, an unknown op, or an op that breaks
     the TOSA rules. `line` and `column` are 1-based."""
 

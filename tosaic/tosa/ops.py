@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from tosaic.errors import TosaicError
 from tosaic.ir import ShapeType, TensorType, Value, element_type_of
 
 # Attribute kinds: how an attribute is held in Python and written in MLIR.
@@ -35,7 +36,7 @@ ENUM_VALUES = {
 }
 
 
-class VerifyError(ValueError):
+class VerifyError(TosaicError, ValueError):
     """A TOSA op whose operands, attributes or result types break the spec's rules."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import tflite
 
 from tosaic.importers.tflite.fixed_point import TYPE_RANGE, per_tensor
 from tosaic.importers.tflite.reader import TFLTensor
@@ -47,6 +48,47 @@ def clamp_to_activation(ctx, value: Value, t: TFLTensor, fused: int) -> Value:
     if (low, high) == DTYPE_RANGE[t.dtype]:
         return value
     return ctx.builder.clamp(value, low, high)
+
+
+def check_window(ctx, stride, dilation, padding) -> None:
+    """Prepare's checks on a windowed op's options: strides and dilations positive (zeros are what an absent
+    options table leaves), and padding SAME (0) or VALID (1)."""
+    if min(stride) <= 0 or min(dilation) <= 0:
+        raise ctx.error(f"stride {list(stride)} and dilation {list(dilation)} must be positive (LiteRT's Prepare "
+                        f"refuses others)")
+    if padding not in (0, 1):
+        raise ctx.error(f"padding {padding} is neither SAME (0) nor VALID (1)")
+
+
+def check_output_type_option(ctx, name: str) -> None:
+    """SHAPE's out_type, ARG_MAX's and ARG_MIN's output_type: LiteRT's Prepare retypes the output tensor to the
+    option, int32 or int64, whatever the model declares (another type, or no options table, it refuses)."""
+    code, y = ctx.op.options[name], ctx.output()
+    wanted = {tflite.TensorType.INT32: "int32", tflite.TensorType.INT64: "int64"}.get(code)
+    if wanted != y.dtype:
+        raise ctx.error(f"option {name} is {wanted or code}, the output tensor {y.describe()}: LiteRT's output is "
+                        f"of the option's type, int32 or int64")
+
+
+def check_bias(ctx, bias, channels: int) -> None:
+    """The kernels' `NumElements(bias) == SizeOfDimension(filter, 0)` (an absent bias passes)."""
+    if bias is not None and int(np.prod(bias.shape, dtype=np.int64)) != channels:
+        raise ctx.error(f"bias {bias.describe()} must hold one value per output channel ({channels})")
+
+
+def check_output_shape(ctx, shape) -> None:
+    """LiteRT's Prepare resizes the output to the shape it computes, whatever the model declares; tosaic
+    builds from the declared shape, so a model declaring another is refused."""
+    y = ctx.output()
+    if tuple(int(d) for d in shape) != tuple(y.shape):
+        raise ctx.error(f"LiteRT computes output shape {[int(d) for d in shape]}; the model declares {y.describe()}")
+
+
+def reduced_shape(shape, axes, keep_dims) -> tuple[int, ...]:
+    """reduce.cc ResizeOutputTensor: the reduced axes kept as 1 (keep_dims) or dropped."""
+    if keep_dims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
 def same_or_valid_padding(padding: int, in_size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tosaic.errors import TosaicError
 from tosaic.importers.tflite import ops as _ops  # noqa: F401  (registers every legalization)
+from tosaic.importers.tflite.operator_rules import OPERATOR_RULES, apply_model_rules, version_supported
 from tosaic.importers.tflite.ops import variables as _variables
 from tosaic.importers.tflite.reader import TFLModel, TFLOperator, TFLSubgraph, TFLTensor, read_tflite
 from tosaic.importers.tflite.registry import LEGALIZATIONS, type_signature
@@ -26,11 +28,11 @@ TOSA_DTYPES = {"int8": "i8", "uint8": "i8", "int16": "i16", "int32": "i32", "int
                "bool": "i1"}
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(TosaicError, ValueError):
     """The model uses ops or types tosaic cannot compile; the message lists every one."""
 
 
-class LegalizationError(ValueError):
+class LegalizationError(TosaicError, ValueError):
     """A supported op whose parameters tosaic cannot reproduce exactly (names the op and why)."""
 
 
@@ -85,7 +87,8 @@ class ImportContext:
         self.values[out.index] = value
 
     def error(self, message: str) -> LegalizationError:
-        return LegalizationError(f"{describe_op(self.op, self.label)}: {message}")
+        where = describe_op(self.op, self.label) if self.op is not None else f"{self.label or 'main '}subgraph"
+        return LegalizationError(f"{where}: {message}")
 
 
 def describe_op(op: TFLOperator, label: str = "") -> str:
@@ -118,19 +121,43 @@ def unsupported_ops(model: TFLModel) -> list[str]:
         for op in subgraph.operators:
             legalization = LEGALIZATIONS.get(op.opcode)
             signature = op_signature(subgraph, op)
-            if legalization is None or signature not in legalization.types:
+            reason = None
+            if legalization is None:
+                reason = "no legalization"
+            elif not version_supported(op.opcode, op.version):
+                low, high = OPERATOR_RULES[op.opcode].versions
+                reason = f"LiteRT's reference kernels register versions {low} to {high}"
+            elif signature not in legalization.types:
+                reason = f"supported only for {', '.join(sorted(legalization.types))}"
+            if reason is not None:
                 types = ", ".join(subgraph.tensors[i].dtype for i in op.inputs if i >= 0)
-                reason = "no legalization" if legalization is None else \
-                    f"supported only for {', '.join(sorted(legalization.types))}"
                 problems[(op.opcode, op.version, types, reason)] += 1
-    return [f"{name} (version {version}) x{count}: inputs [{types}]: {reason}"
-            for (name, version, types, reason), count in sorted(problems.items())]
+    lines = [f"{name} (version {version}) x{count}: inputs [{types}]: {reason}"
+             for (name, version, types, reason), count in sorted(problems.items())]
+    return lines + _unsupported_types(model)
+
+
+def _unsupported_types(model: TFLModel) -> list[str]:
+    """One line per tensor of an element type no legalization carries (a graph input, output or operand)."""
+    lines = []
+    for index in [0] + init_subgraphs(model):
+        subgraph = model.subgraphs[index]
+        used = set(subgraph.inputs) | set(subgraph.outputs)
+        for op in subgraph.operators:
+            used.update(i for i in op.inputs + op.outputs if i >= 0)
+        ends = set(subgraph.inputs) | set(subgraph.outputs)  # a resource handle may not enter or leave
+        lines += [f"subgraph {index} tensor {i} {subgraph.tensors[i].describe()}: tosaic carries no "
+                  f"{subgraph.tensors[i].dtype} tensors{' in or out of a graph' * (i in ends)}" for i in sorted(used)
+                  if subgraph.tensors[i].dtype not in TOSA_DTYPES and (subgraph.tensors[i].dtype != "resource"
+                                                                       or i in ends)]
+    return lines
 
 
 def import_model(model: TFLModel) -> Graph:
     missing = unsupported_ops(model)
     if missing:
         raise UnsupportedModelError(f"{model.source} uses ops tosaic does not support:\n  " + "\n  ".join(missing))
+    apply_model_rules(model, [0] + init_subgraphs(model))
     subgraph = model.subgraphs[0]
     graph = Graph("main")
     ctx = ImportContext(subgraph, graph)

@@ -11,18 +11,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import tflite
 from tflite.utils import BUILTIN_OPCODE2NAME
 
-TENSOR_TYPES = {
-    tflite.TensorType.FLOAT32: "float32", tflite.TensorType.FLOAT16: "float16",
-    tflite.TensorType.INT32: "int32", tflite.TensorType.UINT8: "uint8", tflite.TensorType.INT64: "int64",
-    tflite.TensorType.STRING: "string", tflite.TensorType.BOOL: "bool", tflite.TensorType.INT16: "int16",
-    tflite.TensorType.INT8: "int8", tflite.TensorType.FLOAT64: "float64", tflite.TensorType.UINT32: "uint32",
-    tflite.TensorType.UINT16: "uint16", tflite.TensorType.INT4: "int4", tflite.TensorType.RESOURCE: "resource",
-    tflite.TensorType.VARIANT: "variant",
-}
+from tosaic.errors import TosaicError
+from tosaic.importers.tflite.verifier import verify_model
+
+# Every element type of LiteRT's schema by its code, named in lower case (LiteRT's schema has four codes the
+# `tflite` package predates). A tensor of another code is refused, as LiteRT refuses it.
+TENSOR_TYPES = {code: name.lower() for name, code in vars(tflite.TensorType).items() if not name.startswith("_")} | \
+    {19: "int2", 20: "uint4", 21: "float8_e4m3fn", 22: "float8_e5m2"}
+
+# The element types whose constant data reads as a numpy array of that type.
+NUMPY_TYPES = ("float32", "float16", "int32", "uint8", "int64", "bool", "int16", "int8", "float64", "uint32",
+               "uint16", "uint64", "complex64", "complex128")
 
 OPTION_CLASSES = {
     value: getattr(tflite, name)
@@ -36,7 +40,7 @@ _SKIPPED_ACCESSORS = re.compile(r"^(Init|GetRootAs.*|.*BufferHasIdentifier|.*Len
 SCHEMA_VERSION = 3   # the TFLite schema LiteRT reads (TFLITE_SCHEMA_VERSION)
 
 
-class TFLiteFormatError(ValueError):
+class TFLiteFormatError(TosaicError, ValueError):
     """The input is not a readable TFLite flatbuffer."""
 
 
@@ -74,6 +78,7 @@ class TFLOperator:
     inputs: list[int]
     outputs: list[int]
     options: dict = field(default_factory=dict)
+    options_table: str | None = None   # the builtin options table the op carries (its union member)
 
 
 @dataclass
@@ -95,12 +100,13 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _options_dict(op) -> dict:
+def _options_dict(op) -> tuple[dict, str | None]:
+    """The op's builtin options as {snake_case field: value}, and the name of their table."""
     kind = op.BuiltinOptionsType()
     cls = OPTION_CLASSES.get(kind)
     table = op.BuiltinOptions()
     if cls is None or table is None:
-        return {}
+        return {}, None
     options = cls()
     options.Init(table.Bytes, table.Pos)
     result = {}
@@ -112,11 +118,15 @@ def _options_dict(op) -> dict:
             result[_snake(attr)] = array.tolist() if isinstance(array, np.ndarray) else []
         else:
             result[_snake(attr)] = getattr(options, attr)()
-    return result
+    return result, cls.__name__
 
 
 def _opcode_name(code) -> tuple[str, int]:
-    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    # LiteRT's GetBuiltinCode: the larger of the two fields. The field is read raw: the tflite package's
+    # BuiltinCode() returns deprecated_builtin_code for any code below 127, whatever builtin_code holds.
+    slot = code._tab.Offset(10)
+    raw = code._tab.Get(flatbuffers.number_types.Int32Flags, slot + code._tab.Pos) if slot else 0
+    builtin = max(raw, code.DeprecatedBuiltinCode())
     name = BUILTIN_OPCODE2NAME.get(builtin, f"UNKNOWN_BUILTIN_{builtin}")
     if name == "CUSTOM":
         custom = code.CustomCode()
@@ -124,22 +134,28 @@ def _opcode_name(code) -> tuple[str, int]:
     return name, code.Version()
 
 
-# Every type code the schema defines; a tensor of another code is refused, as LiteRT refuses it.
-SCHEMA_TYPES = {value for name, value in vars(tflite.TensorType).items() if not name.startswith("_")}
+SCHEMA_TYPES = set(TENSOR_TYPES)
 
 
 def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
     if t.Type() not in SCHEMA_TYPES:
         raise TFLiteFormatError(f"tensor {index} has type code {t.Type()}, which the TFLite schema does not define")
-    dtype = TENSOR_TYPES.get(t.Type(), f"type{t.Type()}")
+    dtype = TENSOR_TYPES[t.Type()]
     shape = tuple(int(d) for d in t.ShapeAsNumpy()) if not t.ShapeIsNone() else ()
     name = t.Name().decode("utf-8", "replace") if t.Name() else f"tensor{index}"
+    if any(d < 0 for d in shape):
+        raise TFLiteFormatError(f"tensor {index} '{name}' has shape {list(shape)}: tosaic needs every size known "
+                                f"(a -1 belongs in shape_signature)")
     tensor = TFLTensor(index, name, shape, dtype, is_variable=bool(t.IsVariable()))
     q = t.Quantization()
+    if q is not None and q.DetailsType() != 0:
+        raise TFLiteFormatError(f"tensor {index} '{name}' has quantization details of type {q.DetailsType()} "
+                                f"(custom, blockwise or multi-axis), which tosaic does not read")
     if q is not None and not q.ScaleIsNone() and q.ScaleLength() > 0:
+        if q.ZeroPointIsNone():
+            raise TFLiteFormatError(f"tensor {index} '{name}' has quantization scales but no zero points")
         tensor.scale = q.ScaleAsNumpy().astype(np.float32)
-        zp = q.ZeroPointAsNumpy() if not q.ZeroPointIsNone() else np.zeros(q.ScaleLength(), np.int64)
-        tensor.zero_point = np.asarray(zp, dtype=np.int64)
+        tensor.zero_point = np.asarray(q.ZeroPointAsNumpy(), dtype=np.int64)
         tensor.quantized_dimension = q.QuantizedDimension()
         _check_quantization(tensor)
     buffer_index = t.Buffer()
@@ -148,6 +164,8 @@ def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
                                 f"{model.BuffersLength()}")
     if 0 < buffer_index:
         buffer = model.Buffers(buffer_index)
+        if tensor.is_variable and (buffer.Offset() > 1 or buffer.DataLength() > 0):
+            raise TFLiteFormatError(f"tensor {index} '{name}' is a variable tensor with data (LiteRT refuses it)")
         data = None
         if buffer.Offset() > 1:
             data = raw[buffer.Offset(): buffer.Offset() + buffer.Size()]
@@ -155,7 +173,7 @@ def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
                 raise TFLiteFormatError(f"tensor '{name}': its data lies past the end of the file")
         elif not buffer.DataIsNone() and buffer.DataLength() > 0:
             data = buffer.DataAsNumpy().tobytes()
-        if data is not None and dtype not in ("string", "resource", "variant", "int4"):
+        if data is not None and dtype in NUMPY_TYPES:
             array = np.frombuffer(data, dtype=np.dtype(dtype))
             if array.size != int(np.prod(shape, dtype=np.int64)):
                 raise TFLiteFormatError(f"tensor '{name}': {array.size} values stored for shape {list(shape)}")
@@ -163,9 +181,13 @@ def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
     return tensor
 
 
+ZERO_POINT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
 def _check_quantization(t: TFLTensor) -> None:
     """LiteRT's rules for a tensor's quantization parameters (its InterpreterBuilder refuses the model
-    otherwise), and scales finite and positive (no kernel of it means anything else by them)."""
+    otherwise), then two of tosaic's: zero points inside the tensor's type and scales finite and positive
+    (LiteRT's kernels check these only here and there, and compute garbage where they do not)."""
     scales, zps = t.scale.size, t.zero_point.size
     if zps != scales:
         raise TFLiteFormatError(f"tensor {t.index} '{t.name}': {zps} zero points for {scales} scales (they "
@@ -173,6 +195,11 @@ def _check_quantization(t: TFLTensor) -> None:
     if scales > 1 and not (0 <= t.quantized_dimension < len(t.shape) and t.shape[t.quantized_dimension] == scales):
         raise TFLiteFormatError(f"tensor {t.index} '{t.name}': {scales} scales along dimension "
                                 f"{t.quantized_dimension} of shape {list(t.shape)}")
+    low, high = ZERO_POINT_RANGES.get(t.dtype, (-2**31, 2**31 - 1))
+    if t.zero_point.min() < low or t.zero_point.max() > high:
+        bad = int(t.zero_point[(t.zero_point < low) | (t.zero_point > high)][0])
+        raise TFLiteFormatError(f"tensor {t.index} '{t.name}': zero point {bad} lies outside {t.dtype} [{low}, "
+                                f"{high}] (LiteRT keeps it as int32 and computes with it unchecked)")
     if not (np.isfinite(t.scale).all() and (t.scale > 0).all()):
         raise TFLiteFormatError(f"tensor {t.index} '{t.name}': quantization scales must be finite and positive, "
                                 f"got {t.scale.tolist()[:4]}")
@@ -192,7 +219,7 @@ def _subgraph(raw: bytes, model, g) -> TFLSubgraph:
         for t in inputs + outputs:
             if not -1 <= t < len(tensors) or (t == -1 and t in outputs):
                 raise TFLiteFormatError(f"operator {i} ({name}) refers to tensor {t}; the model has {len(tensors)}")
-        operators.append(TFLOperator(i, name, version, inputs, outputs, _options_dict(op)))
+        operators.append(TFLOperator(i, name, version, inputs, outputs, *_options_dict(op)))
     graph_name = g.Name().decode("utf-8", "replace") if g.Name() else "main"
     ends = {"input": [int(x) for x in g.InputsAsNumpy()], "output": [int(x) for x in g.OutputsAsNumpy()]}
     for kind, indices in ends.items():
@@ -214,6 +241,10 @@ def read_tflite(source: str | Path | bytes) -> TFLModel:
         raw, label = path.read_bytes(), str(path)
     if len(raw) < 8 or raw[4:8] != b"TFL3":
         raise TFLiteFormatError(f"{label} is not a TFLite flatbuffer (no 'TFL3' identifier at byte 4)")
+    problem = verify_model(raw)
+    if problem is not None:
+        raise TFLiteFormatError(f"{label} is not a valid TFLite flatbuffer (LiteRT's verifier refuses it too): "
+                                f"{problem}")
     try:
         model = tflite.Model.GetRootAs(raw, 0)
         if model.Version() != SCHEMA_VERSION:

@@ -47,6 +47,9 @@ import numpy as np
 
 from tosaic.importers.tflite.common import (
     activation_range,
+    check_bias,
+    check_output_shape,
+    check_window,
     clamp_to_activation,
     fit_windows,
     same_or_valid_padding,
@@ -68,7 +71,7 @@ INT48_LIMIT = 1 << 47
 ACCUMULATOR = {"int8": "i32", "int16": "i48"}
 INT16_INPUT = (-32768, 32767)
 # FullyConnectedOptions / Conv2DOptions quantized_bias_type (a TensorType): FLOAT32 (0) means unset.
-BIAS_INT32, BIAS_INT64 = 2, 4
+BIAS_FLOAT32, BIAS_INT32, BIAS_INT64 = 0, 2, 4
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -167,6 +170,8 @@ def _requantize_conv(ctx, acc, x, w, y, fused):
 
 def _check_types(ctx, x, w, y) -> str:
     """'int8' or 'int16' (16x8) after checking the tensor types LiteRT's kernels accept."""
+    if not w.quantized:
+        raise ctx.error(f"filter {w.describe()} is not quantized")
     if x.dtype == "int16":
         if w.dtype != "int8" or y.dtype != "int16":
             raise ctx.error(f"16x8 kernel needs an int8 filter and an int16 output; got {w.describe()}, "
@@ -206,12 +211,22 @@ def _requantize_16x8(ctx, op, acc, x, w, bias, y, filters, depth):
 def _check_16x8_bias(ctx, op, bias):
     """LiteRT's 16x8 bias: int64, or int32 only with the option quantized_bias_type = INT32 (otherwise the
     kernel reads the int32 buffer as int64)."""
+    if op.options["quantized_bias_type"] not in (BIAS_FLOAT32, BIAS_INT32, BIAS_INT64):
+        # None: no options table (LiteRT's kTfLiteNoType), which its 16x8 Prepare refuses like any other type
+        raise ctx.error(f"16x8 quantized_bias_type {op.options['quantized_bias_type']} is neither unset "
+                        f"(FLOAT32), INT32 nor INT64")
     if bias is None:
         return
-    wanted = "int32" if op.options.get("quantized_bias_type", 0) == BIAS_INT32 else "int64"
+    wanted = "int32" if op.options["quantized_bias_type"] == BIAS_INT32 else "int64"
     if bias.dtype != wanted:
         raise ctx.error(f"16x8 bias {bias.describe()} must be {wanted} (quantized_bias_type "
                         f"{op.options.get('quantized_bias_type', 0)}); LiteRT reads it as {wanted}")
+
+
+def _check_rank_4(ctx, *tensors):
+    for t in tensors:
+        if len(t.shape) != 4:
+            raise ctx.error(f"{t.describe()} must be rank 4 (NHWC, or OHWI for a filter)")
 
 
 def _check_int8(ctx, x, w, y):
@@ -222,11 +237,12 @@ def _check_int8(ctx, x, w, y):
         raise ctx.error("input and output must be per-tensor quantized")
 
 
-def _window_params(op, x_shape, kernel):
+def _window_params(ctx, op, x_shape, kernel):
     """(stride, dilation, pads [top, bottom, left, right]) of a TFLite windowed op (ComputePaddingHeightWidth)."""
     o = op.options
     stride = (o["stride_h"], o["stride_w"])
-    dilation = (o.get("dilation_h_factor", 1), o.get("dilation_w_factor", 1))
+    dilation = (o["dilation_h_factor"], o["dilation_w_factor"])
+    check_window(ctx, stride, dilation, o["padding"])
     pads = []
     for axis in range(2):
         pads += same_or_valid_padding(o["padding"], x_shape[axis + 1], kernel[axis], stride[axis], dilation[axis])
@@ -244,16 +260,18 @@ def conv_2d(ctx, op):
     """
     x, w, bias, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
     kind = _check_types(ctx, x, w, y)
+    _check_rank_4(ctx, x, w, y)
     if kind == "int16":
         _check_16x8_bias(ctx, op, bias)
-        if w.zero_point is not None and np.any(w.zero_point != 0):
-            raise ctx.error(f"filter {w.describe()} needs zero points 0 (LiteRT rejects the model)")
+    if w.zero_point is not None and np.any(w.zero_point != 0):
+        raise ctx.error(f"filter {w.describe()} needs zero points 0 (LiteRT's Prepare refuses others)")
     b = ctx.builder
     oc, kh, kw, ic_group = w.shape
+    check_bias(ctx, bias, oc)
     groups = x.shape[3] // ic_group
     if groups * ic_group != x.shape[3] or oc % groups:
         raise ctx.error(f"filter {w.describe()} does not fit input {x.describe()}")
-    stride, dilation, pads = _window_params(op, x.shape, (kh, kw))
+    stride, dilation, pads = _window_params(ctx, op, x.shape, (kh, kw))
     _, in_zp = per_tensor(ctx, x)
     xv, pads = fit_windows(ctx, ctx.value(x), (kh, kw), stride, dilation, pads)
     weights = _weights(ctx, w, lambda a: a)
@@ -296,15 +314,17 @@ def depthwise_conv_2d(ctx, op):
     """
     x, w, bias, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
     kind = _check_types(ctx, x, w, y)
+    _check_rank_4(ctx, x, w, y)
     if kind == "int16" and bias is not None and bias.dtype != "int64":
         raise ctx.error(f"16x8 DEPTHWISE_CONV_2D needs an int64 bias, got {bias.describe()} (LiteRT rejects it)")
     b = ctx.builder
     _, kh, kw, oc = w.shape
+    check_bias(ctx, bias, oc)
     channels = x.shape[3]
     if w.shape[0] != 1 or oc % channels:
         raise ctx.error(f"depthwise filter {w.describe()} does not fit input {x.describe()}")
     multiplier = oc // channels
-    stride, dilation, pads = _window_params(op, x.shape, (kh, kw))
+    stride, dilation, pads = _window_params(ctx, op, x.shape, (kh, kw))
     _, in_zp = per_tensor(ctx, x)
     xv, pads = fit_windows(ctx, ctx.value(x), (kh, kw), stride, dilation, pads)
     weights = _weights(ctx, w, lambda a: a.reshape(kh, kw, channels, multiplier))
@@ -494,10 +514,12 @@ def fully_connected(ctx, op):
         raise ctx.error(f"filter {w.describe()} must be rank 2")
     b = ctx.builder
     units, depth = w.shape
+    check_bias(ctx, bias, units)
     size = int(np.prod(x.shape, dtype=np.int64))
     if depth == 0 or size % depth:
         raise ctx.error(f"input {x.describe()} does not divide into rows of {depth}")
     batch = size // depth
+    check_output_shape(ctx, x.shape[:-1] + (units,) if o["keep_num_dims"] else (batch, units))
     per_channel = w.scale.size > 1
     if per_channel and (w.quantized_dimension != 0 or w.scale.size != units):
         raise ctx.error(f"per-channel filter {w.describe()} must be quantized along dimension 0")
@@ -565,6 +587,7 @@ def _fully_connected_16x8(ctx, op, x, w, bias, y, scales, weight_zp, out_low, ou
     accumulator provably fits, else the byte split."""
     b = ctx.builder
     units, depth = w.shape
+    check_bias(ctx, bias, units)
     batch = int(np.prod(x.shape, dtype=np.int64)) // depth
     int32_bias = op.options.get("quantized_bias_type", 0) == BIAS_INT32
     _check_16x8_bias(ctx, op, bias)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tosaic.importers.tflite.common import check_output_type_option
 from tosaic.importers.tflite.ops.shape import constant_ints, normalized_axis, same_quantization
 from tosaic.importers.tflite.registry import legalize, type_signature
 from tosaic.ir import Value
@@ -361,6 +362,7 @@ def shape(ctx, op):
     TOSA constant only if an op reads it as a tensor. An int64 SHAPE consumed that way is an i64 constant,
     which TOSA 1.0 PRO-INT lacks (TOSA 1.1 EXT-INT64 has it)."""
     x, out = ctx.input(0), ctx.output()
+    check_output_type_option(ctx, "out_type")
     if tuple(out.shape) != (len(x.shape),):
         raise ctx.error(f"SHAPE output {out.describe()} must be a vector of {len(x.shape)} entries")
     out.data = np.array(x.shape, dtype=np.dtype(out.dtype)).reshape(out.shape)

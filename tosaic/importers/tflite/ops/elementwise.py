@@ -41,6 +41,8 @@ LEFT_SHIFT = {"int8": 20, "int16": 15}
 def _operands(ctx):
     """The op's two input tensors and TOSA values, the lower-rank value reshaped to the higher rank."""
     a, b = ctx.input(0), ctx.input(1)
+    if a.dtype != b.dtype:
+        raise ctx.error(f"inputs {a.describe()} and {b.describe()} differ in type (LiteRT's Prepare refuses this)")
     x, y = ctx.value(a), ctx.value(b)
     rank = max(x.type.rank, y.type.rank)
     return a, b, _with_rank(ctx, x, rank), _with_rank(ctx, y, rank)

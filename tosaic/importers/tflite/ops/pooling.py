@@ -7,7 +7,7 @@ and int16 instances) work on the raw values: the input and output are expected t
 
 from __future__ import annotations
 
-from tosaic.importers.tflite.common import clamp_to_activation, fit_windows, same_or_valid_padding
+from tosaic.importers.tflite.common import check_window, clamp_to_activation, fit_windows, same_or_valid_padding
 from tosaic.importers.tflite.registry import legalize
 
 
@@ -20,6 +20,9 @@ def _pool_window(ctx, op):
     o = op.options
     kernel = (o["filter_height"], o["filter_width"])
     stride = (o["stride_h"], o["stride_w"])
+    check_window(ctx, stride, (1, 1), o["padding"])
+    if min(kernel) <= 0:
+        raise ctx.error(f"filter size {list(kernel)} must be positive")
     pads = []
     for axis in range(2):
         pads += same_or_valid_padding(o["padding"], x.shape[axis + 1], kernel[axis], stride[axis], 1)

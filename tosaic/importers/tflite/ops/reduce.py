@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tosaic.importers.tflite.common import check_output_shape, reduced_shape
 from tosaic.importers.tflite.fixed_point import STORAGE, per_tensor, quantized_range, rescale_exact, to_i32
 from tosaic.importers.tflite.registry import legalize
 from tosaic.quant import count_leading_zeros32, quantize_multiplier
@@ -55,6 +56,7 @@ def mean(ctx, op):
             raise ctx.error(f"axis {a} is out of range for {x.describe()}")
         if resolved not in axes:
             axes.append(resolved)
+    check_output_shape(ctx, reduced_shape(x.shape, axes, ctx.op.options["keep_dims"]))
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     if count == 0 or int(np.prod(x.shape, dtype=np.int64)) == 0:
         raise ctx.error("MEAN of an empty tensor is not supported")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tosaic.importers.tflite.common import check_output_shape, check_output_type_option, reduced_shape
 from tosaic.importers.tflite.fixed_point import per_tensor, requantize
 from tosaic.importers.tflite.ops.shape import constant_ints, normalized_axis, same_quantization
 from tosaic.importers.tflite.registry import legalize
@@ -74,6 +75,7 @@ def sum_(ctx, op):
         raise ctx.error(f"int8 SUM needs an int8 output, got {y.describe()}")
     rank = len(x.shape)
     axes = resolved_axes(ctx, rank, "SUM")
+    check_output_shape(ctx, reduced_shape(x.shape, axes, op.options["keep_dims"]))
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     if count == 0 or int(np.prod(x.shape, dtype=np.int64)) == 0:
         raise ctx.error("SUM of an empty tensor is not supported")
@@ -116,6 +118,7 @@ def _reduce_extreme(ctx, op, tosa_op: str) -> None:
     if int(np.prod(x.shape, dtype=np.int64)) == 0:
         raise ctx.error(f"{op.opcode} of an empty tensor is not supported")
     axes = resolved_axes(ctx, len(x.shape), op.opcode)
+    check_output_shape(ctx, reduced_shape(x.shape, axes, op.options["keep_dims"]))
     ctx.set_output(ctx.builder.reshape(_reduce(ctx, ctx.value(x), tosa_op, axes), y.shape))
 
 
@@ -155,6 +158,7 @@ def _arg_min_max(ctx, op, is_arg_max: bool) -> None:
     if len(axis_values) != 1:
         raise ctx.error(f"{op.opcode} axis must hold one value, got {axis_values}")
     axis = normalized_axis(ctx, axis_values[0], rank, f"{op.opcode} axis")
+    check_output_type_option(ctx, "output_type")
     if x.shape[axis] == 0 or int(np.prod(x.shape, dtype=np.int64)) == 0:
         raise ctx.error(f"{op.opcode} over an empty tensor")
     b = ctx.builder

@@ -7,7 +7,9 @@ strides, axis) must be constants: TOSA shapes are static.
 
 from __future__ import annotations
 
-from tosaic.importers.tflite.common import clamp_to_activation
+import numpy as np
+
+from tosaic.importers.tflite.common import check_output_shape, clamp_to_activation
 from tosaic.importers.tflite.registry import legalize
 
 MOVE_TYPES = ("int8", "int16", "int32", "float32")
@@ -41,8 +43,35 @@ def same_quantization(a, b) -> bool:
 
 @legalize("RESHAPE", types=("int8", "int16", "int32", "float32"))
 def reshape(ctx, op):
-    """reference_ops::Reshape: a copy; the output tensor's static shape is authoritative."""
-    ctx.set_output(ctx.builder.reshape(ctx.value(ctx.input(0)), ctx.output().shape))
+    """reshape.cc + reference_ops::Reshape: a copy. Prepare resizes the output to the shape it resolves (from
+    the shape tensor when it is an int32 vector, else from the `new_shape` option), so that shape must be the
+    declared one; a shape tensor computed at run time is taken to give the declared shape."""
+    x, shape = ctx.input(0), ctx.input(1)
+    if len(op.inputs) == 2 and shape is not None and len(shape.shape) == 1 and shape.dtype == "int32":
+        target = None if shape.data is None else [int(d) for d in shape.data]
+    else:
+        target = [int(d) for d in op.options["new_shape"]]
+        target = [] if target == [0] else target  # legacy models write [0] for a scalar
+    if target is not None:
+        check_output_shape(ctx, _resolve_reshape(ctx, x.shape, target))
+    ctx.set_output(ctx.builder.reshape(ctx.value(x), ctx.output().shape))
+
+
+def _resolve_reshape(ctx, in_shape, target: list[int]) -> list[int]:
+    """reshape_utils.h ResolveOutputShape: at most one -1 (inferred from the non-zero sizes), no other negative
+    size, and as many elements as the input."""
+    stretch = [i for i, d in enumerate(target) if d == -1]
+    if len(stretch) > 1 or any(d < -1 for d in target):
+        raise ctx.error(f"RESHAPE to {target}: at most one -1 and no other negative size")
+    count = int(np.prod(in_shape, dtype=np.int64))
+    if stretch:
+        known = [d for d in target if d != -1]
+        nonzero_in = int(np.prod([d for d in in_shape if d], dtype=np.int64))
+        nonzero_out = int(np.prod([d for d in known if d], dtype=np.int64))
+        target[stretch[0]] = 0 if count == 0 and int(np.prod(known, dtype=np.int64)) != 0 else nonzero_in // nonzero_out
+    if int(np.prod(target, dtype=np.int64)) != count:
+        raise ctx.error(f"RESHAPE of {count} elements to {target}")
+    return target
 
 
 @legalize("SQUEEZE", types=("int8", "int16", "int32", "float32"))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.importers.tflite.common import clamp_to_activation, same_or_valid_padding
+from tosaic.importers.tflite.common import check_bias, check_window, clamp_to_activation, same_or_valid_padding
 from tosaic.importers.tflite.fixed_point import per_tensor
 from tosaic.importers.tflite.registry import legalize
 from tosaic.ir import Value
@@ -165,10 +165,12 @@ def transpose_conv(ctx, op):
     if output_shape.data is not None and tuple(int(d) for d in output_shape.data) != tuple(y.shape):
         raise ctx.error(f"output_shape {list(output_shape.data)} differs from the output {y.describe()}")
     oc, kh, kw, ic = w.shape
+    check_bias(ctx, bias, oc)
     n, ih, iw, _ = x.shape
     if x.shape[3] != ic or y.shape[3] != oc or y.shape[0] != n:
         raise ctx.error(f"filter {w.describe()} does not fit input {x.describe()} and output {y.describe()}")
     stride = (int(o["stride_h"]), int(o["stride_w"]))
+    check_window(ctx, stride, (1, 1), o["padding"])
     top, bottom = _output_padding(ctx, o["padding"], y.shape[1], ih, kh, stride[0], "height")
     left, right = _output_padding(ctx, o["padding"], y.shape[2], iw, kw, stride[1], "width")
 
@@ -179,13 +181,16 @@ def transpose_conv(ctx, op):
         raise ctx.error("int16 input and output must have zero point 0")
     reals = (np.float64(s_in) * _filter_scales(ctx, w, oc).astype(np.float64)) / np.float64(s_out)
 
+    if int16 and o["quantized_bias_type"] not in (0, 2, 4):  # None: no options table (kTfLiteNoType)
+        raise ctx.error(f"16x8 quantized_bias_type {o['quantized_bias_type']} is neither unset (FLOAT32), INT32 "
+                        f"nor INT64")
     bias_values = None
     accumulate_int32 = not int16
     if bias is not None:
         if bias.data is None:
             raise ctx.error(f"bias {bias.describe()} must be a constant")
         if int16:
-            bias_type = {0: None, 2: "int32", 4: "int64"}.get(o.get("quantized_bias_type", 0), "other")
+            bias_type = {0: None, 2: "int32", 4: "int64"}[o["quantized_bias_type"]]
             if bias.dtype == "int32" and bias_type != "int32":
                 raise ctx.error(f"int32 bias {bias.describe()} without quantized_bias_type INT32: LiteRT reads "
                                 "it as int64 (past the end of its buffer)")
