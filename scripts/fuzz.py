@@ -375,7 +375,14 @@ def fuzz(cases: int, seed: int, timeout: float = 20.0, progress=None) -> dict:
             input_seed = int(rng.integers(2**31))
             ours.send(data, input_seed)
             theirs.send(data, input_seed)
-            outcome, detail = classify(ours.receive(timeout), theirs.receive(timeout))
+            answers = [ours.receive(timeout), theirs.receive(timeout)]
+            for i, worker in enumerate((ours, theirs)):
+                if answers[i]["status"] == "died":
+                    # A worker may die of what an earlier case did to its memory (LiteRT does, now and then,
+                    # on a corrupt model): the case counts only if a fresh worker dies on it too.
+                    worker.send(data, input_seed)
+                    answers[i] = worker.receive(timeout)
+            outcome, detail = classify(*answers)
             table[kind][outcome] += 1
             if outcome in FAILURES:
                 failures.append({"case": case, "model": names[which], "mutation": kind, "outcome": outcome,

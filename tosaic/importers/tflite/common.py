@@ -50,14 +50,21 @@ def clamp_to_activation(ctx, value: Value, t: TFLTensor, fused: int) -> Value:
     return ctx.builder.clamp(value, low, high)
 
 
-def check_window(ctx, stride, dilation, padding) -> None:
+MAX_KERNEL = MAX_STRIDE = 8192  # TOSA level 8K
+
+
+def check_window(ctx, kernel, stride, dilation, padding) -> None:
     """Prepare's checks on a windowed op's options: strides and dilations positive (zeros are what an absent
-    options table leaves), and padding SAME (0) or VALID (1)."""
+    options table leaves), padding SAME (0) or VALID (1); and TOSA level 8K's limits on kernel extents and
+    strides (a dilation of 2^30 would pad the input by as much)."""
     if min(stride) <= 0 or min(dilation) <= 0:
         raise ctx.error(f"stride {list(stride)} and dilation {list(dilation)} must be positive (LiteRT's Prepare "
                         f"refuses others)")
     if padding not in (0, 1):
         raise ctx.error(f"padding {padding} is neither SAME (0) nor VALID (1)")
+    if max(d * k for d, k in zip(dilation, kernel)) > MAX_KERNEL or max(stride) > MAX_STRIDE:
+        raise ctx.error(f"kernel {list(kernel)} with dilation {list(dilation)} and stride {list(stride)} exceed "
+                        f"TOSA level 8K (dilation x kernel and stride at most {MAX_KERNEL})")
 
 
 def check_output_type_option(ctx, name: str) -> None:

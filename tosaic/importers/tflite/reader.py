@@ -38,6 +38,7 @@ _SKIPPED_ACCESSORS = re.compile(r"^(Init|GetRootAs.*|.*BufferHasIdentifier|.*Len
 
 
 SCHEMA_VERSION = 3   # the TFLite schema LiteRT reads (TFLITE_SCHEMA_VERSION)
+MAX_ELEMENTS = 2**31  # TOSA level 8K: MAX_LOG2_SIZE 31
 
 
 class TFLiteFormatError(TosaicError, ValueError):
@@ -146,6 +147,9 @@ def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
     if any(d < 0 for d in shape):
         raise TFLiteFormatError(f"tensor {index} '{name}' has shape {list(shape)}: tosaic needs every size known "
                                 f"(a -1 belongs in shape_signature)")
+    if int(np.prod(shape, dtype=np.float64)) >= MAX_ELEMENTS:
+        raise TFLiteFormatError(f"tensor {index} '{name}' has shape {list(shape)}: 2^31 elements or more, beyond "
+                                f"TOSA level 8K")
     tensor = TFLTensor(index, name, shape, dtype, is_variable=bool(t.IsVariable()))
     q = t.Quantization()
     if q is not None and q.DetailsType() != 0:

@@ -225,8 +225,8 @@ def _check_16x8_bias(ctx, op, bias):
 
 def _check_rank_4(ctx, *tensors):
     for t in tensors:
-        if len(t.shape) != 4:
-            raise ctx.error(f"{t.describe()} must be rank 4 (NHWC, or OHWI for a filter)")
+        if len(t.shape) != 4 or 0 in t.shape:
+            raise ctx.error(f"{t.describe()} must be rank 4 (NHWC, or OHWI for a filter) and not empty")
 
 
 def _check_int8(ctx, x, w, y):
@@ -242,7 +242,7 @@ def _window_params(ctx, op, x_shape, kernel):
     o = op.options
     stride = (o["stride_h"], o["stride_w"])
     dilation = (o["dilation_h_factor"], o["dilation_w_factor"])
-    check_window(ctx, stride, dilation, o["padding"])
+    check_window(ctx, kernel, stride, dilation, o["padding"])
     pads = []
     for axis in range(2):
         pads += same_or_valid_padding(o["padding"], x_shape[axis + 1], kernel[axis], stride[axis], dilation[axis])

@@ -81,8 +81,12 @@ def _add_or_sub(ctx, op, tosa_op: str):
     # SUB's Prepare takes QuantizeMultiplierGreaterThanOne for an output multiplier above 1 but its kernel still
     # calls MultiplyByQuantizedMultiplierSmallerThanOneExp, i.e. RoundingDivideByPOT with a negative exponent
     # (undefined behaviour); ADD's Prepare aborts. Both are refused by the smaller-than-one check.
+    # `(1 << left_shift) * output scale` is an int times a float in C++: a float32 product, which overflows to
+    # infinity for a huge scale (then the multiplier is 0 and Prepare aborts; so does this check).
+    with np.errstate(over="ignore"):
+        denominator = float(np.float32(1 << left_shift) * np.float32(so))
     m_out, shift_out = quantized_multiplier_smaller_than_one(
-        ctx, twice_max_input_scale / ((1 << left_shift) * so), f"{name} output multiplier")
+        ctx, twice_max_input_scale / denominator, f"{name} output multiplier")
     scaled = []
     bound = 0
     for value, tensor, scale, zp, which in ((x, a, s1, zp1, "input 1"), (y, b, s2, zp2, "input 2")):

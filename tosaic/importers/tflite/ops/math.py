@@ -177,6 +177,8 @@ class IntOps:
 def _broadcast_operands(ctx):
     """The op's two input tensors and values, the lower-rank one reshaped to the higher rank."""
     a, b = ctx.input(0), ctx.input(1)
+    if a.dtype != b.dtype:
+        raise ctx.error(f"inputs {a.describe()} and {b.describe()} differ in type (LiteRT's Prepare refuses this)")
     x, y = ctx.value(a), ctx.value(b)
     rank = max(x.type.rank, y.type.rank)
     reshape = ctx.builder.reshape

@@ -20,9 +20,9 @@ def _pool_window(ctx, op):
     o = op.options
     kernel = (o["filter_height"], o["filter_width"])
     stride = (o["stride_h"], o["stride_w"])
-    check_window(ctx, stride, (1, 1), o["padding"])
     if min(kernel) <= 0:
         raise ctx.error(f"filter size {list(kernel)} must be positive")
+    check_window(ctx, kernel, stride, (1, 1), o["padding"])
     pads = []
     for axis in range(2):
         pads += same_or_valid_padding(o["padding"], x.shape[axis + 1], kernel[axis], stride[axis], 1)

@@ -125,21 +125,25 @@ def concatenation(ctx, op):
     ctx.set_output(result)
 
 
-def _pad(ctx, op, constant_position: int | None):
-    """pad.cc Eval + Pad: paddings [rank, 2] >= 0; the pad value is the output zero point for a quantized
-    tensor, 0 otherwise, or the PADV2 constant (which must share the output's quantization)."""
+def _pad(ctx, op):
+    """pad.cc Eval + Pad (PAD and PADV2 alike): paddings [rank, 2] >= 0; the pad value is the constant_values
+    scalar when a third input is given (of the input's type, sharing the output's quantization), else the
+    output zero point for a quantized tensor, 0 otherwise."""
     x, out = ctx.input(0), ctx.output()
     rank = len(x.shape)
     paddings = constant_ints(ctx, 1, f"{op.opcode} paddings")
     if len(paddings) != 2 * rank or min(paddings, default=0) < 0:
         raise ctx.error(f"{op.opcode} paddings {paddings} must be {rank} non-negative [before, after] pairs")
     dtype, pad_value = TOSA_ZERO[out.dtype]
-    constant = ctx.input(constant_position) if constant_position is not None else None
+    constant = ctx.input(2)
     if constant is not None:
+        if constant.dtype != x.dtype:
+            raise ctx.error(f"{op.opcode} constant_values {constant.describe()} must be of the input's type "
+                            f"{x.dtype}")
         if constant.data is None or constant.data.size != 1:
-            raise ctx.error(f"PADV2 constant_values {constant.describe()} must be a constant with one element")
+            raise ctx.error(f"{op.opcode} constant_values {constant.describe()} must be a constant with one element")
         if out.quantized and not same_quantization(constant, out):
-            raise ctx.error(f"PADV2 constant_values {constant.describe()} must have the output's quantization "
+            raise ctx.error(f"{op.opcode} constant_values {constant.describe()} must have the output's quantization "
                             f"{out.describe()} (LiteRT rejects the model)")
         pad_value = constant.data.reshape(-1)[0].item()
     elif out.quantized:
@@ -150,14 +154,14 @@ def _pad(ctx, op, constant_position: int | None):
 
 @legalize("PAD", types=MOVE_TYPES)
 def pad(ctx, op):
-    """pad.cc (PAD): the pad value is the output zero point (0 for unquantized tensors)."""
-    _pad(ctx, op, None)
+    """pad.cc (PAD): the output zero point (0 for unquantized tensors), or constant_values when given."""
+    _pad(ctx, op)
 
 
 @legalize("PADV2", types=MOVE_TYPES)
 def padv2(ctx, op):
     """pad.cc (PADV2): the pad value is the constant_values scalar, bit for bit."""
-    _pad(ctx, op, 2)
+    _pad(ctx, op)
 
 
 # --------------------------------------------------------------------------------------- STRIDED_SLICE

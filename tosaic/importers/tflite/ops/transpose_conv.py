@@ -170,7 +170,7 @@ def transpose_conv(ctx, op):
     if x.shape[3] != ic or y.shape[3] != oc or y.shape[0] != n:
         raise ctx.error(f"filter {w.describe()} does not fit input {x.describe()} and output {y.describe()}")
     stride = (int(o["stride_h"]), int(o["stride_w"]))
-    check_window(ctx, stride, (1, 1), o["padding"])
+    check_window(ctx, w.shape[1:3], stride, (1, 1), o["padding"])
     top, bottom = _output_padding(ctx, o["padding"], y.shape[1], ih, kh, stride[0], "height")
     left, right = _output_padding(ctx, o["padding"], y.shape[2], iw, kw, stride[1], "width")
 

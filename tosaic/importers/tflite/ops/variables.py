@@ -79,6 +79,10 @@ def handle_keys(subgraph: TFLSubgraph, describe) -> dict[int, tuple[str, str]]:
             if not op.inputs or op.inputs[0] not in keys:
                 raise ValueError(f"{describe(op)}: its resource handle is not made by a VAR_HANDLE of the same "
                                  f"subgraph")
+            handle = subgraph.tensors[op.inputs[0]]
+            if int(np.prod(handle.shape, dtype=np.int64)) != 1:
+                raise ValueError(f"{describe(op)}: resource handle {handle.describe()} must hold one element "
+                                 f"(LiteRT's Prepare refuses others)")
     return keys
 
 
