@@ -52,8 +52,8 @@ def test_bundle_runs_without_tosaic_and_compiles_once(tmp_path):
     path = model_zoo.DATA / f"{name}.tflite"
     bundle = tmp_path / "bundle"
     manifest = tosaic.compile(path, target="cpu").export(bundle)
-    assert sorted(p.name for p in bundle.iterdir()) == ["arrays.npz", "engine.py", "kernels", "manifest.json",
-                                                         "plan.json", "run.py"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["arrays.npz", "digest", "engine.py", "kernels",
+                                                         "manifest.json", "plan.json", "run.py"]
     assert manifest == json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"] == {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     assert manifest["target"] == tosaic.kernels.target.host().as_dict() and manifest["tosaic_version"] == "0.1.0"

@@ -17,12 +17,12 @@ from tosaic.importers.tflite.reader import TFLiteFormatError
 from tosaic.ir import Graph
 from tosaic.kernels.target import TargetError
 from tosaic.lowering.structured import LoweringError
-from tosaic.runtime import CompiledModel, TensorInfo
+from tosaic.runtime import CompiledModel, SavedModelError, TensorInfo
 from tosaic.tosa.mlir import MlirParseError, parse_mlir
 
 __all__ = ["compile", "load", "import_tflite", "parse_mlir", "CompiledModel", "TensorInfo", "Graph",
            "TFLiteFormatError", "UnsupportedModelError", "LegalizationError", "MlirParseError", "LoweringError",
-           "TargetError", "TosaicError"]
+           "TargetError", "SavedModelError", "TosaicError"]
 
 
 def load_graph(source) -> Graph:

@@ -22,9 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tosaic.errors import TosaicError
 from tosaic.ir import Graph, ShapeType, TensorType
 from tosaic.kernels.engine import InputSpec, prepare_inputs
 from tosaic.tosa.interpreter import initial_state, interpret
+
+
+class SavedModelError(TosaicError, ValueError):
+    """A compiled model's directory that is damaged (a file altered or missing) or not one tosaic reads."""
 
 
 @dataclass(frozen=True)
@@ -185,13 +190,19 @@ class CompiledModel:
 
     @classmethod
     def load(cls, directory, threads: int | None = None) -> CompiledModel:
-        from tosaic.kernels.engine import Plan
+        from tosaic.kernels.engine import Plan, PlanError
 
         directory = Path(directory)
         if not (directory / "plan.json").is_file():
             raise FileNotFoundError(f"no compiled model in {directory} (plan.json is missing)")
-        plan, meta = Plan.load(directory)
-        model = cls.from_plan(plan, meta, meta["target"], threads, meta.get("source"))
+        try:
+            plan, meta = Plan.load(directory)
+            model = cls.from_plan(plan, meta, meta["target"], threads, meta.get("source"))
+        except PlanError as error:
+            raise SavedModelError(str(error)) from None
+        except (KeyError, TypeError, ValueError) as error:  # a plan whose digest matches but whose content is foreign
+            raise SavedModelError(f"{directory}: its plan does not describe a model: {type(error).__name__}: "
+                                  f"{error}") from None
         if model._cannot_run:
             from tosaic.kernels.target import TargetError
 

@@ -1,7 +1,8 @@
 """Deploy bundles: a compiled model as a directory a board runs with numpy and numba alone.
 
 `export_bundle` writes the saved plan (plan.json, arrays.npz with the packed weights, kernels/ with the
-generated kernel sources, which import nothing of tosaic), the runtime engine (`engine.py`, the very module
+generated kernel sources, which import nothing of tosaic; `digest`, the SHA-256 of each, checked before
+anything runs), the runtime engine (`engine.py`, the very module
 tosaic runs plans with), the command `run.py` (`bundle_run.py` here), and `manifest.json`: the model's
 sha256, the tosaic version, the target with its features, and the inputs and outputs with their shapes,
 dtypes and quantization.
@@ -17,7 +18,7 @@ from pathlib import Path
 from tosaic.kernels import bundle_run, engine
 from tosaic.kernels.engine import Plan
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2   # 2: the plan carries a digest of its files, checked before a run
 
 
 def tosaic_version() -> str:

@@ -44,7 +44,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numpy as np  # noqa: E402
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # Features generated code may depend on. x86: AVX2 (the vpmaddwd micro-kernel), AVX-512 and the VNNI
 # forms; aarch64: NEON (Advanced SIMD), the dot product (sdot) and int8 matrix multiply (smmla).
@@ -158,23 +158,52 @@ class Plan:
                "steps": [asdict(s) for s in self.steps], "consts": len(self.consts),
                "state": {k: (state_names.index(k) if v is not None else None) for k, v in self.state.items()}}
         (directory / "plan.json").write_text(json.dumps(doc, indent=1, default=_json_default))
+        files = ["plan.json", "arrays.npz"] + [f"kernels/{module_name(key)}.py" for key in sorted(self.sources)]
+        (directory / DIGEST).write_text(json.dumps({name: _file_digest(directory / name) for name in files},
+                                                   indent=1))
 
     @staticmethod
     def load(directory: Path) -> tuple[Plan, dict]:
+        """The plan kept in `directory`; PlanError when a file is missing, altered (every file's hash is
+        checked against `digest` first: a flipped byte of a weight or a kernel is caught), or of another format."""
         directory = Path(directory)
-        doc = json.loads((directory / "plan.json").read_text())
-        if doc.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory} holds a compiled model of format {doc.get('format')}, "
-                             f"this runtime reads format {FORMAT_VERSION}")
-        with np.load(directory / "arrays.npz") as npz:
-            consts = [npz[f"const_{i}"] for i in range(doc["consts"])]
-            state = {k: (None if i is None else npz[f"state_{i}"]) for k, i in doc["state"].items()}
-        steps = [Step(**s) for s in doc["steps"]]
-        sources = {s.key: (directory / "kernels" / f"{module_name(s.key)}.py").read_text()
-                   for s in steps if s.kind == "kernel"}
-        plan = Plan(doc["arena_bytes"], doc["activation_bytes"], doc["inputs"], doc["outputs"], steps, sources,
-                    consts, state, doc["target"])
-        return plan, doc["meta"]
+        try:
+            digests = json.loads((directory / DIGEST).read_text())
+            for name, digest in digests.items():
+                if _file_digest(directory / name) != digest:
+                    raise PlanError(f"{directory}: {name} does not match its digest (the file was altered)")
+            doc = json.loads((directory / "plan.json").read_text())
+            if doc.get("format") != FORMAT_VERSION:
+                raise PlanError(f"{directory} holds a compiled model of format {doc.get('format')}, "
+                                f"this runtime reads format {FORMAT_VERSION}")
+            with np.load(directory / "arrays.npz") as npz:
+                consts = [npz[f"const_{i}"] for i in range(doc["consts"])]
+                state = {k: (None if i is None else npz[f"state_{i}"]) for k, i in doc["state"].items()}
+            steps = [Step(**s) for s in doc["steps"]]
+            kernels = {f"kernels/{module_name(s.key)}.py" for s in steps if s.kind == "kernel"}
+            if not kernels <= set(digests) or not {"plan.json", "arrays.npz"} <= set(digests):
+                raise PlanError(f"{directory}: its digest does not cover every file of the plan")
+            sources = {s.key: (directory / "kernels" / f"{module_name(s.key)}.py").read_text()
+                       for s in steps if s.kind == "kernel"}
+            plan = Plan(doc["arena_bytes"], doc["activation_bytes"], doc["inputs"], doc["outputs"], steps,
+                        sources, consts, state, doc["target"])
+            return plan, doc["meta"]
+        except PlanError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError) as error:
+            raise PlanError(f"{directory} is not a readable compiled model: {type(error).__name__}: {error}") \
+                from None
+
+
+DIGEST = "digest"   # a compiled model's file holding the SHA-256 of each of its other files
+
+
+class PlanError(ValueError):
+    """A compiled model's directory that is damaged, incomplete or of another format."""
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _json_default(value):

@@ -47,17 +47,6 @@ def _entry(key: str) -> Path:
     return cache_dir().parent / "plans" / key
 
 
-DIGEST = "digest"   # an entry's file holding the hash of its other files (`_digest`)
-
-
-def _digest(directory: Path) -> str:
-    """A hash of every file under `directory` but the digest, by relative path and content."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != DIGEST):
-        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def load_plan(key: str) -> tuple[Plan, dict] | None:
     """The plan and metadata stored under `key`, or None; an entry whose files do not match the digest
     stored with them (a flipped byte of a weight included), or that cannot be read, is removed."""
@@ -65,9 +54,7 @@ def load_plan(key: str) -> tuple[Plan, dict] | None:
     if not (entry / "plan.json").is_file():
         return None
     try:
-        if (entry / DIGEST).read_text() != _digest(entry):
-            raise ValueError(f"plan cache entry {entry} does not match its digest")
-        return Plan.load(entry)
+        return Plan.load(entry)   # checks every file against the digest the plan was saved with
     except Exception:   # any damage (truncated, altered, foreign, half-deleted) means: make the plan again
         shutil.rmtree(entry, ignore_errors=True)
         return None
@@ -83,7 +70,6 @@ def store_plan(key: str, plan: Plan, meta: dict) -> None:
         return
     try:
         plan.save(staging, meta)
-        (staging / DIGEST).write_text(_digest(staging))
         os.rename(staging, entry)
     except OSError:   # another process stored it first, or the disk is full: this one's copy goes
         shutil.rmtree(staging, ignore_errors=True)
