@@ -17,6 +17,11 @@ passes the time limit is restarted. Outcomes:
   EXPLAINED names the reason);
 - crash: tosaic raised something other than a TosaicError, or its worker died;  hang: tosaic passed the
   time limit.
+
+Two more families go to tosaic alone. MLIR: the TOSA text of a seed model, mutated (characters, numbers,
+lines, truncation), parsed with `tosaic.parse_mlir` and run on the interpreter: "ran" or "refused", never a
+crash. Saved models: a seed compiled for this CPU and saved, one of its files damaged (bit flips, overwrites,
+truncation), then `tosaic.load` and one run: "refused" (the digest) or "agree" with the undamaged model.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import glob
 import json
 import multiprocessing
 import re
+import shutil
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from collections import Counter, defaultdict
@@ -188,6 +195,72 @@ def mutate(rng, model: bytes, kind: str) -> bytes | None:
     return None if result is None else bytes(result)
 
 
+MLIR_MUTATIONS = {}
+
+
+def mlir_mutation(name):
+    def register(fn):
+        MLIR_MUTATIONS[name] = fn
+        return fn
+    return register
+
+
+@mlir_mutation("mlir characters")
+def _mlir_characters(rng, text: str) -> str:
+    chars = list(text)
+    for _ in range(int(rng.integers(1, 5))):
+        at, new = int(rng.integers(len(chars))), chr(int(rng.choice([int(rng.integers(32, 127)), 10, 0x3b1])))
+        choice = int(rng.integers(3))
+        if choice == 0:
+            del chars[at]
+        elif choice == 1:
+            chars.insert(at, new)
+        else:
+            chars[at] = new
+    return "".join(chars)
+
+
+@mlir_mutation("mlir number")
+def _mlir_number(rng, text: str) -> str:
+    numbers = list(re.finditer(r"-?\d+(\.\d+)?(e[-+]?\d+)?", text))
+    found = numbers[int(rng.integers(len(numbers)))]
+    value = str(rng.choice(INT32_EDGES + [2**63, -2**63 - 1, 10**30])) if rng.random() < 0.8 else \
+        str(rng.choice(["1.5", "-0.0", "1e309", "nan", "0x7F"]))
+    return text[:found.start()] + value + text[found.end():]
+
+
+@mlir_mutation("mlir line")
+def _mlir_line(rng, text: str) -> str:
+    lines = text.split("\n")
+    i, j = int(rng.integers(len(lines))), int(rng.integers(len(lines)))
+    choice = int(rng.integers(3))
+    if choice == 0:
+        del lines[i]
+    elif choice == 1:
+        lines.insert(i, lines[j])
+    else:
+        lines[i], lines[j] = lines[j], lines[i]
+    return "\n".join(lines)
+
+
+@mlir_mutation("mlir truncation")
+def _mlir_truncation(rng, text: str) -> str:
+    return text[:int(rng.integers(len(text)))]
+
+
+SAVED_DAMAGE = ("bitflip", "byte overwrite", "truncation", "zeroed span")
+
+
+def damage_saved(rng, directory: Path) -> str:
+    """Damage one file of a saved model in place with one byte-level mutation; returns what was done."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    path = files[int(rng.integers(len(files)))]
+    kind = SAVED_DAMAGE[int(rng.integers(len(SAVED_DAMAGE)))]
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(MUTATIONS[kind](rng, data, []) if data else data))
+    return f"{kind} of {path.relative_to(directory)}"
+
+
 # ------------------------------------------------------------------------------------------ workers
 
 
@@ -231,9 +304,14 @@ def tosaic_worker(conn):
     import tosaic
 
     while True:
-        data, seed = conn.recv()
+        family, data, seed = conn.recv()
         try:
-            model = tosaic.compile(tosaic.import_tflite(data), "interp")
+            if family == "tflite":
+                model = tosaic.compile(tosaic.import_tflite(data), "interp")
+            elif family == "mlir":
+                model = tosaic.compile(tosaic.parse_mlir(data), "interp")
+            else:
+                model = tosaic.load(data)
             specs = [(tuple(i.shape), np.dtype(i.dtype)) for i in model.inputs]
             if _total(specs) > MAX_INPUT_VALUES:
                 conn.send({"status": "too large", "message": f"inputs {specs}"})
@@ -264,7 +342,7 @@ def litert_worker(conn):
                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
     while True:
-        data, seed = conn.recv()
+        _, data, seed = conn.recv()
         try:
             interp = interpreter(data)
             interp.allocate_tensors()
@@ -295,10 +373,10 @@ class Worker:
         self.process.start()
         child.close()
 
-    def send(self, data: bytes, seed: int) -> None:
+    def send(self, family: str, data, seed: int) -> None:
         if self.process is None or not self.process.is_alive():
             self.start()
-        self.conn.send((data, seed))
+        self.conn.send((family, data, seed))
 
     def receive(self, timeout: float) -> dict:
         try:
@@ -353,40 +431,105 @@ def classify(ours: dict, theirs: dict) -> tuple[str, str]:
     return "agree", ""
 
 
+def classify_alone(ours: dict, reference: dict | None) -> tuple[str, str]:
+    """(outcome, detail) for an MLIR case (reference None) or a damaged saved model."""
+    if ours["status"] in ("crash", "died", "hang"):
+        return ("hang" if ours["status"] == "hang" else "crash"), ours["message"]
+    if ours["status"] == "refused":
+        return "refused", ours["message"]
+    if ours["status"] == "too large":
+        return "too large to run", ours["message"]
+    if reference is None:
+        return "ran", ""
+    same = len(ours["outputs"]) == len(reference["outputs"]) and all(
+        _same(a, b) for a, b in zip(ours["outputs"], reference["outputs"]))
+    return ("agree", "") if same else ("disagree", "a damaged saved model ran and answered differently")
+
+
 FAILURES = ("crash", "hang", "disagree", "tosaic accepts more")
+
+
+SAVED_SEEDS = ("op_add_same.tflite", "op_conv2d_s1_same_relu.tflite")
+FAMILY_SHARES = {"tflite": 0.8, "mlir": 0.1, "saved": 0.1}
+
+
+def _saved_seeds(ours: Worker, root: Path, timeout: float) -> list[tuple[Path, dict]]:
+    """The saved-model seeds, compiled for this CPU in the tosaic worker, with their undamaged answers."""
+    import tosaic
+
+    seeds = []
+    for name in SAVED_SEEDS:
+        directory = root / name.removesuffix(".tflite")
+        tosaic.compile(ROOT / "tests" / "data" / name, target="cpu").save(directory)
+        ours.send("saved", str(directory), 0)
+        answer = ours.receive(max(timeout, 300))
+        if answer["status"] != "ok":
+            raise RuntimeError(f"the undamaged saved model {name} does not run: {answer['message']}")
+        seeds.append((directory, answer))
+    return seeds
+
+
+def _exchange(workers, family: str, data, input_seed: int, timeout: float) -> list[dict]:
+    for worker in workers:
+        worker.send(family, data, input_seed)
+    answers = [worker.receive(timeout) for worker in workers]
+    for i, worker in enumerate(workers):
+        if answers[i]["status"] == "died":
+            # A worker may die of what an earlier case did to its memory (LiteRT does, now and then, on a
+            # corrupt model): the case counts only if a fresh worker dies on it too.
+            worker.send(family, data, input_seed)
+            answers[i] = worker.receive(timeout)
+    return answers
 
 
 def fuzz(cases: int, seed: int, timeout: float = 20.0, progress=None) -> dict:
     """Run `cases` fixed-seed cases; returns the table by mutation kind and outcome and each failure."""
+    import tosaic
+
     rng = np.random.default_rng(seed)
     models = [Path(p).read_bytes() for p in SEED_MODELS]
     names = [Path(p).name for p in SEED_MODELS]
-    kinds = sorted(MUTATIONS)
+    texts = [str(tosaic.import_tflite(m)) for m in models]
+    families, shares = list(FAMILY_SHARES), list(FAMILY_SHARES.values())
     ours, theirs = Worker(tosaic_worker), Worker(litert_worker)
     table: dict[str, Counter] = defaultdict(Counter)
     failures, refusals = [], Counter()
+    scratch = Path(tempfile.mkdtemp(prefix="tosaic-fuzz-"))
     try:
+        saved = _saved_seeds(ours, scratch, timeout)
         for case in range(cases):
-            which, kind = int(rng.integers(len(models))), kinds[int(rng.integers(len(kinds)))]
-            data = mutate(rng, models[which], kind)
-            if data is None:
-                kind = "bitflip"
-                data = mutate(rng, models[which], kind)
+            family = families[int(rng.choice(len(families), p=shares))]
+            which = int(rng.integers(len(models)))
             input_seed = int(rng.integers(2**31))
-            ours.send(data, input_seed)
-            theirs.send(data, input_seed)
-            answers = [ours.receive(timeout), theirs.receive(timeout)]
-            for i, worker in enumerate((ours, theirs)):
-                if answers[i]["status"] == "died":
-                    # A worker may die of what an earlier case did to its memory (LiteRT does, now and then,
-                    # on a corrupt model): the case counts only if a fresh worker dies on it too.
-                    worker.send(data, input_seed)
-                    answers[i] = worker.receive(timeout)
-            outcome, detail = classify(*answers)
+            if family == "tflite":
+                kinds = sorted(MUTATIONS)
+                kind = kinds[int(rng.integers(len(kinds)))]
+                data = mutate(rng, models[which], kind)
+                if data is None:
+                    kind = "bitflip"
+                    data = mutate(rng, models[which], kind)
+                outcome, detail = classify(*_exchange((ours, theirs), family, data, input_seed, timeout))
+                model, evidence = names[which], data.hex()
+            elif family == "mlir":
+                kinds = sorted(MLIR_MUTATIONS)
+                kind = kinds[int(rng.integers(len(kinds)))]
+                data = MLIR_MUTATIONS[kind](rng, texts[which])
+                outcome, detail = classify_alone(_exchange((ours,), family, data, input_seed, timeout)[0], None)
+                model, evidence = names[which], data
+            else:
+                kind = "saved model damage"
+                original, reference = saved[int(rng.integers(len(saved)))]
+                directory = scratch / f"case{case}"
+                shutil.copytree(original, directory)   # Numba's cache too: an undamaged copy loads warm
+                what = damage_saved(rng, directory)
+                answer = _exchange((ours,), family, str(directory), 0, timeout)[0]
+                shutil.rmtree(directory, ignore_errors=True)
+                outcome, detail = classify_alone(answer, reference)
+                model, evidence = f"{original.name} ({what})", None
             table[kind][outcome] += 1
             if outcome in FAILURES:
-                failures.append({"case": case, "model": names[which], "mutation": kind, "outcome": outcome,
-                                 "detail": detail, "bytes": data.hex() if len(data) < 20000 else None})
+                failures.append({"case": case, "model": model, "mutation": kind, "outcome": outcome,
+                                 "detail": detail, "bytes": evidence})
             elif outcome == "tosaic refuses more":
                 refusals[re.sub(r"\d+", "N", detail)[:120]] += 1
             if progress is not None:
@@ -394,11 +537,12 @@ def fuzz(cases: int, seed: int, timeout: float = 20.0, progress=None) -> dict:
     finally:
         ours.stop()
         theirs.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     return {"cases": cases, "seed": seed, "table": {k: dict(v) for k, v in sorted(table.items())},
             "failures": failures, "refusals": dict(refusals.most_common())}
 
 
-OUTCOMES = ("agree", "both refuse", "tosaic refuses more", "tosaic accepts more (explained)",
+OUTCOMES = ("agree", "both refuse", "tosaic refuses more", "tosaic accepts more (explained)", "ran", "refused",
             "too large to run") + FAILURES
 
 

@@ -110,3 +110,40 @@ def test_unusable_cache_directory(tmp_path):
     blocker.write_text("not a directory")
     done = assert_runs(blocker / "cache")
     assert done.stderr.count("cannot be used") == 1, done.stderr
+
+
+# A saved model (`CompiledModel.save`, or a bundle) is the user's, not a cache: damage is refused, never
+# healed and never run. Every file it keeps is checked against the digest saved with it.
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    import tosaic
+
+    directory = tmp_path_factory.mktemp("saved") / "model"
+    tosaic.compile(DATA / f"{MODEL}.tflite", target="cpu").save(directory)
+    return directory
+
+
+@pytest.mark.parametrize("name", ["plan.json", "arrays.npz", "kernel", "digest"])
+def test_saved_model_with_a_flipped_byte_is_refused(saved, tmp_path, name):
+    import tosaic
+
+    copy = tmp_path / "model"
+    shutil.copytree(saved, copy)
+    path = next(copy.glob("kernels/*.py")) if name == "kernel" else copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(tosaic.SavedModelError, match="does not match its digest|not a readable compiled model"):
+        tosaic.load(copy)
+
+
+def test_saved_model_with_a_missing_kernel_is_refused(saved, tmp_path):
+    import tosaic
+
+    copy = tmp_path / "model"
+    shutil.copytree(saved, copy)
+    next(copy.glob("kernels/*.py")).unlink()
+    with pytest.raises(tosaic.SavedModelError, match="not a readable compiled model"):
+        tosaic.load(copy)

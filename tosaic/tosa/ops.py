@@ -116,6 +116,9 @@ def broadcast_shape(*shapes) -> tuple[int, ...]:
 
 
 def conv_output_size(in_size, kernel, pad_before, pad_after, stride, dilation, what):
+    check(kernel >= 1 and stride >= 1 and dilation >= 1 and min(pad_before, pad_after) >= 0,
+          f"{what}: kernel {kernel}, stride {stride} and dilation {dilation} must be positive, pads "
+          f"{pad_before},{pad_after} not negative")
     span = in_size - 1 + pad_before + pad_after - (kernel - 1) * dilation
     check(span >= 0 and span % stride == 0,
           f"{what}: (in {in_size} + pads {pad_before},{pad_after} - dilated kernel) is not a multiple of "

@@ -67,6 +67,7 @@ from tosaic.quant import quantize_multiplier, quantize_multiplier_tosa
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT48_LIMIT = 1 << 47
+BEYOND_ANY_ACCUMULATOR = 1 << 52  # past every i48 accumulator, and integers are still exact doubles
 # Accumulator and bias element types; the input's (value - zero point) range for 16x8 (zero point 0).
 ACCUMULATOR = {"int8": "i32", "int16": "i48"}
 INT16_INPUT = (-32768, 32767)
@@ -573,6 +574,8 @@ def saturation_points(scale: float, out_low: int, out_high: int) -> tuple[int, i
 
     def least(t: int) -> int:  # the least a with round(a * scale) >= t (monotone in a)
         a = math.ceil((t - 0.5) / scale)
+        if abs(a) > BEYOND_ANY_ACCUMULATOR:  # a tiny scale: no accumulator saturates (and a - 1 == a in double)
+            return BEYOND_ANY_ACCUMULATOR if a > 0 else -BEYOND_ANY_ACCUMULATOR
         while reaches(a - 1, t):
             a -= 1
         while not reaches(a, t):

@@ -72,6 +72,9 @@ def _sizes(ctx, op):
         raise ctx.error("input and output must be rank 4")
     if x.dtype not in ("int8", "int16") or y.dtype != x.dtype:
         raise ctx.error(f"needs int8 or int16 input and output, got {x.describe()} -> {y.describe()}")
+    if size.dtype != "int32" or size.shape != (2,):
+        raise ctx.error(f"size {size.describe()} must be an int32 vector of 2 values (LiteRT's Prepare refuses "
+                        f"others)")
     if size.data is not None and tuple(int(v) for v in size.data.reshape(-1)) != tuple(y.shape[1:3]):
         raise ctx.error(f"size {list(size.data.reshape(-1))} differs from the output {y.describe()}")
     if y.shape[0] != x.shape[0] or y.shape[3] != x.shape[3] or min(y.shape[1:3]) < 1:

@@ -76,8 +76,22 @@ def _resolve_reshape(ctx, in_shape, target: list[int]) -> list[int]:
 
 @legalize("SQUEEZE", types=("int8", "int16", "int32", "float32"))
 def squeeze(ctx, op):
-    """SQUEEZE: a reshape to the output's static shape."""
-    ctx.set_output(ctx.builder.reshape(ctx.value(ctx.input(0)), ctx.output().shape))
+    """squeeze.cc: a reshape dropping the size-1 axes `squeeze_dims` names (negative: += rank), or every
+    size-1 axis when it names none; Prepare resizes the output to that shape."""
+    x = ctx.input(0)
+    rank = len(x.shape)
+    if rank > 8:
+        raise ctx.error(f"SQUEEZE of rank {rank}; LiteRT's kernel takes at most 8")
+    axes = set()
+    for d in op.options["squeeze_dims"]:
+        axis = d + rank if d < 0 else d
+        if not 0 <= axis < rank or x.shape[axis] != 1:
+            raise ctx.error(f"squeeze_dims entry {d} names no size-1 axis of {x.describe()}")
+        axes.add(axis)
+    if not op.options["squeeze_dims"]:
+        axes = {i for i, size in enumerate(x.shape) if size == 1}
+    check_output_shape(ctx, [size for i, size in enumerate(x.shape) if i not in axes])
+    ctx.set_output(ctx.builder.reshape(ctx.value(x), ctx.output().shape))
 
 
 @legalize("TRANSPOSE", types=MOVE_TYPES)
