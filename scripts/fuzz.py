@@ -369,8 +369,9 @@ class Worker:
     def start(self):
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=self.target, args=(child,), daemon=True)
-        self.process.start()
+        process = context.Process(target=self.target, args=(child,), daemon=True)
+        process.start()
+        self.process = process
         child.close()
 
     def send(self, family: str, data, seed: int) -> None:

@@ -77,6 +77,13 @@ def check_output_type_option(ctx, name: str) -> None:
                         f"of the option's type, int32 or int64")
 
 
+def check_same_type(ctx, tensors) -> None:
+    """The kernels' `TF_LITE_ENSURE_TYPES_EQ` over operands that must share one element type."""
+    if len({t.dtype for t in tensors}) > 1:
+        raise ctx.error(f"{', '.join(t.describe() for t in tensors)} differ in type (LiteRT's Prepare refuses "
+                        f"this)")
+
+
 def check_bias(ctx, bias, channels: int) -> None:
     """The kernels' `NumElements(bias) == SizeOfDimension(filter, 0)` (an absent bias passes)."""
     if bias is not None and int(np.prod(bias.shape, dtype=np.int64)) != channels:

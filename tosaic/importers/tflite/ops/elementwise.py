@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.importers.tflite.common import clamp_to_activation
+from tosaic.importers.tflite.common import check_same_type, clamp_to_activation
 from tosaic.importers.tflite.fixed_point import (
     STORAGE,
     checked_log2,
@@ -41,8 +41,7 @@ LEFT_SHIFT = {"int8": 20, "int16": 15}
 def _operands(ctx):
     """The op's two input tensors and TOSA values, the lower-rank value reshaped to the higher rank."""
     a, b = ctx.input(0), ctx.input(1)
-    if a.dtype != b.dtype:
-        raise ctx.error(f"inputs {a.describe()} and {b.describe()} differ in type (LiteRT's Prepare refuses this)")
+    check_same_type(ctx, (a, b))
     x, y = ctx.value(a), ctx.value(b)
     rank = max(x.type.rank, y.type.rank)
     return a, b, _with_rank(ctx, x, rank), _with_rank(ctx, y, rank)

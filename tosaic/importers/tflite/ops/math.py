@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.importers.tflite.common import activation_range
+from tosaic.importers.tflite.common import activation_range, check_same_type
 from tosaic.importers.tflite.fixed_point import (
     UNIT_MULTIPLIER,
     UNIT_SHIFT,
@@ -177,8 +177,7 @@ class IntOps:
 def _broadcast_operands(ctx):
     """The op's two input tensors and values, the lower-rank one reshaped to the higher rank."""
     a, b = ctx.input(0), ctx.input(1)
-    if a.dtype != b.dtype:
-        raise ctx.error(f"inputs {a.describe()} and {b.describe()} differ in type (LiteRT's Prepare refuses this)")
+    check_same_type(ctx, (a, b))
     x, y = ctx.value(a), ctx.value(b)
     rank = max(x.type.rank, y.type.rank)
     reshape = ctx.builder.reshape
