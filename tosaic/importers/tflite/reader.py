@@ -151,6 +151,12 @@ def _tensor(raw: bytes, model, t, index: int) -> TFLTensor:
         raise TFLiteFormatError(f"tensor {index} '{name}' has shape {list(shape)}: 2^31 elements or more, beyond "
                                 f"TOSA level 8K")
     tensor = TFLTensor(index, name, shape, dtype, is_variable=bool(t.IsVariable()))
+    if t.Sparsity() is not None:
+        raise TFLiteFormatError(f"tensor {index} '{name}' is sparse; tosaic reads dense tensors only")
+    external = t._tab.Offset(24)   # external_buffer, a field of LiteRT's schema the tflite package predates
+    if external and t._tab.Get(flatbuffers.number_types.Uint32Flags, external + t._tab.Pos):
+        raise TFLiteFormatError(f"tensor {index} '{name}' keeps its data in an external buffer, which tosaic "
+                                f"does not read")
     q = t.Quantization()
     if q is not None and q.DetailsType() != 0:
         raise TFLiteFormatError(f"tensor {index} '{name}' has quantization details of type {q.DetailsType()} "
