@@ -61,7 +61,9 @@ def test_targets_parse():
 
 
 @needs_kernels
-@pytest.mark.parametrize("name", OP_MODELS + ["arch_ds_cnn_kws_49x10"])
+# The DS-CNN keyword spotter takes a minute in the simulator: slow suite (every kernel kind it uses is in the
+# op models).
+@pytest.mark.parametrize("name", OP_MODELS + [pytest.param("arch_ds_cnn_kws_49x10", marks=pytest.mark.slow)])
 def test_bit_exact_with_reference(name):
     inputs, refs = io_arrays(name)
     model = tosaic.compile(str(DATA / f"{name}.tflite"), target="cuda:sm_87")
@@ -183,7 +185,8 @@ def _ptx_networks(directory):
 
 
 @needs_ptxas
-@pytest.mark.parametrize("sm", ["sm_87", "sm_90"])
+# sm_90 in the slow suite: the same kernels, half a minute of ptxas.
+@pytest.mark.parametrize("sm", ["sm_87", pytest.param("sm_90", marks=pytest.mark.slow)])
 def test_ptx_of_every_dispatch_assembles(sm, tmp_path):
     """Through the CLI in a process of its own: PTX comes from numba-cuda's compiler, not its simulator."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
