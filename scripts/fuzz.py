@@ -55,6 +55,9 @@ EXPLAINED: list[tuple[str, str]] = [
     (r"Rsqrt is only defined for positive values",
      "LiteRT's int8 RSQRT fails the invocation for an input below the zero point (a value outside the "
      "function's domain, not a model it refuses); tosaic's TABLE gives 127 there (ops/math.py rsqrt)"),
+    (r"Sqrt is only defined for non-negative values",
+     "LiteRT's int8 SQRT fails the invocation for an input below the zero point (outside the function's domain, "
+     "not a model it refuses); tosaic's TABLE gives sqrt(0)'s output there (ops/math.py sqrt)"),
     (r"^UnicodeDecodeError",
      "LiteRT's Python binding cannot decode a tensor name that is not UTF-8 (its C++ runtime reads the model); "
      "tosaic decodes names with replacement characters"),
@@ -65,14 +68,18 @@ MAX_INPUT_VALUES = 1 << 24  # a model whose inputs are larger is compiled but no
 
 # ------------------------------------------------------------------------------------------ mutations
 
+def registrar(table: dict):
+    """A decorator factory: `@registrar(table)(name)` keeps the function in `table` under `name`."""
+    def named(name):
+        def register(fn):
+            table[name] = fn
+            return fn
+        return register
+    return named
+
+
 MUTATIONS = {}
-
-
-def mutation(name):
-    def register(fn):
-        MUTATIONS[name] = fn
-        return fn
-    return register
+mutation = registrar(MUTATIONS)
 
 
 INT32_EDGES = [0, 1, -1, 2, 3, 4, 7, 8, 16, 127, 128, 255, 256, 65535, 65536, 2**31 - 1, -2**31, 2**30]
@@ -196,13 +203,7 @@ def mutate(rng, model: bytes, kind: str) -> bytes | None:
 
 
 MLIR_MUTATIONS = {}
-
-
-def mlir_mutation(name):
-    def register(fn):
-        MLIR_MUTATIONS[name] = fn
-        return fn
-    return register
+mlir_mutation = registrar(MLIR_MUTATIONS)
 
 
 @mlir_mutation("mlir characters")
@@ -319,6 +320,8 @@ def tosaic_worker(conn):
             conn.send(_answer(specs, model.run(case_inputs(specs, seed))))
         except tosaic.TosaicError as error:
             conn.send({"status": "refused", "message": f"{type(error).__name__}: {error}"})
+        except MemoryError as error:   # past the worker's memory limit: a resource, not a bug
+            conn.send({"status": "too large", "message": f"MemoryError: {error}"})
         except Exception as error:
             frames = traceback.extract_tb(error.__traceback__)
             where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"

@@ -311,6 +311,10 @@ def main(argv=None) -> int:
     except (OSError, ValueError, RuntimeError, NotImplementedError) as error:  # TargetError is a ValueError
         print(f"tosaic: error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except MemoryError:
+        print("tosaic: error: out of memory (the model's tensors do not fit in this machine's memory)",
+              file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -40,7 +40,15 @@ import numpy as np
 
 from tosaic.errors import TosaicError
 from tosaic.ir import NUMPY_DTYPES, Graph, Operation, ShapeType, TensorType, Value
-from tosaic.tosa.ops import ENUM_VALUES, OPS, VerifyError, infer_result_types, variable_type
+from tosaic.tosa.ops import (
+    ENUM_VALUES,
+    MAX_ELEMENTS,
+    MAX_RANK,
+    OPS,
+    VerifyError,
+    infer_result_types,
+    variable_type,
+)
 
 
 class MlirParseError(TosaicError, ValueError):
@@ -924,6 +932,8 @@ class _Parser:
                     raise self.error(f"dynamic or unranked tensor type {token.text} is not supported", token)
                 raise self.error(f"unsupported tensor type {token.text}", token)
             shape = tuple(int(d) for d in m.group(1).split("x")[:-1])
+            if math.prod(shape) >= MAX_ELEMENTS:
+                raise self.error(f"{token.text} has 2^31 elements or more, beyond TOSA level 8K", token)
             dtype = m.group(2)
             if dtype not in NUMPY_DTYPES and dtype != "index":
                 hint = " (TOSA graphs here are signless: run tosa-opt --tosa-convert-integer-type-to-signless)" \
@@ -936,7 +946,11 @@ class _Parser:
                 return self.aliases[token.text].value
             if token.text == "!tosa.shape":
                 self.expect("<")
-                rank = _int(self.expect_kind("int", "the shape's rank").text)
+                rank_token = self.expect_kind("int", "the shape's rank")
+                rank = _int(rank_token.text)
+                if not 0 <= rank <= 2 * MAX_RANK:   # PAD's padding holds two values per axis
+                    raise self.error(f"!tosa.shape<{rank}>: a shape holds 0 to {2 * MAX_RANK} values (TOSA level "
+                                     f"8K)", rank_token)
                 self.expect(">")
                 return ShapeType(rank)
             raise self.error(f"unsupported type {token.text}", token)

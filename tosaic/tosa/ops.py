@@ -36,6 +36,10 @@ ENUM_VALUES = {
 }
 
 
+# TOSA level 8K's limits (the specification's "Levels" table), which every graph tosaic builds or reads keeps.
+MAX_RANK, MAX_KERNEL, MAX_STRIDE, MAX_ELEMENTS = 6, 8192, 8192, 2**31
+
+
 class VerifyError(TosaicError, ValueError):
     """A TOSA op whose operands, attributes or result types break the spec's rules."""
 

@@ -8,6 +8,7 @@ import tflite
 from tosaic.importers.tflite.fixed_point import TYPE_RANGE, per_tensor
 from tosaic.importers.tflite.reader import TFLTensor
 from tosaic.ir import Value
+from tosaic.tosa.ops import MAX_KERNEL, MAX_STRIDE
 
 ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 DTYPE_RANGE = TYPE_RANGE
@@ -48,9 +49,6 @@ def clamp_to_activation(ctx, value: Value, t: TFLTensor, fused: int) -> Value:
     if (low, high) == DTYPE_RANGE[t.dtype]:
         return value
     return ctx.builder.clamp(value, low, high)
-
-
-MAX_KERNEL = MAX_STRIDE = 8192  # TOSA level 8K
 
 
 def check_window(ctx, kernel, stride, dilation, padding) -> None:

@@ -87,6 +87,18 @@ OPERATOR_RULES: dict[str, OpRule] = {
 }
 
 
+# Ops whose kernels require the output to have the type of these inputs (TF_LITE_ENSURE_TYPES_EQ, or Prepare
+# retyping the output as SPLIT's does): data movement, pooling, selection. int8 and uint8 both travel as i8
+# in TOSA, so without this rule a uint8 output of an int8 SPLIT would pass. "all": every input.
+SAME_TYPE = {
+    "RESHAPE": (0,), "SQUEEZE": (0,), "EXPAND_DIMS": (0,), "TRANSPOSE": (0,), "CONCATENATION": "all",
+    "PACK": "all", "UNPACK": (0,), "SPLIT": (1,), "SPLIT_V": (0,), "TILE": (0,), "GATHER": (0,), "SLICE": (0,),
+    "STRIDED_SLICE": (0,), "PAD": (0, 2), "PADV2": (0, 2), "BROADCAST_TO": (0,), "DEPTH_TO_SPACE": (0,),
+    "SPACE_TO_DEPTH": (0,), "AVERAGE_POOL_2D": (0,), "MAX_POOL_2D": (0,), "RELU": (0,), "RELU6": (0,),
+    "SELECT_V2": (1, 2), "MAXIMUM": (0, 1), "MINIMUM": (0, 1), "REDUCE_MAX": (0,), "REDUCE_MIN": (0,),
+}
+
+
 def version_supported(opcode: str, version: int) -> bool:
     rule = OPERATOR_RULES.get(opcode)
     return rule is None or rule.versions[0] <= version <= rule.versions[1]
@@ -141,6 +153,13 @@ def apply_operator_rules(subgraph: TFLSubgraph, label: str = "") -> None:
         for position, index in enumerate(op.outputs):
             if index < 0:
                 raise TFLiteFormatError(f"{where}: output {position} is absent (-1)")
+        positions = SAME_TYPE.get(op.opcode, ())
+        typed = [subgraph.tensors[i] for p, i in enumerate(op.inputs)
+                 if i >= 0 and (positions == "all" or p in positions)]
+        typed += [subgraph.tensors[i] for i in op.outputs] if typed else []
+        if len({t.dtype for t in typed}) > 1:
+            raise TFLiteFormatError(f"{where}: {', '.join(t.describe() for t in typed)} must share one type "
+                                    f"(LiteRT's kernel gives the output its input's type)")
 
 
 def check_dataflow(subgraph: TFLSubgraph, label: str = "") -> None:

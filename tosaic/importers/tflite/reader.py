@@ -18,6 +18,7 @@ from tflite.utils import BUILTIN_OPCODE2NAME
 
 from tosaic.errors import TosaicError
 from tosaic.importers.tflite.verifier import verify_model
+from tosaic.tosa.ops import MAX_ELEMENTS
 
 # Every element type of LiteRT's schema by its code, named in lower case (LiteRT's schema has four codes the
 # `tflite` package predates). A tensor of another code is refused, as LiteRT refuses it.
@@ -38,7 +39,6 @@ _SKIPPED_ACCESSORS = re.compile(r"^(Init|GetRootAs.*|.*BufferHasIdentifier|.*Len
 
 
 SCHEMA_VERSION = 3   # the TFLite schema LiteRT reads (TFLITE_SCHEMA_VERSION)
-MAX_ELEMENTS = 2**31  # TOSA level 8K: MAX_LOG2_SIZE 31
 
 
 class TFLiteFormatError(TosaicError, ValueError):
@@ -237,6 +237,10 @@ def _subgraph(raw: bytes, model, g) -> TFLSubgraph:
             if not 0 <= t < len(tensors):
                 raise TFLiteFormatError(f"subgraph '{graph_name}' names tensor {t} as an {kind}; it has "
                                         f"{len(tensors)}")
+    for t in ends["input"]:
+        if tensors[t].data is not None:
+            # LiteRT keeps such a tensor read-only and computes with its data, whatever the caller sets.
+            raise TFLiteFormatError(f"subgraph '{graph_name}' input {tensors[t].describe()} holds constant data")
     return TFLSubgraph(graph_name, tensors, operators, ends["input"], ends["output"])
 
 
@@ -263,6 +267,10 @@ def read_tflite(source: str | Path | bytes) -> TFLModel:
         if model.SubgraphsLength() == 0:
             raise TFLiteFormatError(f"{label} has no subgraphs")
         subgraphs = [_subgraph(raw, model, model.Subgraphs(i)) for i in range(model.SubgraphsLength())]
+        for i in range(model.SignatureDefsLength()):
+            if model.SignatureDefs(i).SignatureKey() is None:
+                raise TFLiteFormatError(f"{label}: signature {i} has no key (LiteRT's InterpreterBuilder refuses "
+                                        f"it)")
     except TFLiteFormatError:
         raise
     except Exception as error:  # the flatbuffers runtime signals a truncated buffer with assorted errors

@@ -17,10 +17,10 @@ from tosaic.importers.tflite.common import check_output_type_option
 from tosaic.importers.tflite.ops.shape import constant_ints, normalized_axis, same_quantization
 from tosaic.importers.tflite.registry import legalize, type_signature
 from tosaic.ir import Value
+from tosaic.tosa.ops import MAX_RANK
 
 MOVE_TYPES = ("int8", "int16", "int32", "float32")
 MOVE_TYPES_AND_BOOL = MOVE_TYPES + ("bool",)
-MAX_RANK = 6
 
 
 def _check_rank(ctx, shape, what: str) -> None:
