@@ -534,6 +534,14 @@ def test_error_bad_token_has_position():
     assert str(e).startswith("3:12:")
 
 
+def test_error_tensor_beyond_tosa_level_8k():
+    """A type of 2^31 elements or more is refused before anything is allocated (a fuzz find: 10^30 elements
+    overflowed numpy, 2^30 int64 values ran the parser out of memory)."""
+    e = _error("func.func @main(%x: tensor<65536x32768xi8>) -> tensor<65536x32768xi8> {\n  return %x : "
+               "tensor<65536x32768xi8>\n}\n")
+    assert "2^31 elements or more, beyond TOSA level 8K" in str(e) and e.line == 1
+
+
 def test_error_unknown_op_is_named():
     text = SNIPPET.replace("tosa.clamp %8", "tosa.clampx %8")
     e = _error(text)

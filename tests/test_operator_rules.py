@@ -223,3 +223,32 @@ def test_a_zero_point_outside_the_type_is_refused():
     model = patched(add_model(), "model.subgraphs[0].tensors[0].quantization.zero_point", 300, element=0)
     with pytest.raises(TFLiteFormatError, match=r"zero point 300 lies outside int8 \[-128, 127\]"):
         tosaic.import_tflite(model)
+
+
+def test_split_outputs_take_the_input_type():
+    """LiteRT's SPLIT retypes its outputs to the input's type: a uint8 output of an int8 input comes out
+    int8 there (both travel as i8 in TOSA, so only the rule tells them apart)."""
+    b = ModelBuilder()
+    axis = b.tensor([], np.int32, data=np.array(3, np.int32), name="axis")
+    x = b.tensor([1, 2, 2, 4], np.int8, scale=0.1, zero_point=0, name="x")
+    y0 = b.tensor([1, 2, 2, 2], np.int8, scale=0.1, zero_point=0, name="y0")
+    y1 = b.tensor([1, 2, 2, 2], np.uint8, scale=0.1, zero_point=0, name="y1")
+    b.op("SPLIT", [axis, x], [y0, y1], num_splits=2)
+    model = b.build()
+    outputs = run_reference(model, int8_inputs((1, 2, 2, 4)))
+    assert [o.dtype for o in outputs] == [np.int8, np.int8]
+    with pytest.raises(TFLiteFormatError, match="SPLIT: .* must share one type"):
+        tosaic.import_tflite(model)
+
+
+def test_a_graph_input_holding_constant_data():
+    """LiteRT computes with such an input's data whatever the caller sets; tosaic refuses the model."""
+    b = ModelBuilder()
+    x = b.tensor([1, 4], np.int8, scale=0.1, zero_point=0, data=np.arange(4, dtype=np.int8).reshape(1, 4),
+                 name="x")
+    y = b.tensor([1, 4], np.int8, scale=0.1, zero_point=0, name="y")
+    b.op("RELU", [x], [y])
+    b.inputs([x]).outputs([y])
+    model = b.build()
+    with pytest.raises(TFLiteFormatError, match="input 'x' .* holds constant data"):
+        tosaic.import_tflite(model)
