@@ -58,6 +58,10 @@ EXPLAINED: list[tuple[str, str]] = [
     (r"Sqrt is only defined for non-negative values",
      "LiteRT's int8 SQRT fails the invocation for an input below the zero point (outside the function's domain, "
      "not a model it refuses); tosaic's TABLE gives sqrt(0)'s output there (ops/math.py sqrt)"),
+    (r"div.cc:\d+ data\[i\] != zero_point",
+     "LiteRT's quantized DIV fails the invocation when a divisor is its zero point (a real 0: an input the "
+     "function has no value for, not a model it refuses); tosaic divides by 1 there "
+     "(ops/math.py div)"),
     (r"^UnicodeDecodeError",
      "LiteRT's Python binding cannot decode a tensor name that is not UTF-8 (its C++ runtime reads the model); "
      "tosaic decodes names with replacement characters"),

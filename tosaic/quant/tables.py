@@ -495,7 +495,11 @@ def rsqrt_int8(x, in_scale, in_zp, out_scale, out_zp):
     gives such inputs 127, like 0, so that a TABLE can be filled."""
     scalar, q = _int8_input(x)
     s_in, s_out = _f32(in_scale), _f32(out_scale)
-    m, shift = quantize_multiplier(1.0 / float(np.sqrt(s_in) * s_out))
+    denominator = float(np.sqrt(s_in) * s_out)   # a float32 product, as in the C++
+    if not 0.0 < denominator < np.inf:
+        raise ValueError(f"RSQRT: sqrt(input scale) x output scale is {denominator} in float32, so its inverse "
+                         f"is no multiplier (LiteRT's QuantizeMultiplier is undefined there)")
+    m, shift = quantize_multiplier(1.0 / denominator)
     value = np.maximum(q - int(in_zp), 0)
     inv_sqrt, inv_sqrt_shift = get_inv_sqrt_quantized_multiplier_exp(value, -1)
     k_shift = 20  # kShift in elementwise.cc: keeps the intermediate an integer

@@ -83,6 +83,8 @@ def batch_matmul(ctx, op):
     adj_x, adj_y = bool(op.options.get("adj_x", False)), bool(op.options.get("adj_y", False))
     if not (2 <= len(lhs.shape) <= 5 and 2 <= len(rhs.shape) <= 5):
         raise ctx.error("operands must have rank 2 to 5")
+    if 0 in lhs.shape or 0 in rhs.shape:
+        raise ctx.error(f"empty operand {lhs.describe()} or {rhs.describe()} is not supported")
     rank = max(len(lhs.shape), len(rhs.shape))
     lhs_shape = (1,) * (rank - len(lhs.shape)) + tuple(lhs.shape)
     rhs_shape = (1,) * (rank - len(rhs.shape)) + tuple(rhs.shape)
