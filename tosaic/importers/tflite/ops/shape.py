@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tosaic.importers.tflite.common import check_output_shape, check_same_type, clamp_to_activation
+from tosaic.importers.tflite.common import check_output_shape, clamp_to_activation
 from tosaic.importers.tflite.registry import legalize
 
 MOVE_TYPES = ("int8", "int16", "int32", "float32")
@@ -115,7 +115,6 @@ def concatenation(ctx, op):
     """
     out = ctx.output()
     inputs = [ctx.input(i) for i in range(len(op.inputs))]
-    check_same_type(ctx, inputs + [out])
     rank = len(inputs[0].shape)
     if rank == 0:
         raise ctx.error("CONCATENATION of scalars is not supported")
