@@ -137,17 +137,22 @@ def test_gemm_microkernels_per_isa(isa, x_shape, w_shape, pad, in_zp):
 def test_kernel_sources_do_not_depend_on_shapes():
     """Shapes are runtime arguments: layers of one structure and different sizes share their kernels, so a
     network compiles a handful of them (and hypothesis-drawn tests reuse the cache). Only an im2col of at
-    most 4 input channels (an image's first layer) is specialized to its channel count, and a dispatch of
-    fewer than SERIAL_WORK iterations gets the serial form of its template."""
-    def keys(x_shape, w_shape, pad):
+    most 4 input channels (an image's first layer) is specialized to its channel count; a dispatch of fewer
+    than SERIAL_WORK iterations runs the same kernel as one share (not split between threads)."""
+    def kernels(x_shape, w_shape, pad):
         rng = np.random.default_rng(0)
         attrs = {"pad": pad, "stride": (1, 1), "dilation": (1, 1)}
         graph, _ = requantized_conv(rng, x_shape, w_shape, attrs, False, False, 3, 0, False, 1, False)
-        return {s.key for s in tosaic.compile(graph, target="cpu").plan.steps if s.kind == "kernel"}
+        return {(s.key, s.attrs["split"]) for s in tosaic.compile(graph, target="cpu").plan.steps if s.kind == "kernel"}
 
-    assert keys((1, 29, 1, 17), (40, 1, 1, 17), (0,) * 4) == keys((2, 30, 1, 64), (70, 1, 1, 64), (0,) * 4)
-    assert keys((1, 9, 1, 17), (20, 1, 1, 17), (0,) * 4) == keys((2, 7, 1, 16), (9, 1, 1, 16), (0,) * 4)
-    assert keys((1, 9, 1, 17), (20, 1, 1, 17), (0,) * 4) != keys((2, 30, 1, 64), (70, 1, 1, 64), (0,) * 4)
+    def keys(*args):
+        return {key for key, _ in kernels(*args)}
+
+    assert kernels((1, 29, 1, 17), (40, 1, 1, 17), (0,) * 4) == kernels((2, 30, 1, 64), (70, 1, 1, 64), (0,) * 4)
+    assert kernels((1, 9, 1, 17), (20, 1, 1, 17), (0,) * 4) == kernels((2, 7, 1, 16), (9, 1, 1, 16), (0,) * 4)
+    small, large = kernels((1, 9, 1, 17), (20, 1, 1, 17), (0,) * 4), kernels((2, 30, 1, 64), (70, 1, 1, 64), (0,) * 4)
+    assert {k for k, _ in small} == {k for k, _ in large}
+    assert {split for _, split in small} == {False} and {split for _, split in large} == {True}
     assert keys((1, 16, 7, 5), (19, 3, 3, 5), (1,) * 4) == keys((1, 8, 5, 16), (33, 3, 3, 16), (1,) * 4)
 
 

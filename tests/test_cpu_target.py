@@ -313,15 +313,16 @@ def test_a_script_without_a_main_guard_compiles_in_worker_processes(tmp_path):
 def test_a_kernel_that_fails_to_compile_in_a_worker_is_named(tmp_path):
     from tosaic.kernels import engine
 
-    jobs = [("broken", "raise ValueError('no kernel here')\n", "kernel", [()])]
+    jobs = [("broken", "raise ValueError('no kernel here')\n", [("kernel", [()])])]
     with pytest.raises(RuntimeError, match=r"compiling kernel broken failed(.|\n)*no kernel here"):
         engine.compile_concurrently(jobs, tmp_path, workers=2)
 
 
 def test_a_worker_loading_a_cached_kernel_goes_on_compiling(tmp_path, monkeypatch):
-    """A compile worker that loads, from the cache, a kernel calling `numba.get_thread_id()` (another
-    process compiled it meanwhile) and then compiles something else answers both jobs: the threading layer
-    that resolves the call's symbol is loaded before any kernel (without it, LLVM aborted the worker)."""
+    """A compile worker that loads, from the cache, an entry point, whose parallel loop calls the threading
+    layer (another process compiled it meanwhile), and then compiles something else answers both jobs: the
+    threading layer that resolves the loop's symbols is loaded before any function (without it, LLVM aborted
+    the worker)."""
     import numba
 
     from tosaic.kernels import engine
@@ -332,15 +333,15 @@ def test_a_worker_loading_a_cached_kernel_goes_on_compiling(tmp_path, monkeypatc
     monkeypatch.setenv("TOSAIC_CACHE_DIR", str(tmp_path / "cache"))
     plan = build_plan(tosaic.load_graph(model_zoo.DATA / "stream_kws_int8_state.tflite"), host())
     executable = engine.Executable(plan)   # compiles every kernel into the cache, in this process
-    step = next(s for s in plan.steps if s.kind == "kernel" and "numba.get_thread_id()" in plan.sources[s.key])
-    signature = tuple(numba.typeof(a) for a in executable._arguments(step))
+    entry = executable.entry
+    functions = [("steps", [executable._steps_signature()]), ("entry", [executable._entry_signature()])]
     other = "import numba\n\n\n@numba.njit(cache=True)\ndef kernel(x):\n    return x + 1\n"
     worker = subprocess.Popen([sys.executable, "-m", "tosaic.kernels.compile_worker", str(engine.cache_dir())],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
-        send(worker.stdin, (step.key, plan.sources[step.key], "kernel", [signature]))
-        assert receive(worker.stdout) == (step.key, None)
-        send(worker.stdin, ("plus_one", other, "kernel", [(numba.int64,)]))
+        send(worker.stdin, (entry.key, entry.source, functions))
+        assert receive(worker.stdout) == (entry.key, None)
+        send(worker.stdin, ("plus_one", other, [("kernel", [(numba.int64,)])]))
         assert receive(worker.stdout) == ("plus_one", None), worker.stderr.read().decode()[-2000:]
     finally:
         worker.stdin.close()
@@ -464,7 +465,7 @@ def test_an_error_raised_in_a_kernel_reaches_the_entry_points_caller(tmp_path):
     source = engine.ENTRY_PRELUDE + textwrap.dedent('''
 
         @numba.njit(cache=True)
-        def kernel(a, P, D):
+        def kernel(a, P, D, R):
             if a[0] < 0:
                 raise ValueError("a negative count")
             a[0] = P[0] + D[0]
@@ -472,13 +473,14 @@ def test_an_error_raised_in_a_kernel_reaches_the_entry_points_caller(tmp_path):
 
         @numba.njit(cache=True)
         def entry(kernels, a):
-            _call(kernels, a, a, "(0, ((0, 0, 'int64', (2,)),), (('l', 7),), (2,))")
+            _call(kernels, a, a, "(0, ((0, 0, 'int64', (2,)),), (('l', 7),), (2,), 0, -1)", a, 0, 1)
             a[1] = 9
         ''')
     module = engine.load_module("test_entry_error", source, tmp_path)
     a = np.zeros(2, np.int64)
     kernel = module.kernel
-    kernel.compile((numba.typeof(a), numba.typeof((np.int64(7),)), numba.typeof((np.int64(2),))))
+    kernel.compile((numba.typeof(a), numba.typeof((np.int64(7),)), numba.typeof((np.int64(2),)),
+                    numba.typeof((np.int64(0),) * 3)))
     kernels = np.array([engine.native_address(next(iter(kernel.overloads.values())))], np.int64)
     module.entry(kernels, a)
     assert a.tolist() == [9, 9]

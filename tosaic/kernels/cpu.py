@@ -1,4 +1,5 @@
-"""CPU code generation: each dispatch becomes the source of one Numba `@njit(parallel=True)` kernel.
+"""CPU code generation: each dispatch becomes the source of one Numba kernel, called for one share of its
+work at a time.
 
 A kernel is a template (its loop nest and schedule) plus the scalar bodies rendered into it by
 `kernels/render.py`. Templates, chosen from the dispatch's root op:
@@ -20,6 +21,11 @@ A kernel is a template (its loop nest and schedule) plus the scalar bodies rende
   micro-kernels of kernels/x86_microkernels.py, and an epilogue that is one requantization by them too).
 - `generic`: every other structured op from its indexing maps and body: parallel loops collapsed into one
   `prange`, reduction loops innermost.
+
+Templates write their parallel loops as `prange` at the top of the kernel body; `_module` turns each into
+a loop over one share of its iterations (`shared_loops`), and the model's entry point (kernels/engine.py)
+runs the shares on its own threads. A kernel is compiled serial: no Numba parfor, whose passes and three
+wrapper libraries took more than half of each kernel's compile time.
 
 The dispatch's epilogue is rendered where the accumulator is final, so requantization, activation and
 residual additions run in registers. Loop bounds, strides and constants are runtime arguments: a kernel
@@ -47,13 +53,12 @@ from tosaic.lowering import scalar as S
 from tosaic.lowering.fusion import Dispatch
 from tosaic.lowering.structured import PARALLEL, constant_values, generalize
 
-HEADER = "import numpy as np\nimport numba\nfrom numba import prange\n"
-DECORATOR = "@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)"
-# A dispatch of fewer loop iterations than this (outputs times reduction taps) runs on the calling thread:
-# launching a parallel loop costs about 2 us, what a streaming keyword spotter's whole step should take
-# (one of its dispatches: 3 us parallel, 1 us serial, on a Zen 5 core).
+HEADER = "import numpy as np\nimport numba\n"
+DECORATOR = "@numba.njit(cache=True, nogil=True, boundscheck=False)"
+# A dispatch of fewer loop iterations than this (outputs times reduction taps) runs as one share, on
+# whichever thread reaches it first: splitting it costs a hand-over between threads, about what a
+# streaming keyword spotter's small dispatches take whole (1 us on a Zen 5 core).
 SERIAL_WORK = 16384
-SERIAL_DECORATOR = DECORATOR.replace("parallel=True", "parallel=False")
 # LLVM's optimization level per template where it is not 3 (`engine.compile_function` reads the module's
 # `LLVM_OPT`). Depthwise kernels at O1 ran as fast as at O3 (MobileNetV2, EfficientNet-B0, MobileNetV3-Small
 # on Zen 5, within the noise of repeated runs) and spent 1.4-1.5 s in LLVM instead of 2.5; the GEMM
@@ -84,18 +89,18 @@ class KernelSpec:
     params: tuple
     dims: tuple
     launch: dict | None = None   # a CUDA kernel's launch (kernels/cuda.py): threads, threads per block
+    split: bool = True   # a CPU kernel's work shared between the threads; False: run whole by one
 
     @property
     def key(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:20]
 
     @property
-    def serial(self) -> bool:
-        return SERIAL_DECORATOR in self.source
-
-    def parallel(self) -> KernelSpec:
-        """The same kernel with its parallel loops (this one, if it has them)."""
-        return replace(self, source=self.source.replace(SERIAL_DECORATOR, DECORATOR, 1))
+    def phases(self) -> int:
+        """How many parallel loops the kernel runs in order, each called as a phase of its own (every share of
+        one phase ends before the next starts: a later loop reads what the earlier ones wrote)."""
+        found = re.search(r"^PHASES = (\d+)$", self.source, re.M)
+        return int(found.group(1)) if found else 1
 
 
 _IR_DTYPES = {"np.int8": "i8", "np.int16": "i16", "np.int32": "i32", "np.int64": "i64"}
@@ -105,7 +110,8 @@ _NP_DTYPES = {v: k for k, v in _IR_DTYPES.items()}
 class Scratch:
     """A kernel's per-task scratch buffers. Kernels allocate nothing: each buffer is a [threads, *shape]
     array planned in the arena like an activation (alive during its dispatch only; `threads` is the
-    target schedule's), and a task works in the row of the thread that runs it."""
+    target schedule's), and a task works in the row of its share: one thread runs a share, and a run has
+    at most the schedule's threads, so at most as many shares."""
 
     def __init__(self, threads: int):
         self.threads = threads
@@ -125,7 +131,7 @@ class Scratch:
                          scratch=True) for _, shape, dtype in self.buffers]
 
 
-TASK_ID = "tid = numba.get_thread_id()"
+TASK_ID = "tid = SHARE"
 
 
 def _is_const(v: Value) -> bool:
@@ -138,14 +144,48 @@ def _operand(v: Value) -> ArrayArg:
     return ArrayArg(v, v.type.shape or (1,))
 
 
+_PARALLEL_LOOP = re.compile(r"^for (\w+) in prange\((.*)\):$")
+
+
+def shared_loops(body: list[str]) -> tuple[list[str], int]:
+    """The kernel body with each parallel loop (`for v in prange(n):`, at the top of the body) over this
+    call's share of its iterations: share SHARE of SHARES takes a contiguous, equal part (a thread then reads
+    what its share of the previous dispatch wrote, in its own cache). With several parallel loops, each runs
+    in its phase PHASE only; the statements between them, assignments of bounds, run in every phase.
+    Returns the body and the number of phases."""
+    loops = [i for i, line in enumerate(body) if _PARALLEL_LOOP.match(line)]
+    stray = [line for i, line in enumerate(body) if "prange(" in line and i not in loops]
+    assert not stray, f"a parallel loop inside another statement: {stray}"
+    several = len(loops) > 1
+    out: list[str] = []
+    phase, inside = -1, False
+    for line in body:
+        match = _PARALLEL_LOOP.match(line)
+        if match:
+            phase += 1
+            var, count = match.groups()
+            # Numba wraps negative indices: LLVM must see that the share's first index is not negative.
+            line = f"for {var} in range(max(SHARE * ({count}) // SHARES, 0), (SHARE + 1) * ({count}) // SHARES):"
+            if several:
+                out.append(f"if PHASE == {phase}:")
+            inside = True
+        elif not line.startswith(" "):
+            inside = False
+        out.append(("    " if several and inside else "") + line)
+    return out, max(1, len(loops))
+
+
 def _module(template: str, signature: list[str], body: list[str], params) -> str:
-    """The kernel module's source; it embeds the x86 micro-kernels' source when its body calls one."""
+    """The kernel module's source; it embeds the x86 micro-kernels' source when its body calls one. The
+    kernel takes its arrays, P (parameters), D (loop bounds) and R: (SHARE, SHARES, PHASE)."""
     unpack = [f"    p{i} = P[{i}]" for i in range(len(params))]
     calls = re.compile(rf"\b({'|'.join(MICROKERNEL_NAMES)})\(")
     header = [MICROKERNEL_SOURCE] if any(calls.search(line) for line in body) else []
     opt = [f"LLVM_OPT = {LLVM_OPT[template]}"] if template in LLVM_OPT else []
-    lines = [HEADER, *header, PRELUDE, "", *opt, f"# template: {template}", DECORATOR,
-             f"def kernel({', '.join(signature + ['P', 'D'])}):", *unpack, *("    " + line for line in body)]
+    body, phases = shared_loops(body)
+    lines = [HEADER, *header, PRELUDE, "", *opt, f"PHASES = {phases}", f"# template: {template}", DECORATOR,
+             f"def kernel({', '.join(signature + ['P', 'D', 'R'])}):", *unpack, "    SHARE, SHARES, PHASE = R",
+             *("    " + line for line in body)]
     return "\n".join(lines) + "\n"
 
 
@@ -1188,7 +1228,7 @@ def _gemm_x86(d: Dispatch, mk: MicroKernel, weights, folded, params, epilogue, t
                  4),
         # Numba wraps negative indices; LLVM must see that c0 + j cannot be negative, or the epilogue's
         # loads and stores become gathers and scatters (measured 4.4x on MobileNetV2's 112x112x96
-        # expansion): the worker index comes from the parallel scheduler, of unknown sign.
+        # expansion): the worker index comes from the call's share, of unknown sign.
         f"            c0 = max(nb0 * {BLOCK_N}, 0)",
         f"            c1 = min(N, nb1 * {BLOCK_N})",
         *_indent(finish, 2),
@@ -1227,11 +1267,11 @@ class _GemmReads(_Accesses):
 
 
 def kernel_for(d: Dispatch, target: CpuTarget) -> KernelSpec:
-    """The kernel of one dispatch for `target`, serial where the dispatch is small (SERIAL_WORK: its
-    `prange` loops are then plain loops, and every task runs in thread 0's scratch row)."""
+    """The kernel of one dispatch for `target`, run as one share where the dispatch is small
+    (SERIAL_WORK)."""
     spec = _template_kernel(d, target)
     if int(np.prod(generalize(d.root).attrs["domain"], dtype=np.int64)) < SERIAL_WORK:
-        spec = replace(spec, source=spec.source.replace(DECORATOR, SERIAL_DECORATOR, 1))
+        spec = replace(spec, split=False)
     return spec
 
 

@@ -2,10 +2,9 @@
 
 Numba types and lowers a kernel on this machine without optimizing it (`NUMBA_OPT` 0 for that one
 compilation); LLVM then optimizes that IR for the target's triple, CPU and features, loop and SLP
-vectorization included, as Numba's own pipeline would on the target, and prints its assembly. The parallel
-driver is left out (`prange` runs as `range`, one thread): the task bodies, where the instructions that
-matter are, are unchanged. Kernels are compiled from their source text with Numba's cache off, so nothing
-of this reaches the kernel cache.
+vectorization included, as Numba's own pipeline would on the target, and prints its assembly. Kernels are
+serial functions called for one share of their work (the entry point's threads are not part of them), and
+are compiled from their source text with Numba's cache off, so nothing of this reaches the kernel cache.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ def _unoptimized_ir(source: str, args: tuple) -> str:
     import numba
     from numba.core import config
 
-    serial = source.replace("parallel=True", "parallel=False").replace("cache=True", "cache=False")
+    uncached = source.replace("cache=True", "cache=False")
     namespace: dict = {}
-    exec(compile(serial, "<kernel>", "exec"), namespace)
+    exec(compile(uncached, "<kernel>", "exec"), namespace)
     kernel = namespace["kernel"]
     level, config.OPT = config.OPT, 0
     try:
@@ -87,7 +86,7 @@ def step_arguments(plan: Plan, step: Step) -> tuple:
             _, _, shape, dtype = ref
             arrays.append(np.zeros(shape, np.dtype(dtype)))
     params = tuple(_SCALARS[kind](value) for kind, value in step.params)
-    return (*arrays, params, tuple(np.int64(n) for n in step.dims))
+    return (*arrays, params, tuple(np.int64(n) for n in step.dims), (np.int64(0), np.int64(1), np.int64(0)))
 
 
 def step_assembly(plan: Plan, step: Step) -> str:

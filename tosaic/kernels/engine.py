@@ -15,8 +15,9 @@ a private temporary one (`kernel_directory`).
 Binding: every kernel is compiled (or loaded from Numba's cache) for its exact argument types. A generated
 entry point per model (`entry_point`, cached like a kernel) then runs a whole step: it copies the inputs
 into the arena, calls every kernel through its native address with views of the arena and the packed
-constants, copies concat pieces and variables, and sets the thread count; a run is one call of it plus
-the output copies. The per-step closures remain for `profile`, which times each dispatch.
+constants, and copies concat pieces and variables; a run is one call of it plus the output copies. The
+threads are its own: one parallel launch per run, each thread taking the shares of each kernel's work
+that no other has taken (`EntryPoint`). Kernels are compiled serial.
 """
 
 from __future__ import annotations
@@ -28,23 +29,21 @@ import os
 import platform
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-# OpenMP workers spin only briefly (10,000 iterations, tens of microseconds) before sleeping. Sleeping at
-# once (OMP_WAIT_POLICY=PASSIVE) costs a wake-up per parallel kernel: MobileNetV2 at 2 threads took 22.7 ms
-# against 18.1 ms. Spinning without bound (libgomp's default 300,000, or ACTIVE) turns every parallel
-# kernel into a scheduler quantum when another process holds a core (measured: 38 ms to 130-450 ms); with
-# the short spin, a busy core costs no more than PASSIVE did (51 ms against 54 ms). Set before Numba loads
-# its OpenMP pool; a user's value wins.
+# OpenMP workers spin only briefly (10,000 iterations, tens of microseconds) before sleeping. A run is one
+# parallel region (the entry point's); between runs, spinning without bound (libgomp's default 300,000, or
+# ACTIVE) held a core that another process wanted (measured when each kernel was its own region: 38 ms to
+# 130-450 ms for MobileNetV2 with a busy core beside it). Set before Numba loads its OpenMP pool; a user's
+# value wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numpy as np  # noqa: E402
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 # Features generated code may depend on. x86: AVX2 (the vpmaddwd micro-kernel), AVX-512 and the VNNI
 # forms; aarch64: NEON (Advanced SIMD), the dot product (sdot) and int8 matrix multiply (smmla).
@@ -294,10 +293,10 @@ def compile_function(module, name: str, signature: tuple):
     import numba
     from numba.core import config
 
-    # Kernels call `numba.get_thread_id()`, whose symbol LLVM can resolve only once the threading layer is
-    # loaded; lowering such a call loads it, loading the kernel from Numba's cache does not, and the next
-    # finalization then aborted the process ("LLVM ERROR: Symbol not found: get_thread_id": a compile worker
-    # that loaded a kernel another process had just cached).
+    # The entry point's parallel loop calls the threading layer, whose symbols LLVM can resolve only once
+    # the layer is loaded; lowering such a loop loads it, loading the function from Numba's cache does not,
+    # and the next finalization then aborted the process ("LLVM ERROR: Symbol not found": a compile worker
+    # that loaded a kernel calling `numba.get_thread_id()` another process had just cached).
     numba.get_num_threads()
     dispatcher = getattr(module, name)
     level = config.OPT
@@ -325,12 +324,14 @@ def _drop_numba_cache(module) -> bool:
     return bool(files)
 
 
-def compile_job(key: str, source: str, function: str, signatures: list, directory: Path | None) -> None:
-    """Compile the function `function` of generated module `key` for each of `signatures` into the cache
-    (one job of `compile_concurrently`, in this process or a `compile_worker`)."""
+def compile_job(key: str, source: str, functions: list[tuple[str, list]], directory: Path | None) -> None:
+    """Compile the functions of generated module `key`, each (name, argument type tuples) for every one of
+    its signatures, into the cache (one job of `compile_concurrently`, in this process or a
+    `compile_worker`)."""
     module = load_module(key, source, directory)
-    for signature in signatures:
-        compile_function(module, function, signature)
+    for function, signatures in functions:
+        for signature in signatures:
+            compile_function(module, function, signature)
 
 
 def compiled_kernels(directory: Path | None = None) -> set[str]:
@@ -345,9 +346,9 @@ def compiled_kernels(directory: Path | None = None) -> set[str]:
     return {name[len(prefix):].split(".", 1)[0] for name in names if name.startswith(prefix) and name.endswith(".nbi")}
 
 
-def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path | None, workers: int,
+def compile_concurrently(jobs: list[tuple[str, str, list]], directory: Path | None, workers: int,
                          progress=None) -> None:
-    """Compile generated functions (module key, source, function name, argument type tuples) missing from the
+    """Compile generated functions (module key, source, [(function name, argument type tuples)]) missing from the
     cache in `workers` processes, the slowest-looking (longest source) first: this one and `workers` - 1
     `compile_worker` commands; the caller then loads the others' from the cache. Numba compiles under a
     global lock, one function at a time per process: processes are what runs compilations side by side; each
@@ -404,9 +405,9 @@ def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path
     try:
         for thread in threads:
             thread.start()
-        for key, source, function, signatures in jobs_left():
+        for key, source, functions in jobs_left():
             try:
-                compile_job(key, source, function, signatures, directory)
+                compile_job(key, source, functions, directory)
                 finished(key, None)
             except Exception:
                 finished(key, f"compiling kernel {key} failed:\n{traceback.format_exc()}")
@@ -425,17 +426,20 @@ def compile_concurrently(jobs: list[tuple[str, str, str, list]], directory: Path
 
 # ------------------------------------------------------------------------------------ entry point
 
-# The generated entry point's module starts with three intrinsics, each of which emits its LLVM IR from a
-# literal spec string: Numba lowers a Python statement into much IR (an EfficientNet-B0 entry written with
-# array views, tuples and slice copies took 16 s to compile, 12 s of it lowering), one intrinsic call into
-# little. `_call` calls a compiled kernel's native function (Numba's calling convention: return slot,
-# exception slot, the arguments' data models) through its address in `kernels`, which the entry point
-# receives at run time so that its machine code can be cached across processes; the kernel's arrays are
-# views of the arena and constant buffers at constant offsets, with no reference count. `_copy` copies
-# strided blocks of bytes. `_set_threads` calls the threading layer's `set_num_threads(int)` through its
-# address: Numba's own `numba.set_num_threads` in compiled code holds a ctypes pointer, which makes a
-# function uncachable, and from Python it costs 0.65 us a call.
+# The generated entry point's module starts with intrinsics, each of which emits its LLVM IR from a literal
+# spec string or a few integers: Numba lowers a Python statement into much IR (an EfficientNet-B0 entry
+# written with array views, tuples and slice copies took 16 s to compile, 12 s of it lowering), one
+# intrinsic call into little. `_call` calls a compiled kernel's native function (Numba's calling convention:
+# return slot, exception slot, the arguments' data models) through its address in `kernels`, which the
+# entry point receives at run time so that its machine code can be cached across processes; the kernel's
+# arrays are views of the arena and constant buffers at constant offsets, with no reference count. `_copy`
+# copies strided blocks of bytes. `_set_threads` calls the threading layer's `set_num_threads(int)` through
+# its address: Numba's own `numba.set_num_threads` in compiled code holds a ctypes pointer, which makes a
+# function uncachable, and from Python it costs 0.65 us a call. `_take`, `_finish` and `_wait` are the
+# atomic operations of the hand-over between threads (`entry_point`); `_mark` reads the monotonic clock for
+# `Executable.profile`; `_invoke` calls the steps from the parallel loop.
 ENTRY_PRELUDE = '''import ast
+import platform
 
 import numba
 import numpy as np
@@ -445,10 +449,23 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _PARAM_TYPES = {"l": types.int64, "q": types.int64, "f": types.float32, "d": types.float64, "?": types.boolean}
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+# A waiting thread spins this many times on the counter, then also yields its core to the scheduler at
+# each check: the thread it waits for may be queued behind it on the same core.
+_SPINS = 4000
+# The steps compute nothing themselves: LLVM's O1 (`engine.compile_function`) compiled MobileNetV2's in
+# 1.8 s against 2.2 s at O3.
+LLVM_OPT = 1
 
 
 def _data(context, builder, array_type, value):
     return builder.bitcast(context.make_array(array_type)(context, builder, value).data, cgutils.voidptr_t)
+
+
+def _slot(context, builder, sync_type, sync, index):
+    """The address of element `index` of the int64 array `sync`."""
+    return builder.gep(context.make_array(sync_type)(context, builder, sync).data, [index])
 
 
 def _view(context, builder, base, offset, array_type, shape, itemsize):
@@ -469,15 +486,34 @@ def _view(context, builder, base, offset, array_type, shape, itemsize):
     return builder.insert_value(ir.Constant(struct, fields), data, 4)
 
 
+def _take_slot(builder, slot):
+    """Whether this thread takes `slot` (0 -> 1), read first so that a taken slot's cache line stays shared."""
+    taken = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(1), 0))
+    free = builder.icmp_signed("==", builder.load_atomic(slot, "monotonic", 8), ir.Constant(_I64, 0))
+    with builder.if_then(free):
+        pair = builder.cmpxchg(slot, ir.Constant(_I64, 0), ir.Constant(_I64, 1), "acq_rel", "monotonic")
+        builder.store(builder.extract_value(pair, 1), taken)
+    return builder.load(taken)
+
+
+def _finish_slot(builder, slot):
+    """Count a share done (a release: what it wrote is seen by whoever waits for the count)."""
+    builder.atomic_rmw("add", slot, ir.Constant(_I64, 1), "release")
+
+
 @intrinsic(prefer_literal=True)
-def _call(typingctx, kernels, arena, consts, spec):
+def _call(typingctx, kernels, arena, consts, spec, sync, share, shares):
+    """Call a kernel: spec (kernel index, arrays, parameters, loop bounds, phase, counter). With counter -1,
+    once, as share 0 of 1 (in a one-share unit the caller took); otherwise each of the `shares` shares this
+    thread takes, its own (`share`) first, each counted done at sync[counter] (the shares' flags follow it)."""
     if not isinstance(spec, types.StringLiteral):
         return None
-    index, arrays, params, dims = ast.literal_eval(spec.literal_value)
+    index, arrays, params, dims, phase, counter = ast.literal_eval(spec.literal_value)
     array_types = [types.Array(numba.from_dtype(np.dtype(dtype)), len(shape), "C") for _, _, dtype, shape in arrays]
     param_type = types.BaseTuple.from_types([_PARAM_TYPES[kind] for kind, _ in params])
     dims_type = types.BaseTuple.from_types([types.int64] * len(dims))
-    argtys = [*array_types, param_type, dims_type]
+    run_type = types.UniTuple(types.int64, 3)
+    argtys = [*array_types, param_type, dims_type, run_type]
 
     def codegen(context, builder, signature, llargs):
         table = context.make_array(kernels)(context, builder, llargs[0]).data
@@ -492,11 +528,125 @@ def _call(typingctx, kernels, arena, consts, spec):
         values.append(context.make_tuple(builder, dims_type, [context.get_constant(types.int64, n) for n in dims]))
         fnty = context.call_conv.get_function_type(types.none, argtys)
         callee = builder.inttoptr(address, fnty.as_pointer())
+
+        def run(share, shares):
+            position = context.make_tuple(builder, run_type, [share, shares, ir.Constant(_I64, phase)])
+            status, _ = context.call_conv.call_function(builder, callee, types.none, argtys, values + [position])
+            with cgutils.if_unlikely(builder, status.is_error):
+                context.call_conv.return_status_propagate(builder, status)
+
+        if counter < 0:
+            run(ir.Constant(_I64, 0), ir.Constant(_I64, 1))
+            return context.get_dummy_value()
+        own, count = llargs[5], llargs[6]
+        with cgutils.for_range(builder, count) as loop:
+            share = builder.add(own, loop.index)
+            share = builder.select(builder.icmp_signed(">=", share, count), builder.sub(share, count), share)
+            flag = _slot(context, builder, sync, llargs[4], builder.add(ir.Constant(_I64, counter + 1), share))
+            with builder.if_then(_take_slot(builder, flag)):
+                run(share, count)
+                _finish_slot(builder, _slot(context, builder, sync, llargs[4], ir.Constant(_I64, counter)))
+        return context.get_dummy_value()
+    return types.none(kernels, arena, consts, spec, sync, share, shares), codegen
+
+
+@intrinsic
+def _take(typingctx, sync, index):
+    """Whether this thread takes the one-share unit whose flag is sync[index]."""
+    def codegen(context, builder, signature, llargs):
+        return _take_slot(builder, _slot(context, builder, sync, llargs[0], llargs[1]))
+    return types.boolean(sync, index), codegen
+
+
+@intrinsic
+def _finish(typingctx, sync, index):
+    """Count a share done at sync[index]."""
+    def codegen(context, builder, signature, llargs):
+        _finish_slot(builder, _slot(context, builder, sync, llargs[0], llargs[1]))
+        return context.get_dummy_value()
+    return types.none(sync, index), codegen
+
+
+def _pause(builder):
+    """The spin-wait hint of this machine (x86 `pause`, AArch64 `yield`)."""
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                    "llvm.x86.sse2.pause"), [])
+    elif machine in ("aarch64", "arm64"):
+        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_I32]),
+                                                    "llvm.aarch64.hint"), [ir.Constant(_I32, 1)])
+
+
+@intrinsic
+def _wait(typingctx, sync, index, target):
+    """Wait until sync[index] reaches `target`."""
+    def codegen(context, builder, signature, llargs):
+        _wait_for(builder, _slot(context, builder, sync, llargs[0], llargs[1]), llargs[2])
+        return context.get_dummy_value()
+    return types.none(sync, index, target), codegen
+
+
+def _clock(builder):
+    """The monotonic clock in nanoseconds (clock_gettime(CLOCK_MONOTONIC, ...))."""
+    timespec = ir.LiteralStructType([_I64, _I64])
+    clock_gettime = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_I32, [_I32, timespec.as_pointer()]), "clock_gettime")
+    value = cgutils.alloca_once(builder, timespec)
+    builder.call(clock_gettime, [ir.Constant(_I32, 1), value])
+    zero = ir.Constant(_I32, 0)
+    seconds = builder.load(builder.gep(value, [zero, zero]))
+    nanoseconds = builder.load(builder.gep(value, [zero, ir.Constant(_I32, 1)]))
+    return builder.add(builder.mul(seconds, ir.Constant(_I64, 1_000_000_000)), nanoseconds)
+
+
+def _wait_for(builder, slot, target):
+    """Spin until the int64 at `slot` reaches `target` (an acquire: the shares counted there are seen done)."""
+    spins = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))
+    check = builder.append_basic_block("wait.check")
+    spin = builder.append_basic_block("wait.spin")
+    done = builder.append_basic_block("wait.done")
+    builder.branch(check)
+    builder.position_at_end(check)
+    reached = builder.icmp_signed(">=", builder.load_atomic(slot, "acquire", 8), target)
+    builder.cbranch(reached, done, spin)
+    builder.position_at_end(spin)
+    _pause(builder)
+    count = builder.add(builder.load(spins), ir.Constant(_I64, 1))
+    builder.store(count, spins)
+    with builder.if_then(builder.icmp_signed(">", count, ir.Constant(_I64, _SPINS))):
+        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, []), "sched_yield"), [])
+    builder.branch(check)
+    builder.position_at_end(done)
+
+
+@intrinsic
+def _mark(typingctx, profile, stamps, index, sync, counter, target):
+    """Where `profile`: wait until sync[counter] reaches `target`, then stamps[index] = the clock."""
+    def codegen(context, builder, signature, llargs):
+        with builder.if_then(llargs[0]):
+            _wait_for(builder, _slot(context, builder, sync, llargs[3], llargs[4]), llargs[5])
+            builder.store(_clock(builder), _slot(context, builder, stamps, llargs[1], llargs[2]))
+        return context.get_dummy_value()
+    return types.none(profile, stamps, index, sync, counter, target), codegen
+
+
+@intrinsic
+def _invoke(typingctx, address, arguments):
+    """Call the compiled function at `address` (Numba's calling convention, returning nothing) with the
+    tuple `arguments`: the entry's parallel loop calls the steps through their address, so that Numba does
+    not compile them again into the loop's body."""
+    argtys = list(arguments)
+
+    def codegen(context, builder, signature, llargs):
+        values = cgutils.unpack_tuple(builder, llargs[1], len(argtys))
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        callee = builder.inttoptr(llargs[0], fnty.as_pointer())
         status, _ = context.call_conv.call_function(builder, callee, types.none, argtys, values)
         with cgutils.if_unlikely(builder, status.is_error):
             context.call_conv.return_status_propagate(builder, status)
         return context.get_dummy_value()
-    return types.none(kernels, arena, consts, spec), codegen
+    return types.none(address, arguments), codegen
 
 
 @intrinsic(prefer_literal=True)
@@ -524,8 +674,8 @@ def _copy(typingctx, target, source, spec):
 @intrinsic
 def _set_threads(typingctx, address, count):
     def codegen(context, builder, signature, llargs):
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(32)])
-        builder.call(builder.inttoptr(llargs[0], fnty.as_pointer()), [builder.trunc(llargs[1], ir.IntType(32))])
+        fnty = ir.FunctionType(ir.VoidType(), [_I32])
+        builder.call(builder.inttoptr(llargs[0], fnty.as_pointer()), [builder.trunc(llargs[1], _I32)])
         return context.get_dummy_value()
     return types.none(address, count), codegen
 '''
@@ -591,22 +741,40 @@ def kernel_variant(plan: Plan, step: Step) -> tuple:
 
 @dataclass
 class EntryPoint:
-    """A generated entry point `entry(arena, consts, kernels, set_threads, threads, inputs, reads, writes)`
-    that sets the thread count (`set_threads`: the address of the threading layer's `set_num_threads`),
-    copies the inputs into the arena and runs every step of a plan in order, with no Python between them.
+    """A generated entry point `entry(steps, set_threads, threads, arena, consts, kernels, inputs, reads,
+    writes, sync, stamps)` that runs every step of a plan in order on `threads` threads, with no Python
+    between them: each thread runs the module's `steps(w, nw, arena, ...)`, whose native address is `steps`
+    (Numba would otherwise compile them again into the parallel loop's body: 10 s for MobileNetV2).
     `consts` is `pack_constants`'s buffer; `kernels` the native addresses of the plan's kernel variants
-    (`kernel_variant`), in the order of `kernels`; `inputs` C-contiguous arrays of the plan's input shapes and dtypes;
-    `reads` the values of the variables named in `reads` (the variable reads that no write of the same run
-    precedes); `writes` one array per variable write, named in `writes`, that the step copies into."""
+    (`kernel_variant`), in the order of `kernels`; `set_threads` the address of the threading layer's
+    `set_num_threads`; `inputs` C-contiguous arrays of the plan's input shapes and dtypes; `reads` the values
+    of the variables named in `reads` (the variable reads that no write of the same run precedes); `writes`
+    one array per variable write, named in `writes`, that the step copies into; `sync` int64 of
+    `sync_size()` (zeroed by each run); `stamps` empty, or `len(units) + 1` int64 that `Executable.profile`
+    reads.
+
+    The steps run as `units`: a unit is one phase of a kernel whose work is split into one share per thread,
+    or a run of steps done whole by one thread (copies, small kernels). Every thread walks the units in order:
+    it waits until the previous unit's shares are all done, then takes what is left of this one, its own
+    share first, and moves on. The calling thread is one of them, so a thread the machine has not started
+    yet leaves its shares to the others, and a run is one parallel launch, not one per dispatch. `items` holds
+    the step index of each item the units run in order (-1: an input copy), a split kernel's phase or a
+    statement."""
 
     source: str
     kernels: list[tuple]
     reads: list[str]
     writes: list[str]
+    items: list[int]
+    units: int
+    stride: int   # int64 words of `sync` per unit: its done counter, a flag per share, whole cache lines
 
     @property
     def key(self) -> str:
         return "entry_" + hashlib.sha256(self.source.encode()).hexdigest()[:20]
+
+    def sync_size(self) -> int:
+        return self.units * self.stride
 
 
 def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
@@ -616,6 +784,7 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
     reads: list[str] = []
     writes: list[str] = []
     written: dict[str, str] = {}
+    stride = -(-(1 + plan.target.get("threads", 1)) // 8) * 8
 
     def place(ref: list) -> tuple[str, int, np.dtype, tuple]:
         """A reference's buffer (the entry point's argument), byte offset, dtype and shape."""
@@ -625,22 +794,28 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
         return "arena", ref[1], dtype, shape
 
     def copy(target: str, source: str, *spec: int) -> str:
-        return f'    _copy({target}, {source}, "{tuple(int(n) for n in spec)}")'
+        return f'_copy({target}, {source}, "{tuple(int(n) for n in spec)}")'
 
-    lines = ["    _set_threads(set_threads, threads)"]
-    for i, ref in enumerate(plan.inputs):
-        lines.append(copy("arena", f"inputs[{i}]", ref[1], 0, view(ref).nbytes, 1, 0, 0))
-    for step in plan.steps:
-        lines.append(f"    # {step.name}: {step.kind}")
+    def call(step: Step, phase: int, counter: int) -> str:
+        k = kernel_index.setdefault(kernel_variant(plan, step), len(kernel_index))
+        arrays = []
+        for ref in step.arrays:
+            buffer, offset, dtype, shape = place(ref)
+            arrays.append((("arena", "consts").index(buffer), offset, dtype.name, shape))
+        spec = (k, tuple(arrays), tuple(_param(kind, value) for kind, value in step.params),
+                tuple(int(n) for n in step.dims), phase, counter)
+        return f'_call(kernels, arena, consts, "{spec}", sync, w, nw)'
+
+    # (step index, statement, split): a split kernel's phase (its statement the phase's number) is a unit of
+    # its own; statements run whole by one thread go together.
+    items: list[tuple[int, str | None, bool]] = [(-1, copy("arena", f"inputs[{i}]", ref[1], 0, view(ref).nbytes,
+                                                             1, 0, 0), False)
+                                                 for i, ref in enumerate(plan.inputs)]
+    for index, step in enumerate(plan.steps):
         if step.kind == "kernel":
-            k = kernel_index.setdefault(kernel_variant(plan, step), len(kernel_index))
-            arrays = []
-            for ref in step.arrays:
-                buffer, offset, dtype, shape = place(ref)
-                arrays.append((("arena", "consts").index(buffer), offset, dtype.name, shape))
-            spec = (k, tuple(arrays), tuple(_param(kind, value) for kind, value in step.params),
-                    tuple(int(n) for n in step.dims))
-            lines.append(f'    _call(kernels, arena, consts, "{spec}")')
+            split = step.attrs.get("split", False)
+            items += [(index, f"{phase}" if split else call(step, phase, -1), split)
+                      for phase in range(step.attrs.get("phases", 1))]
         elif step.kind == "concat":
             axis = step.attrs["axis"]
             _, out_offset, dtype, shape = place(step.arrays[0])
@@ -648,23 +823,71 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
             outer = int(np.prod(shape[:axis], dtype=np.int64))
             for start, size, ref in concat_copies(step, view):
                 buffer, offset, _, _ = place(ref)
-                lines.append(copy("arena", buffer, out_offset + start * inner, offset, size * inner, outer,
-                                  shape[axis] * inner, size * inner))
+                items.append((index, copy("arena", buffer, out_offset + start * inner, offset, size * inner, outer,
+                                          shape[axis] * inner, size * inner), False))
         elif step.kind == "variable_read":
             name = step.attrs["name"]
             if name not in written:
                 reads.append(name)
             source = written.get(name, f"reads[{len(reads) - 1}]")
-            lines.append(copy("arena", source, step.arrays[0][1], 0, view(step.arrays[0]).nbytes, 1, 0, 0))
+            items.append((index, copy("arena", source, step.arrays[0][1], 0, view(step.arrays[0]).nbytes, 1, 0, 0),
+                          False))
         else:
             target = f"writes[{len(writes)}]"
             writes.append(step.attrs["name"])
             written[step.attrs["name"]] = target
-            lines.append(copy(target, "arena", 0, step.arrays[0][1], view(step.arrays[0]).nbytes, 1, 0, 0))
+            items.append((index, copy(target, "arena", 0, step.arrays[0][1], view(step.arrays[0]).nbytes, 1, 0, 0),
+                          False))
+    units: list[list[tuple[int, str | None, bool]]] = []
+    for item in items:
+        if units and not item[2] and not units[-1][-1][2]:
+            units[-1].append(item)
+        else:
+            units.append([item])
+    # Timing (`stamps` not empty): the clock after each item, read by the thread that ran it, or for a split
+    # phase by thread 0 once every share is done; stamps[0] is the start.
+    lines = ["    timing = stamps.size > 0", "    first = timing and w == 0", "    _mark(first, stamps, 0, sync, 0, 0)"]
+    previous = None
+    done = 0
+    for u, unit in enumerate(units):
+        base = u * stride
+        names = sorted({plan.steps[i].name for i, _, _ in unit if i >= 0} | ({"inputs"} if unit[0][0] < 0 else set()))
+        lines.append(f"    # unit {u}: {', '.join(names)}")
+        if previous is not None:
+            lines.append(f"    _wait(sync, {previous[0]}, {previous[1]})")
+        split = unit[0][2]
+        if split:
+            index, phase, _ = unit[0]
+            lines.append("    " + call(plan.steps[index], int(phase), base))
+            lines.append(f"    _mark(first, stamps, {done + 1}, sync, {base}, nw)")
+        else:
+            lines.append(f"    if _take(sync, {base + 1}):")
+            for k, (_, statement, _) in enumerate(unit):
+                lines += [f"        {statement}", f"        _mark(timing, stamps, {done + k + 1}, sync, 0, 0)"]
+            lines.append(f"        _finish(sync, {base})")
+        done += len(unit)
+        previous = (base, "nw" if split else "1")
     body = "\n".join(lines)
-    signature = "arena, consts, kernels, set_threads, threads, inputs, reads, writes"
-    source = f"{ENTRY_PRELUDE}\n\n{ENTRY_DECORATOR}\ndef entry({signature}):\n{body}\n"
-    return EntryPoint(source, list(kernel_index), reads, writes)
+    arguments = "arena, consts, kernels, inputs, reads, writes, sync, stamps"
+    source = f'''{ENTRY_PRELUDE}
+
+{ENTRY_DECORATOR}
+def steps(w, nw, {arguments}):
+{body}
+
+
+{ENTRY_DECORATOR.replace("@numba.njit(", "@numba.njit(parallel=True, ")}
+def entry(steps_address, set_threads, threads, {arguments}):
+    for i in range(sync.size):
+        sync[i] = 0
+    _set_threads(set_threads, threads)
+    if threads == 1:
+        _invoke(steps_address, (0, 1, {arguments}))
+    else:
+        for w in numba.prange(threads):
+            _invoke(steps_address, (w, threads, {arguments}))
+'''
+    return EntryPoint(source, list(kernel_index), reads, writes, [i for i, _, _ in items], len(units), stride)
 
 
 # ------------------------------------------------------------------------------------- execution
@@ -732,9 +955,10 @@ class Executable:
         for (key, *_), step in variants.items():
             signatures.setdefault(key, []).append(tuple(numba.typeof(a) for a in self._arguments(step)))
         compiled = compiled_kernels(kernel_dir)
-        jobs = [(key, plan.sources[key], "kernel", types) for key, types in signatures.items() if key not in compiled]
+        jobs = [(key, plan.sources[key], [("kernel", types)]) for key, types in signatures.items() if key not in compiled]
         if self.entry.key not in compiled:
-            jobs.append((self.entry.key, self.entry.source, "entry", [self._entry_signature()]))
+            jobs.append((self.entry.key, self.entry.source, [("steps", [self._steps_signature()]),
+                                                              ("entry", [self._entry_signature()])]))
         total = len(signatures) + 1
         counted: set[str] = set()
 
@@ -748,25 +972,37 @@ class Executable:
         if compile_workers > 1 and len(jobs) > 1:
             compile_concurrently(jobs, kernel_dir, min(compile_workers, len(jobs)), advance)
         self._native: dict[tuple, int] = {}   # kernel variant -> address of its native function
-        self.steps = []
         for step in plan.steps:
-            self.steps.append(self._bind(step))
             if step.kind == "kernel":
+                self._compile(step)
                 advance(step.key)
         self._addresses = np.array([self._native[variant] for variant in self.entry.kernels], dtype=np.int64)
         self._set_threads = threading_layer_address("set_num_threads")
-        signature = self._entry_signature()
-        entry = compile_function(load_module(self.entry.key, self.entry.source, kernel_dir), "entry", signature)
-        self._run_entry = entry.overloads[signature].entry_point
+        self._sync = np.zeros(self.entry.sync_size(), dtype=np.int64)
+        self._no_stamps = np.zeros(0, dtype=np.int64)
+        module = load_module(self.entry.key, self.entry.source, kernel_dir)
+        steps = compile_function(module, "steps", self._steps_signature())
+        self._steps_address = native_address(steps.overloads[self._steps_signature()])
+        entry = compile_function(module, "entry", self._entry_signature())
+        self._run_entry = entry.overloads[self._entry_signature()].entry_point
         advance(self.entry.key)
+
+    def _run_arguments(self, stamps: np.ndarray) -> tuple:
+        """The arguments the steps take after their thread and thread count (`EntryPoint`), with the state's
+        arrays and inputs as empty stand-ins: for typing."""
+        inputs = tuple(np.empty_like(view) for view in self.inputs)
+        reads = tuple(np.empty_like(self._variables[name]) for name in self.entry.reads)
+        return self.arena, self.consts, stamps, inputs, reads, self._writes(), stamps, stamps
+
+    def _steps_signature(self) -> tuple:
+        import numba
+
+        return tuple(numba.typeof(a) for a in (0, self.threads, *self._run_arguments(np.zeros(0, np.int64))))
 
     def _entry_signature(self) -> tuple:
         import numba
 
-        inputs = tuple(np.empty_like(view) for view in self.inputs)
-        reads = tuple(np.empty_like(self._variables[name]) for name in self.entry.reads)
-        return tuple(numba.typeof(a) for a in (self.arena, self.consts, np.zeros(1, np.int64), 0, self.threads,
-                                                inputs, reads, self._writes()))
+        return tuple(numba.typeof(a) for a in (0, 0, self.threads, *self._run_arguments(np.zeros(0, np.int64))))
 
     def _writes(self) -> tuple:
         """Fresh arrays for the variables a run writes: the state keeps them, and a failed run none."""
@@ -781,80 +1017,51 @@ class Executable:
         return self.arena[offset:offset + nbytes].view(dtype).reshape(shape)
 
     def _arguments(self, step: Step) -> tuple:
-        """A kernel step's arguments: its arrays (arena views, constants), parameters P and loop bounds D."""
+        """A kernel step's arguments: its arrays (arena views, constants), parameters P, loop bounds D and its
+        share and phase R (typed here: the entry point passes them)."""
         params = tuple(SCALAR_TYPES[kind](value) for kind, value in step.params)
-        return (*[self._view(r) for r in step.arrays], params, tuple(np.int64(n) for n in step.dims))
+        return (*[self._view(r) for r in step.arrays], params, tuple(np.int64(n) for n in step.dims),
+                (np.int64(0), np.int64(1), np.int64(0)))
 
-    def _bind(self, step: Step):
+    def _compile(self, step: Step) -> None:
+        """Compile (or load from the cache) a kernel step's variant and keep its native address."""
         import numba
 
-        arrays = [self._view(r) for r in step.arrays]
-        if step.kind == "kernel":
-            args = self._arguments(step)
-            signature = tuple(numba.typeof(a) for a in args)
-            fn = compile_function(load_module(step.key, self.plan.sources[step.key], self.kernel_dir), "kernel",
-                                  signature)
-            # The compiled entry point, not the dispatcher: the arguments' types are fixed, and resolving
-            # them on every call cost microseconds per dispatch.
-            overload = fn.overloads[signature]
-            self._native[kernel_variant(self.plan, step)] = native_address(overload)
-            entry = overload.entry_point
-            return lambda state: entry(*args)
-        if step.kind == "concat":
-            return self._bind_concat(step, arrays)
-        name = step.attrs["name"]
-        (view,) = arrays
-        if step.kind == "variable_read":
-            def read(state):
-                value = state.get(name)
-                if value is None:
-                    raise RuntimeError(f"variable @{name} is read before it has a value (no initial value, no write)")
-                np.copyto(view, value)
-            return read
+        signature = tuple(numba.typeof(a) for a in self._arguments(step))
+        fn = compile_function(load_module(step.key, self.plan.sources[step.key], self.kernel_dir), "kernel",
+                              signature)
+        self._native[kernel_variant(self.plan, step)] = native_address(fn.overloads[signature])
 
-        def write(state):
-            state[name] = view.copy()
-        return write
-
-    def _bind_concat(self, step: Step, arrays):
-        out, axis = arrays[0], step.attrs["axis"]
-        copies = [(out[(slice(None),) * axis + (slice(start, start + size),)], self._view(ref))
-                  for start, size, ref in concat_copies(step, self._view)]
-
-        def concat(state):
-            for target, piece in copies:
-                np.copyto(target, piece)
-        return concat
-
-    def run(self, inputs: tuple[np.ndarray, ...], state: dict) -> list[np.ndarray]:
+    def run(self, inputs: tuple[np.ndarray, ...], state: dict, stamps: np.ndarray | None = None) -> list[np.ndarray]:
         """`inputs` in the plan's input shapes and dtypes, C-contiguous (`prepare_inputs`); `state` holds each
-        variable's value as a previous run wrote it or as the plan's initial state has it."""
+        variable's value as a previous run wrote it or as the plan's initial state has it; `stamps`, where
+        given, receives the clock at the start and after each of the entry point's items (`profile`)."""
         inputs = tuple(inputs)
         reads = tuple(map(state.get, self.entry.reads))
         for name, value in zip(self.entry.reads, reads):
             if value is None:
                 raise RuntimeError(f"variable @{name} is read before it has a value (no initial value, no write)")
         writes = self._writes()
-        self._run_entry(self.arena, self.consts, self._addresses, self._set_threads, self.threads, inputs, reads,
-                        writes)
+        self._run_entry(self._steps_address, self._set_threads, self.threads, self.arena, self.consts,
+                        self._addresses, inputs, reads, writes, self._sync, self._no_stamps if stamps is None else stamps)
         state.update(zip(self.entry.writes, writes))
         return [out.copy() for out in self.outputs]
 
     def profile(self, inputs: list[np.ndarray], state: dict, repeat: int) -> list[dict]:
-        """Median seconds of each step over `repeat` runs, slowest first."""
-        import numba
-
-        numba.set_num_threads(self.threads)
-        times = [[] for _ in self.steps]
-        for _ in range(repeat):
-            for view, array in zip(self.inputs, inputs):
-                np.copyto(view, array.reshape(view.shape))
-            for i, step in enumerate(self.steps):
-                t = time.perf_counter()
-                step(state)
-                times[i].append(time.perf_counter() - t)
+        """Median seconds of each step over `repeat` runs, slowest first: timed inside the run, on all its
+        threads (`EntryPoint`), a split kernel from the end of what preceded it until its last share is done,
+        a step run whole from its start to its end."""
+        stamps = np.zeros((repeat, len(self.entry.items) + 1), dtype=np.int64)
+        for row in stamps:
+            self.run(inputs, dict(state), row)
+        # Stamps come from several threads: a step's start is the latest stamp before its own.
+        seconds = np.median(np.diff(np.maximum.accumulate(stamps, axis=1), axis=1), axis=0) * 1e-9
+        per_step = np.zeros(len(self.plan.steps))
+        for index, time in zip(self.entry.items, seconds):
+            if index >= 0:
+                per_step[index] += time
         rows = [{"dispatch": s.name, "template": s.template or s.kind, "ops": " + ".join(s.origins),
-                 "seconds": float(np.median(t))} for s, t in zip(self.plan.steps, times)]
+                 "seconds": float(t)} for s, t in zip(self.plan.steps, per_step)]
         return sorted(rows, key=lambda r: -r["seconds"])
 
 

@@ -94,11 +94,6 @@ def build_plan(graph: Graph, target: CpuTarget | CudaTarget, stages=None) -> Pla
     # Kernels first: the scratch buffers they work in are planned in the arena with the activations.
     generate = cuda.kernel_for if isinstance(target, CudaTarget) else kernel_for
     specs = {i: generate(item, target) for i, item in enumerate(order) if isinstance(item, Dispatch)}
-    # A small dispatch's serial kernel saves a parallel launch (about 2 us) but costs a compile (1-3 s): where
-    # another dispatch compiles the parallel form of the same source anyway, the small one runs that.
-    parallel = {spec.key for spec in specs.values() if not spec.serial}
-    twins = {i: spec.parallel() for i, spec in specs.items() if spec.serial}
-    specs.update({i: twin for i, twin in twins.items() if twin.key in parallel})
     scratch = {i: [a.value for a in spec.arrays if a.scratch] for i, spec in specs.items()}
     arena = plan_arena(structured, order, scratch)
     b = _Builder(structured, arena.offsets)
@@ -109,7 +104,7 @@ def build_plan(graph: Graph, target: CpuTarget | CudaTarget, stages=None) -> Pla
             sources[spec.key] = spec.source
             steps.append(Step("kernel", item.name, item.origins, [b.array(a) for a in spec.arrays], spec.key,
                               spec.template, [_typed(p) for p in spec.params], [int(n) for n in spec.dims],
-                              dict(spec.launch or {})))
+                              dict(spec.launch) if spec.launch else {"phases": spec.phases, "split": spec.split}))
         elif item.name == "linalg.concat":
             steps.append(Step("concat", "concat", structured.origins.get(item, []),
                               [b.ref(item.result)] + [b.ref(v) for v in item.operands], attrs={"axis": item.attrs["axis"]}))
