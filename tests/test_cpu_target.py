@@ -473,7 +473,7 @@ def test_an_error_raised_in_a_kernel_reaches_the_entry_points_caller(tmp_path):
 
         @numba.njit(cache=True)
         def entry(kernels, a):
-            _call(kernels, a, a, "(0, ((0, 0, 'int64', (2,)),), (('l', 7),), (2,), 0, -1)", a, 0, 1)
+            _call(kernels, a, a, "(0, ((0, 0, 'int64', (2,)),), (('l', 7),), (2,), 0, 0, None)", a, 0, 1, a, False)
             a[1] = 9
         ''')
     module = engine.load_module("test_entry_error", source, tmp_path)

@@ -435,9 +435,9 @@ def compile_concurrently(jobs: list[tuple[str, str, list]], directory: Path | No
 # arrays are views of the arena and constant buffers at constant offsets, with no reference count. `_copy`
 # copies strided blocks of bytes. `_set_threads` calls the threading layer's `set_num_threads(int)` through
 # its address: Numba's own `numba.set_num_threads` in compiled code holds a ctypes pointer, which makes a
-# function uncachable, and from Python it costs 0.65 us a call. `_take`, `_finish` and `_wait` are the
-# atomic operations of the hand-over between threads (`entry_point`); `_mark` reads the monotonic clock for
-# `Executable.profile`; `_invoke` calls the steps from the parallel loop.
+# function uncachable, and from Python it costs 0.65 us a call. `_call` (split phases), `_begin` and
+# `_finish` are the hand-over between threads (`EntryPoint`); `_mark`, `_call` and `_copy` stamp the clock
+# for `Executable.profile`; `_invoke` calls the steps from the parallel loop.
 ENTRY_PRELUDE = '''import ast
 import platform
 
@@ -486,14 +486,92 @@ def _view(context, builder, base, offset, array_type, shape, itemsize):
     return builder.insert_value(ir.Constant(struct, fields), data, 4)
 
 
-def _take_slot(builder, slot):
-    """Whether this thread takes `slot` (0 -> 1), read first so that a taken slot's cache line stays shared."""
-    taken = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(1), 0))
+def _helper(module, name: str, fnty, build):
+    """The module's function `name`, built once by `build(builder, function)` and kept out of line: the
+    steps wait and take hundreds of times, and LLVM then optimizes one body, not each copy (inlined, they
+    took EfficientNet-B0's steps 11 s to compile)."""
+    if name in module.globals:
+        return module.globals[name]
+    function = ir.Function(module, fnty, name)
+    function.linkage = "internal"
+    function.attributes.add("noinline")
+    build(ir.IRBuilder(function.append_basic_block("entry")), function)
+    return function
+
+
+def _build_take(builder, function):
+    """take(slot): whether this thread takes `slot` (0 -> 1), read first so that a taken slot's cache line
+    stays shared."""
+    (slot,) = function.args
+    attempt = function.append_basic_block("attempt")
+    taken = function.append_basic_block("taken")
     free = builder.icmp_signed("==", builder.load_atomic(slot, "monotonic", 8), ir.Constant(_I64, 0))
-    with builder.if_then(free):
-        pair = builder.cmpxchg(slot, ir.Constant(_I64, 0), ir.Constant(_I64, 1), "acq_rel", "monotonic")
-        builder.store(builder.extract_value(pair, 1), taken)
-    return builder.load(taken)
+    builder.cbranch(free, attempt, taken)
+    builder.position_at_end(attempt)
+    pair = builder.cmpxchg(slot, ir.Constant(_I64, 0), ir.Constant(_I64, 1), "acq_rel", "monotonic")
+    builder.ret(builder.extract_value(pair, 1))
+    builder.position_at_end(taken)
+    builder.ret(ir.Constant(ir.IntType(1), 0))
+
+
+def _pause(builder):
+    """The spin-wait hint of this machine (x86 `pause`, AArch64 `yield`)."""
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                    "llvm.x86.sse2.pause"), [])
+    elif machine in ("aarch64", "arm64"):
+        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_I32]),
+                                                    "llvm.aarch64.hint"), [ir.Constant(_I32, 1)])
+
+
+def _build_wait(builder, function):
+    """wait(slot, target): spin until the int64 at `slot` reaches `target` (an acquire: the shares counted
+    there are seen done)."""
+    slot, target = function.args
+    check = function.append_basic_block("check")
+    spin = function.append_basic_block("spin")
+    rest = function.append_basic_block("rest")
+    done = function.append_basic_block("done")
+    spins = builder.alloca(_I64)
+    builder.store(ir.Constant(_I64, 0), spins)
+    builder.branch(check)
+    builder.position_at_end(check)
+    reached = builder.icmp_signed(">=", builder.load_atomic(slot, "acquire", 8), target)
+    builder.cbranch(reached, done, spin)
+    builder.position_at_end(spin)
+    _pause(builder)
+    count = builder.add(builder.load(spins), ir.Constant(_I64, 1))
+    builder.store(count, spins)
+    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(_I64, _SPINS)), rest, check)
+    builder.position_at_end(rest)
+    builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, []), "sched_yield"), [])
+    builder.branch(check)
+    builder.position_at_end(done)
+    builder.ret_void()
+
+
+def _build_clock(builder, function):
+    """clock(): the monotonic clock in nanoseconds (clock_gettime(CLOCK_MONOTONIC, ...))."""
+    timespec = ir.LiteralStructType([_I64, _I64])
+    clock_gettime = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_I32, [_I32, timespec.as_pointer()]), "clock_gettime")
+    value = builder.alloca(timespec)
+    builder.call(clock_gettime, [ir.Constant(_I32, 1), value])
+    zero = ir.Constant(_I32, 0)
+    seconds = builder.load(builder.gep(value, [zero, zero]))
+    nanoseconds = builder.load(builder.gep(value, [zero, ir.Constant(_I32, 1)]))
+    builder.ret(builder.add(builder.mul(seconds, ir.Constant(_I64, 1_000_000_000)), nanoseconds))
+
+
+def _take_slot(builder, slot):
+    return builder.call(_helper(builder.module, "tosaic_take", ir.FunctionType(ir.IntType(1), [slot.type]),
+                                _build_take), [slot])
+
+
+def _wait_slot(builder, slot, target):
+    builder.call(_helper(builder.module, "tosaic_wait", ir.FunctionType(ir.VoidType(), [slot.type, _I64]),
+                         _build_wait), [slot, target])
 
 
 def _finish_slot(builder, slot):
@@ -501,14 +579,32 @@ def _finish_slot(builder, slot):
     builder.atomic_rmw("add", slot, ir.Constant(_I64, 1), "release")
 
 
+def _stamp(context, builder, stamps_type, stamps, when, index: int):
+    """Where `when`: stamps[index] = the clock."""
+    with builder.if_then(when):
+        now = builder.call(_helper(builder.module, "tosaic_clock", ir.FunctionType(_I64, []), _build_clock), [])
+        builder.store(now, _slot(context, builder, stamps_type, stamps, ir.Constant(_I64, index)))
+
+
+def _wait_unit(context, builder, sync_type, sync, shares, unit):
+    """Wait for the unit before `unit` = (previous counter or -1, whether it was split, counter)."""
+    previous, split, _ = unit
+    if previous >= 0:
+        _wait_slot(builder, _slot(context, builder, sync_type, sync, ir.Constant(_I64, previous)),
+                   shares if split else ir.Constant(_I64, 1))
+
+
 @intrinsic(prefer_literal=True)
-def _call(typingctx, kernels, arena, consts, spec, sync, share, shares):
-    """Call a kernel: spec (kernel index, arrays, parameters, loop bounds, phase, counter). With counter -1,
-    once, as share 0 of 1 (in a one-share unit the caller took); otherwise each of the `shares` shares this
-    thread takes, its own (`share`) first, each counted done at sync[counter] (the shares' flags follow it)."""
+def _call(typingctx, kernels, arena, consts, spec, sync, share, shares, stamps, timing):
+    """Run a kernel: spec (kernel index, arrays, parameters, loop bounds, phase, stamp index, unit). Without
+    a unit, once as share 0 of 1 (a statement of a one-share unit the caller took), the clock then stamped
+    where `timing`. With a unit (previous counter, whether split, counter): a split phase, a unit of its
+    own: wait for the previous unit, then run each of the `shares` shares this thread takes, its own
+    (`share`) first, each counted done at sync[counter] (the shares' flags follow it); where `timing`, wait
+    for every share and stamp the clock."""
     if not isinstance(spec, types.StringLiteral):
         return None
-    index, arrays, params, dims, phase, counter = ast.literal_eval(spec.literal_value)
+    index, arrays, params, dims, phase, stamp, unit = ast.literal_eval(spec.literal_value)
     array_types = [types.Array(numba.from_dtype(np.dtype(dtype)), len(shape), "C") for _, _, dtype, shape in arrays]
     param_type = types.BaseTuple.from_types([_PARAM_TYPES[kind] for kind, _ in params])
     dims_type = types.BaseTuple.from_types([types.int64] * len(dims))
@@ -528,6 +624,7 @@ def _call(typingctx, kernels, arena, consts, spec, sync, share, shares):
         values.append(context.make_tuple(builder, dims_type, [context.get_constant(types.int64, n) for n in dims]))
         fnty = context.call_conv.get_function_type(types.none, argtys)
         callee = builder.inttoptr(address, fnty.as_pointer())
+        own, count = llargs[5], llargs[6]
 
         def run(share, shares):
             position = context.make_tuple(builder, run_type, [share, shares, ir.Constant(_I64, phase)])
@@ -535,27 +632,39 @@ def _call(typingctx, kernels, arena, consts, spec, sync, share, shares):
             with cgutils.if_unlikely(builder, status.is_error):
                 context.call_conv.return_status_propagate(builder, status)
 
-        if counter < 0:
+        if unit is None:
             run(ir.Constant(_I64, 0), ir.Constant(_I64, 1))
+            _stamp(context, builder, stamps, llargs[7], llargs[8], stamp)
             return context.get_dummy_value()
-        own, count = llargs[5], llargs[6]
+        _wait_unit(context, builder, sync, llargs[4], count, unit)
+        counter = unit[2]
+        done = _slot(context, builder, sync, llargs[4], ir.Constant(_I64, counter))
         with cgutils.for_range(builder, count) as loop:
             share = builder.add(own, loop.index)
             share = builder.select(builder.icmp_signed(">=", share, count), builder.sub(share, count), share)
             flag = _slot(context, builder, sync, llargs[4], builder.add(ir.Constant(_I64, counter + 1), share))
             with builder.if_then(_take_slot(builder, flag)):
                 run(share, count)
-                _finish_slot(builder, _slot(context, builder, sync, llargs[4], ir.Constant(_I64, counter)))
+                _finish_slot(builder, done)
+        with builder.if_then(llargs[8]):
+            _wait_slot(builder, done, count)
+        _stamp(context, builder, stamps, llargs[7], llargs[8], stamp)
         return context.get_dummy_value()
-    return types.none(kernels, arena, consts, spec, sync, share, shares), codegen
+    return types.none(kernels, arena, consts, spec, sync, share, shares, stamps, timing), codegen
 
 
-@intrinsic
-def _take(typingctx, sync, index):
-    """Whether this thread takes the one-share unit whose flag is sync[index]."""
+@intrinsic(prefer_literal=True)
+def _begin(typingctx, sync, spec, shares):
+    """Whether this thread takes the one-share unit spec (previous counter or -1, whether it was split,
+    counter), once the previous unit is done; its flag follows its counter."""
+    if not isinstance(spec, types.StringLiteral):
+        return None
+    unit = ast.literal_eval(spec.literal_value)
+
     def codegen(context, builder, signature, llargs):
-        return _take_slot(builder, _slot(context, builder, sync, llargs[0], llargs[1]))
-    return types.boolean(sync, index), codegen
+        _wait_unit(context, builder, sync, llargs[0], llargs[2], unit)
+        return _take_slot(builder, _slot(context, builder, sync, llargs[0], ir.Constant(_I64, unit[2] + 1)))
+    return types.boolean(sync, spec, shares), codegen
 
 
 @intrinsic
@@ -567,68 +676,16 @@ def _finish(typingctx, sync, index):
     return types.none(sync, index), codegen
 
 
-def _pause(builder):
-    """The spin-wait hint of this machine (x86 `pause`, AArch64 `yield`)."""
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64"):
-        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                    "llvm.x86.sse2.pause"), [])
-    elif machine in ("aarch64", "arm64"):
-        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_I32]),
-                                                    "llvm.aarch64.hint"), [ir.Constant(_I32, 1)])
+@intrinsic(prefer_literal=True)
+def _mark(typingctx, when, stamps, index):
+    """Where `when`: stamps[index] = the clock (`index` a literal)."""
+    if not isinstance(index, types.IntegerLiteral):
+        return None
 
-
-@intrinsic
-def _wait(typingctx, sync, index, target):
-    """Wait until sync[index] reaches `target`."""
     def codegen(context, builder, signature, llargs):
-        _wait_for(builder, _slot(context, builder, sync, llargs[0], llargs[1]), llargs[2])
+        _stamp(context, builder, stamps, llargs[1], llargs[0], index.literal_value)
         return context.get_dummy_value()
-    return types.none(sync, index, target), codegen
-
-
-def _clock(builder):
-    """The monotonic clock in nanoseconds (clock_gettime(CLOCK_MONOTONIC, ...))."""
-    timespec = ir.LiteralStructType([_I64, _I64])
-    clock_gettime = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_I32, [_I32, timespec.as_pointer()]), "clock_gettime")
-    value = cgutils.alloca_once(builder, timespec)
-    builder.call(clock_gettime, [ir.Constant(_I32, 1), value])
-    zero = ir.Constant(_I32, 0)
-    seconds = builder.load(builder.gep(value, [zero, zero]))
-    nanoseconds = builder.load(builder.gep(value, [zero, ir.Constant(_I32, 1)]))
-    return builder.add(builder.mul(seconds, ir.Constant(_I64, 1_000_000_000)), nanoseconds)
-
-
-def _wait_for(builder, slot, target):
-    """Spin until the int64 at `slot` reaches `target` (an acquire: the shares counted there are seen done)."""
-    spins = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))
-    check = builder.append_basic_block("wait.check")
-    spin = builder.append_basic_block("wait.spin")
-    done = builder.append_basic_block("wait.done")
-    builder.branch(check)
-    builder.position_at_end(check)
-    reached = builder.icmp_signed(">=", builder.load_atomic(slot, "acquire", 8), target)
-    builder.cbranch(reached, done, spin)
-    builder.position_at_end(spin)
-    _pause(builder)
-    count = builder.add(builder.load(spins), ir.Constant(_I64, 1))
-    builder.store(count, spins)
-    with builder.if_then(builder.icmp_signed(">", count, ir.Constant(_I64, _SPINS))):
-        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, []), "sched_yield"), [])
-    builder.branch(check)
-    builder.position_at_end(done)
-
-
-@intrinsic
-def _mark(typingctx, profile, stamps, index, sync, counter, target):
-    """Where `profile`: wait until sync[counter] reaches `target`, then stamps[index] = the clock."""
-    def codegen(context, builder, signature, llargs):
-        with builder.if_then(llargs[0]):
-            _wait_for(builder, _slot(context, builder, sync, llargs[3], llargs[4]), llargs[5])
-            builder.store(_clock(builder), _slot(context, builder, stamps, llargs[1], llargs[2]))
-        return context.get_dummy_value()
-    return types.none(profile, stamps, index, sync, counter, target), codegen
+    return types.none(when, stamps, index), codegen
 
 
 @intrinsic
@@ -650,10 +707,13 @@ def _invoke(typingctx, address, arguments):
 
 
 @intrinsic(prefer_literal=True)
-def _copy(typingctx, target, source, spec):
+def _copy(typingctx, target, source, spec, stamps, timing):
+    """Copy `count` blocks of bytes: spec (target offset, source offset, block, count, target stride, source
+    stride, stamp index); the clock then stamped where `timing`."""
     if not isinstance(spec, types.StringLiteral):
         return None
-    target_offset, source_offset, block, count, target_stride, source_stride = ast.literal_eval(spec.literal_value)
+    target_offset, source_offset, block, count, target_stride, source_stride, stamp = \
+        ast.literal_eval(spec.literal_value)
 
     def codegen(context, builder, signature, llargs):
         intp = context.get_value_type(types.intp)
@@ -667,8 +727,9 @@ def _copy(typingctx, target, source, spec):
                 builder.gep(start, [builder.add(ir.Constant(intp, source_offset),
                                                 builder.mul(i, ir.Constant(intp, source_stride)))]),
                 ir.Constant(intp, block), 1)
+        _stamp(context, builder, stamps, llargs[3], llargs[4], stamp)
         return context.get_dummy_value()
-    return types.none(target, source, spec), codegen
+    return types.none(target, source, spec, stamps, timing), codegen
 
 
 @intrinsic
@@ -793,29 +854,31 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
             return "consts", const_offsets[ref[1]], dtype, shape
         return "arena", ref[1], dtype, shape
 
-    def copy(target: str, source: str, *spec: int) -> str:
-        return f'_copy({target}, {source}, "{tuple(int(n) for n in spec)}")'
+    # (step index, statement, split), in order; an item's stamp (`stamps` index) is its position + 1. A
+    # split kernel's phase (its statement the phase's number) is a unit of its own; statements run whole by
+    # one thread go together.
+    items: list[tuple[int, str, bool]] = []
 
-    def call(step: Step, phase: int, counter: int) -> str:
+    def copy(target: str, source: str, *spec: int) -> str:
+        return f'_copy({target}, {source}, "{(*(int(n) for n in spec), len(items) + 1)}", stamps, timing)'
+
+    def call(step: Step, phase: int, stamp: int, unit: tuple | None) -> str:
         k = kernel_index.setdefault(kernel_variant(plan, step), len(kernel_index))
         arrays = []
         for ref in step.arrays:
             buffer, offset, dtype, shape = place(ref)
             arrays.append((("arena", "consts").index(buffer), offset, dtype.name, shape))
         spec = (k, tuple(arrays), tuple(_param(kind, value) for kind, value in step.params),
-                tuple(int(n) for n in step.dims), phase, counter)
-        return f'_call(kernels, arena, consts, "{spec}", sync, w, nw)'
+                tuple(int(n) for n in step.dims), phase, stamp, unit)
+        return f'_call(kernels, arena, consts, "{spec}", sync, w, nw, stamps, {"first" if unit else "timing"})'
 
-    # (step index, statement, split): a split kernel's phase (its statement the phase's number) is a unit of
-    # its own; statements run whole by one thread go together.
-    items: list[tuple[int, str | None, bool]] = [(-1, copy("arena", f"inputs[{i}]", ref[1], 0, view(ref).nbytes,
-                                                             1, 0, 0), False)
-                                                 for i, ref in enumerate(plan.inputs)]
+    for i, ref in enumerate(plan.inputs):
+        items.append((-1, copy("arena", f"inputs[{i}]", ref[1], 0, view(ref).nbytes, 1, 0, 0), False))
     for index, step in enumerate(plan.steps):
         if step.kind == "kernel":
             split = step.attrs.get("split", False)
-            items += [(index, f"{phase}" if split else call(step, phase, -1), split)
-                      for phase in range(step.attrs.get("phases", 1))]
+            for phase in range(step.attrs.get("phases", 1)):
+                items.append((index, str(phase) if split else call(step, phase, len(items) + 1, None), split))
         elif step.kind == "concat":
             axis = step.attrs["axis"]
             _, out_offset, dtype, shape = place(step.arrays[0])
@@ -838,37 +901,40 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
             written[step.attrs["name"]] = target
             items.append((index, copy(target, "arena", 0, step.arrays[0][1], view(step.arrays[0]).nbytes, 1, 0, 0),
                           False))
-    units: list[list[tuple[int, str | None, bool]]] = []
-    for item in items:
-        if units and not item[2] and not units[-1][-1][2]:
-            units[-1].append(item)
+    units: list[list[int]] = []   # item positions
+    for position, (_, _, split) in enumerate(items):
+        if units and not split and not items[units[-1][-1]][2]:
+            units[-1].append(position)
         else:
-            units.append([item])
+            units.append([position])
     # Timing (`stamps` not empty): the clock after each item, read by the thread that ran it, or for a split
     # phase by thread 0 once every share is done; stamps[0] is the start.
-    lines = ["    timing = stamps.size > 0", "    first = timing and w == 0", "    _mark(first, stamps, 0, sync, 0, 0)"]
-    previous = None
-    done = 0
+    lines = ["    timing = stamps.size > 0", "    first = timing and w == 0", "    _mark(first, stamps, 0)"]
+    previous = (-1, False)
     for u, unit in enumerate(units):
         base = u * stride
-        names = sorted({plan.steps[i].name for i, _, _ in unit if i >= 0} | ({"inputs"} if unit[0][0] < 0 else set()))
+        steps = {items[p][0] for p in unit}
+        names = sorted({plan.steps[i].name for i in steps if i >= 0} | ({"inputs"} if -1 in steps else set()))
         lines.append(f"    # unit {u}: {', '.join(names)}")
-        if previous is not None:
-            lines.append(f"    _wait(sync, {previous[0]}, {previous[1]})")
-        split = unit[0][2]
+        index, statement, split = items[unit[0]]
         if split:
-            index, phase, _ = unit[0]
-            lines.append("    " + call(plan.steps[index], int(phase), base))
-            lines.append(f"    _mark(first, stamps, {done + 1}, sync, {base}, nw)")
+            lines.append("    " + call(plan.steps[index], int(statement), unit[0] + 1, (*previous, base)))
         else:
-            lines.append(f"    if _take(sync, {base + 1}):")
-            for k, (_, statement, _) in enumerate(unit):
-                lines += [f"        {statement}", f"        _mark(timing, stamps, {done + k + 1}, sync, 0, 0)"]
+            lines.append(f'    if _begin(sync, "{(*previous, base)}", nw):')
+            lines += [f"        {items[p][1]}" for p in unit]
             lines.append(f"        _finish(sync, {base})")
-        done += len(unit)
-        previous = (base, "nw" if split else "1")
+        previous = (base, split)
     body = "\n".join(lines)
     arguments = "arena, consts, kernels, inputs, reads, writes, sync, stamps"
+    if any(split for _, _, split in items):
+        decorator = ENTRY_DECORATOR.replace("@numba.njit(", "@numba.njit(parallel=True, ")
+        run = f"""    if threads == 1:
+        _invoke(steps_address, (0, 1, {arguments}))
+    else:
+        for w in numba.prange(threads):
+            _invoke(steps_address, (w, threads, {arguments}))"""
+    else:   # nothing to share: the calling thread runs every step
+        decorator, run = ENTRY_DECORATOR, f"    _invoke(steps_address, (0, 1, {arguments}))"
     source = f'''{ENTRY_PRELUDE}
 
 {ENTRY_DECORATOR}
@@ -876,16 +942,12 @@ def steps(w, nw, {arguments}):
 {body}
 
 
-{ENTRY_DECORATOR.replace("@numba.njit(", "@numba.njit(parallel=True, ")}
+{decorator}
 def entry(steps_address, set_threads, threads, {arguments}):
     for i in range(sync.size):
         sync[i] = 0
     _set_threads(set_threads, threads)
-    if threads == 1:
-        _invoke(steps_address, (0, 1, {arguments}))
-    else:
-        for w in numba.prange(threads):
-            _invoke(steps_address, (w, threads, {arguments}))
+{run}
 '''
     return EntryPoint(source, list(kernel_index), reads, writes, [i for i, _, _ in items], len(units), stride)
 
