@@ -456,8 +456,9 @@ def test_a_kernel_source_called_with_two_dtypes_runs_each_variant():
         assert_same(model.run(x), run_reference(net.model, x), f"{net.summary()} input {k}")
 
 
-def test_an_error_raised_in_a_kernel_reaches_the_entry_points_caller(tmp_path):
-    """`_call` propagates a kernel's exception (Numba's status and exception slot) instead of carrying on."""
+def test_a_kernel_that_fails_is_recorded_and_stops_the_run(tmp_path):
+    """`_call` records a kernel's failure (Numba's error status) in sync[0], as the failing item's stamp
+    index, and runs no kernel after it: an exception cannot leave a parallel region's other threads."""
     import numba
 
     from tosaic.kernels import engine
@@ -472,22 +473,22 @@ def test_an_error_raised_in_a_kernel_reaches_the_entry_points_caller(tmp_path):
 
 
         @numba.njit(cache=True)
-        def entry(kernels, a):
-            _call(kernels, a, a, "(0, ((0, 0, 'int64', (2,)),), (('l', 7),), (2,), 0, 0, None)", a, 0, 1, a, False)
-            a[1] = 9
+        def entry(kernels, a, sync):
+            _call(kernels, a, a, "(0, ((0, 0, 'int64', (2,)),), (('l', 7),), (2,), 0, 5, None)", sync, 0, 1, a, False)
+            _call(kernels, a, a, "(0, ((0, 8, 'int64', (1,)),), (('l', 1),), (2,), 0, 6, None)", sync, 0, 1, a, False)
         ''')
     module = engine.load_module("test_entry_error", source, tmp_path)
-    a = np.zeros(2, np.int64)
+    a, sync = np.zeros(2, np.int64), np.zeros(16, np.int64)
     kernel = module.kernel
     kernel.compile((numba.typeof(a), numba.typeof((np.int64(7),)), numba.typeof((np.int64(2),)),
-                    numba.typeof((np.int64(0),) * 3)))
+                    numba.typeof((np.int64(0),) * 3)))   # both calls' views: 1-d int64 arrays
     kernels = np.array([engine.native_address(next(iter(kernel.overloads.values())))], np.int64)
-    module.entry(kernels, a)
-    assert a.tolist() == [9, 9]
+    module.entry(kernels, a, sync)
+    assert a.tolist() == [9, 3] and not sync.any()
     a[:] = [-1, 0]
-    with pytest.raises(ValueError, match="a negative count"):
-        module.entry(kernels, a)
-    assert a.tolist() == [-1, 0]
+    module.entry(kernels, a, sync)
+    assert a.tolist() == [-1, 0]   # the second kernel did not run
+    assert sync[0] == 5 and (sync[1:] == 1 << 62).all()
 
 
 # ------------------------------------------------------------------------------- random networks
@@ -614,3 +615,39 @@ def test_16x8_classifier_split_into_two_convs_matches_litert():
         want = run_reference(model, inputs)
         assert len(np.unique(want[0])) > 12, want    # not saturated
         assert_same(compiled.run(inputs), want, f"seed {seed}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("row", [3, 200])   # in the first share, in the second
+def test_a_division_by_zero_fails_the_run_on_every_thread(threads, row):
+    """INTDIV by a zero in the input's values: the run raises an error naming the dispatch (as the
+    interpreter refuses the same input) on whichever thread's share meets it, the dispatches after it do not
+    wait for shares that will never be done (no hang), and the next run, with good values, is exact. Before
+    the entry point had its own threads, the error was lost in the second thread (a wrong answer) and a
+    SystemError in the first."""
+    from tosaic.tosa.interpreter import TosaRuntimeError
+    from tosaic.tosa.mlir import parse_mlir
+
+    if threads > (os.cpu_count() or 1):
+        pytest.skip("needs two cores")
+    text = """module {
+      func.func @main(%a: tensor<256x256xi32>, %b: tensor<256x256xi32>) -> tensor<256x1xi32> {
+        %0 = tosa.intdiv %a, %b : (tensor<256x256xi32>, tensor<256x256xi32>) -> tensor<256x256xi32>
+        %1 = tosa.reduce_sum %0 {axis = 1 : i32} : (tensor<256x256xi32>) -> tensor<256x1xi32>
+        %2 = tosa.intdiv %1, %1 : (tensor<256x1xi32>, tensor<256x1xi32>) -> tensor<256x1xi32>
+        return %2 : tensor<256x1xi32>
+      }
+    }
+    """
+    graph = parse_mlir(text)
+    model = tosaic.compile(graph, target="cpu", threads=threads)
+    assert any(s.attrs.get("split") for s in model.plan.steps if s.kind == "kernel")
+    a, b = np.full((256, 256), 7, np.int32), np.ones((256, 256), np.int32)
+    b[row, 5] = 0
+    for engine_model in (tosaic.compile(graph), model):
+        with pytest.raises(TosaRuntimeError, match="divided by zero|intdiv by zero"):
+            engine_model.run([a, b])
+    with pytest.raises(TosaRuntimeError, match=r"dispatch_0 \(tosa.intdiv"):
+        model.run([a, b])
+    b[row, 5] = 1
+    assert_same(model.run([a, b]), tosaic.compile(graph).run([a, b]))

@@ -24,8 +24,8 @@ import numpy as np
 
 from tosaic.errors import TosaicError
 from tosaic.ir import Graph, ShapeType, TensorType
-from tosaic.kernels.engine import InputSpec, prepare_inputs
-from tosaic.tosa.interpreter import initial_state, interpret
+from tosaic.kernels.engine import InputSpec, KernelRunError, prepare_inputs
+from tosaic.tosa.interpreter import TosaRuntimeError, initial_state, interpret
 
 
 class SavedModelError(TosaicError, ValueError):
@@ -243,7 +243,10 @@ class CompiledModel:
         self._check_runnable()
         state = dict(self._state)
         if self._executable is not None:
-            result = self._executable.run(arrays, state)
+            try:
+                result = self._executable.run(arrays, state)
+            except KernelRunError as error:
+                raise TosaRuntimeError(str(error)) from None
         else:
             result = interpret(self.graph, arrays, keep_all=keep_all, state=state)
         self._state = state

@@ -564,6 +564,17 @@ def _build_clock(builder, function):
     builder.ret(builder.add(builder.mul(seconds, ir.Constant(_I64, 1_000_000_000)), nanoseconds))
 
 
+def _build_fail(builder, function):
+    """fail(sync, size, code): record the first failure's code in sync[0], then set every counter and flag
+    of the units so high that each wait ends and no share is taken: the other threads run out of the steps
+    instead of waiting for shares that will not be done."""
+    sync, size, code = function.args
+    builder.cmpxchg(sync, ir.Constant(_I64, 0), code, "acq_rel", "monotonic")
+    with cgutils.for_range_slice(builder, ir.Constant(_I64, 1), size, ir.Constant(_I64, 1), _I64) as (index, _):
+        builder.store_atomic(ir.Constant(_I64, 1 << 62), builder.gep(sync, [index]), "release", 8)
+    builder.ret_void()
+
+
 def _take_slot(builder, slot):
     return builder.call(_helper(builder.module, "tosaic_take", ir.FunctionType(ir.IntType(1), [slot.type]),
                                 _build_take), [slot])
@@ -577,6 +588,12 @@ def _wait_slot(builder, slot, target):
 def _finish_slot(builder, slot):
     """Count a share done (a release: what it wrote is seen by whoever waits for the count)."""
     builder.atomic_rmw("add", slot, ir.Constant(_I64, 1), "release")
+
+
+def _failed(context, builder, sync_type, sync):
+    """Whether a kernel of this run failed (sync[0] holds its item's stamp index)."""
+    word = builder.load_atomic(_slot(context, builder, sync_type, sync, ir.Constant(_I64, 0)), "monotonic", 8)
+    return builder.icmp_signed("!=", word, ir.Constant(_I64, 0))
 
 
 def _stamp(context, builder, stamps_type, stamps, when, index: int):
@@ -601,7 +618,9 @@ def _call(typingctx, kernels, arena, consts, spec, sync, share, shares, stamps, 
     where `timing`. With a unit (previous counter, whether split, counter): a split phase, a unit of its
     own: wait for the previous unit, then run each of the `shares` shares this thread takes, its own
     (`share`) first, each counted done at sync[counter] (the shares' flags follow it); where `timing`, wait
-    for every share and stamp the clock."""
+    for every share and stamp the clock. Nothing once a kernel of the run has failed; a kernel that fails
+    (Numba raises only for an integer division by zero here) is recorded, not raised: an exception cannot
+    leave a parallel region's other threads, and they would wait for its shares."""
     if not isinstance(spec, types.StringLiteral):
         return None
     index, arrays, params, dims, phase, stamp, unit = ast.literal_eval(spec.literal_value)
@@ -625,30 +644,34 @@ def _call(typingctx, kernels, arena, consts, spec, sync, share, shares, stamps, 
         fnty = context.call_conv.get_function_type(types.none, argtys)
         callee = builder.inttoptr(address, fnty.as_pointer())
         own, count = llargs[5], llargs[6]
+        array = context.make_array(sync)(context, builder, llargs[4])
 
         def run(share, shares):
             position = context.make_tuple(builder, run_type, [share, shares, ir.Constant(_I64, phase)])
             status, _ = context.call_conv.call_function(builder, callee, types.none, argtys, values + [position])
             with cgutils.if_unlikely(builder, status.is_error):
-                context.call_conv.return_status_propagate(builder, status)
+                fail = _helper(builder.module, "tosaic_fail", ir.FunctionType(ir.VoidType(), [array.data.type, _I64, _I64]),
+                               _build_fail)
+                builder.call(fail, [array.data, array.nitems, ir.Constant(_I64, stamp)])
 
-        if unit is None:
-            run(ir.Constant(_I64, 0), ir.Constant(_I64, 1))
-            _stamp(context, builder, stamps, llargs[7], llargs[8], stamp)
-            return context.get_dummy_value()
-        _wait_unit(context, builder, sync, llargs[4], count, unit)
-        counter = unit[2]
-        done = _slot(context, builder, sync, llargs[4], ir.Constant(_I64, counter))
-        with cgutils.for_range(builder, count) as loop:
-            share = builder.add(own, loop.index)
-            share = builder.select(builder.icmp_signed(">=", share, count), builder.sub(share, count), share)
-            flag = _slot(context, builder, sync, llargs[4], builder.add(ir.Constant(_I64, counter + 1), share))
-            with builder.if_then(_take_slot(builder, flag)):
-                run(share, count)
-                _finish_slot(builder, done)
-        with builder.if_then(llargs[8]):
-            _wait_slot(builder, done, count)
-        _stamp(context, builder, stamps, llargs[7], llargs[8], stamp)
+        with builder.if_then(builder.not_(_failed(context, builder, sync, llargs[4]))):
+            if unit is None:
+                run(ir.Constant(_I64, 0), ir.Constant(_I64, 1))
+                _stamp(context, builder, stamps, llargs[7], llargs[8], stamp)
+            else:
+                _wait_unit(context, builder, sync, llargs[4], count, unit)
+                counter = unit[2]
+                done = _slot(context, builder, sync, llargs[4], ir.Constant(_I64, counter))
+                with cgutils.for_range(builder, count) as loop:
+                    share = builder.add(own, loop.index)
+                    share = builder.select(builder.icmp_signed(">=", share, count), builder.sub(share, count), share)
+                    flag = _slot(context, builder, sync, llargs[4], builder.add(ir.Constant(_I64, counter + 1), share))
+                    with builder.if_then(_take_slot(builder, flag)):
+                        run(share, count)
+                        _finish_slot(builder, done)
+                with builder.if_then(llargs[8]):
+                    _wait_slot(builder, done, count)
+                _stamp(context, builder, stamps, llargs[7], llargs[8], stamp)
         return context.get_dummy_value()
     return types.none(kernels, arena, consts, spec, sync, share, shares, stamps, timing), codegen
 
@@ -835,7 +858,7 @@ class EntryPoint:
         return "entry_" + hashlib.sha256(self.source.encode()).hexdigest()[:20]
 
     def sync_size(self) -> int:
-        return self.units * self.stride
+        return (self.units + 1) * self.stride
 
 
 def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
@@ -912,7 +935,7 @@ def entry_point(plan: Plan, const_offsets: list[int], view) -> EntryPoint:
     lines = ["    timing = stamps.size > 0", "    first = timing and w == 0", "    _mark(first, stamps, 0)"]
     previous = (-1, False)
     for u, unit in enumerate(units):
-        base = u * stride
+        base = (u + 1) * stride   # sync[0]: the failed item's stamp index, or 0
         steps = {items[p][0] for p in unit}
         names = sorted({plan.steps[i].name for i in steps if i >= 0} | ({"inputs"} if -1 in steps else set()))
         lines.append(f"    # unit {u}: {', '.join(names)}")
@@ -1106,6 +1129,11 @@ class Executable:
         writes = self._writes()
         self._run_entry(self._steps_address, self._set_threads, self.threads, self.arena, self.consts,
                         self._addresses, inputs, reads, writes, self._sync, self._no_stamps if stamps is None else stamps)
+        if self._sync[0]:
+            step = self.plan.steps[self.entry.items[self._sync[0] - 1]]
+            # Generated kernels raise for nothing else (no bounds checks, no allocation).
+            raise KernelRunError(f"{step.name} ({' + '.join(step.origins) or step.kind}) divided by zero on "
+                                 f"this input (TOSA leaves a division by zero undefined)")
         state.update(zip(self.entry.writes, writes))
         return [out.copy() for out in self.outputs]
 
@@ -1171,6 +1199,10 @@ def prepare_inputs(inputs, specs: list[InputSpec]) -> tuple[np.ndarray, ...]:
 
 
 # ----------------------------------------------------------------------------------- saved models
+
+
+class KernelRunError(RuntimeError):
+    """A kernel failed on this run's values (a division by zero): the run's outputs and state are not kept."""
 
 
 class MachineError(RuntimeError):
