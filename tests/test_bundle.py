@@ -110,6 +110,24 @@ def test_bundle_reports_bad_inputs(tmp_path):
     assert done.returncode == 2 and "must have shape" in done.stderr, done.stderr
 
 
+def test_bundle_reports_a_division_by_zero(tmp_path):
+    """A run whose values divide by zero (TOSA INTDIV) ends with exit status 2 and a message naming the
+    dispatch, not an exception's traceback."""
+    from tosaic.tosa.mlir import parse_mlir
+
+    graph = parse_mlir("""module {
+      func.func @main(%a: tensor<64x64xi32>, %b: tensor<64x64xi32>) -> tensor<64x64xi32> {
+        %0 = tosa.intdiv %a, %b : (tensor<64x64xi32>, tensor<64x64xi32>) -> tensor<64x64xi32>
+        return %0 : tensor<64x64xi32>
+      }
+    }
+    """)
+    tosaic.compile(graph, target="cpu").export(tmp_path / "bundle")
+    np.savez(tmp_path / "zero.npz", in_0=np.ones((64, 64), np.int32), in_1=np.zeros((64, 64), np.int32))
+    done = run_bundle(tmp_path / "bundle", tmp_path / "zero.npz", cwd=tmp_path)
+    assert done.returncode == 2 and "dispatch_0 (tosa.intdiv) divided by zero" in done.stderr, done.stderr
+
+
 def test_export_refuses_a_directory_that_is_not_a_bundle(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a tosaic bundle"):

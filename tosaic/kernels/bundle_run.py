@@ -129,7 +129,7 @@ def main(argv=None) -> int:
             outputs = [np.stack([run[i] for run in runs]) for i in range(len(model.outputs))]
         else:
             outputs = model.run(_load_npz(args.inputs, model.inputs))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, engine.KernelRunError) as error:
         print(f"run.py: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     if args.output:
