@@ -629,7 +629,8 @@ def test_a_division_by_zero_fails_the_run_on_every_thread(threads, row):
     from tosaic.tosa.mlir import parse_mlir
 
     if threads > (os.cpu_count() or 1):
-        pytest.skip("needs two cores")
+        pytest.skip("two threads need two cores: a compiled model runs on at most this machine's cores "
+                    "(the one-thread case runs here)")
     text = """module {
       func.func @main(%a: tensor<256x256xi32>, %b: tensor<256x256xi32>) -> tensor<256x1xi32> {
         %0 = tosa.intdiv %a, %b : (tensor<256x256xi32>, tensor<256x256xi32>) -> tensor<256x256xi32>
